@@ -1,0 +1,51 @@
+# Tritium: every target creates and uses its own virtual environment (.venv).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help venv system-deps test unit lint crds crds-check demo render-examples bench-operator clean
+
+help:
+	@echo "make demo            run the MiniLM example locally with a real Triton server"
+	@echo "make test            lint + every test (unit, integration with real parts)"
+	@echo "make crds            regenerate crds/ from the API models"
+	@echo "make bench-operator  operator benchmark (200 InferenceServices against an API mock)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the integration tests start for real (installed when running as root).
+system-deps:
+	@if [ "$$(id -u)" = "0" ] && ! command -v redis-server >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check operator tests
+
+crds: venv
+	$(BIN)/tritium crd > crds/serving.tritium.dev_inferenceservices.yaml
+
+test: venv lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+unit: venv
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+render-examples: venv
+	@for f in examples/*.yaml; do echo "# --- $$f"; $(BIN)/tritium render -f $$f; done
+
+demo: render-examples
+
+bench-operator: venv
+	$(BIN)/python benchmarks/operator_bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

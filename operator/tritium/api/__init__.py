@@ -1,0 +1,1 @@
+"""InferenceService API models (serving.tritium.dev/v1alpha1)."""

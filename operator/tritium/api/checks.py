@@ -1,0 +1,97 @@
+"""Checks a spec must pass beyond the CRD schema, and the objects it refers to.
+
+The schema cannot know which storage schemes the fetcher speaks or whether a CIDR parses; these
+checks can. A failure becomes Ready=False/InvalidSpec with the field named, and the operator then
+leaves every running child untouched: what serves keeps serving.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+from tritium.api.resource import InferenceService, SpecError
+
+STORAGE_SCHEMES = ("s3", "gs", "http", "https", "file", "pvc")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An object in the service's namespace the pods need: its absence is an InvalidSpec."""
+
+    kind: str  # "Secret" or "ConfigMap"
+    name: str
+    key: str  # "" when the whole object is used
+    field: str  # spec path that names it
+
+
+def storage_scheme(uri: str) -> str:
+    """The scheme of a storageUri; a bare absolute path counts as a mounted volume (file)."""
+    if uri.startswith("/"):
+        return "file"
+    return urlparse(uri).scheme.lower()
+
+
+def check_storage_uri(uri: str, field: str = "spec.model.storageUri") -> None:
+    scheme = storage_scheme(uri)
+    if scheme not in STORAGE_SCHEMES:
+        raise SpecError(
+            field, f"unsupported scheme {scheme + '://' if scheme else '(none)'} in {uri!r}; "
+            f"use one of {', '.join(s + '://' for s in STORAGE_SCHEMES)}"
+        )
+    parsed = urlparse(uri)
+    if scheme in {"s3", "gs", "http", "https", "pvc"} and not parsed.netloc:
+        what = "claim name" if scheme == "pvc" else "bucket or host"
+        raise SpecError(field, f"{uri!r} has no {what}")
+
+
+def _check_cidrs(values: list[str] | None, field: str) -> None:
+    for i, value in enumerate(values or []):
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise SpecError(f"{field}[{i}]", f"{value!r} is not an IP address or CIDR") from None
+
+
+def check_spec(isvc: InferenceService) -> None:
+    """Raise SpecError for the first problem the schema could not catch."""
+    spec = isvc.spec
+    check_storage_uri(spec.model.storage_uri)
+    _check_cidrs(spec.security.ip_allowlist, "spec.security.ipAllowlist")
+    _check_cidrs(spec.security.trusted_proxies, "spec.security.trustedProxies")
+    post = spec.postprocess
+    if post and post.builtin and post.builtin.top_k and spec.model.outputs:
+        names = {o.name for o in spec.model.outputs}
+        if post.builtin.top_k.output not in names:
+            raise SpecError(
+                "spec.postprocess.builtin.topK.output",
+                f"{post.builtin.top_k.output!r} is not one of the model outputs {sorted(names)}",
+            )
+
+
+def references(isvc: InferenceService) -> list[Reference]:
+    """Every Secret/ConfigMap key the pods of this service will mount or read."""
+    spec = isvc.spec
+    refs: list[Reference] = []
+    for stage_name, stage in (("preprocess", spec.preprocess), ("postprocess", spec.postprocess)):
+        if stage and stage.script and stage.script.config_map_ref:
+            ref = stage.script.config_map_ref
+            refs.append(Reference("ConfigMap", ref.name, ref.key, f"spec.{stage_name}.script.configMapRef"))
+    if spec.model.storage_secret_name:
+        refs.append(Reference("Secret", spec.model.storage_secret_name, "", "spec.model.storageSecretName"))
+    sec = spec.security
+    if sec.api_keys_secret_ref:
+        refs.append(
+            Reference("Secret", sec.api_keys_secret_ref.name, sec.api_keys_secret_ref.key,
+                      "spec.security.apiKeysSecretRef")
+        )
+    if sec.tls:
+        refs.append(Reference("Secret", sec.tls.secret_name, "tls.crt", "spec.security.tls.secretName"))
+    if spec.gateway.cache.redis:
+        ref = spec.gateway.cache.redis.url_secret_ref
+        refs.append(Reference("Secret", ref.name, ref.key, "spec.gateway.cache.redis.urlSecretRef"))
+    if spec.monitoring.webhook and spec.monitoring.webhook.secret_ref:
+        ref = spec.monitoring.webhook.secret_ref
+        refs.append(Reference("Secret", ref.name, ref.key, "spec.monitoring.webhook.secretRef"))
+    return refs

@@ -1,0 +1,528 @@
+"""InferenceService spec (serving.tritium.dev/v1alpha1): what the user asks for.
+
+Every field carries a description because `kubectl explain inferenceservice.spec...` is how users
+learn the API. Defaults follow the product's promises: 2..10 replicas at 0.7 target utilisation
+with a 300 s scale-down cooldown, and a 5 % canary for every new revision.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tritium.api.base import DNS_LABEL_PATTERN, ApiModel, CelRule, Quantity, described, nested
+from tritium.images import DEFAULT_STAGE_IMAGE, DEFAULT_TRITON_IMAGE
+
+ModelFormat = Literal["python", "onnx", "pytorch", "tensorflow", "tensorrt", "openvino", "ensemble"]
+TensorType = Literal[
+    "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
+    "FP16", "FP32", "FP64", "BF16", "BYTES",
+]
+
+
+class TensorSpec(ApiModel):
+    """One model input or output, for models whose backend cannot auto-complete its configuration."""
+
+    name: str = described("Tensor name as the model knows it.", min_length=1, max_length=253)
+    data_type: TensorType = described("Triton data type of the tensor (e.g. FP32, INT64, BYTES).")
+    dims: list[int] = described(
+        "Shape without the batch dimension; -1 marks a variable-size dimension.",
+        min_length=1, max_length=16,
+    )
+
+
+class DynamicBatching(ApiModel):
+    """Triton's dynamic batcher: combine requests server-side into larger batches."""
+
+    preferred_batch_sizes: list[int] | None = described(
+        "Batch sizes the batcher should try to form first; each must be <= model.maxBatchSize.",
+        default=None, max_length=16,
+    )
+    max_queue_delay_microseconds: int = described(
+        "How long a request may wait in the queue for a batch to fill, in microseconds.",
+        default=100, ge=0, le=10_000_000,
+    )
+
+    cel_rules = (
+        CelRule(
+            "!has(self.preferredBatchSizes) || self.preferredBatchSizes.all(s, s >= 1)",
+            "preferred batch sizes must be >= 1",
+            ".preferredBatchSizes",
+        ),
+    )
+
+
+class InstanceGroup(ApiModel):
+    """A group of model instances (copies) Triton runs in parallel."""
+
+    count: int = described("Number of instances in this group.", default=1, ge=1, le=64)
+    kind: Literal["AUTO", "CPU", "GPU"] = described(
+        "Where the instances run: GPU, CPU, or AUTO (GPU when one is visible).", default="AUTO"
+    )
+    gpus: list[int] | None = described(
+        "GPU indices the instances are placed on (kind GPU only); all visible GPUs when unset.",
+        default=None, max_length=16,
+    )
+
+    cel_rules = (
+        CelRule("!has(self.gpus) || self.kind == 'GPU'", "gpus may only be set when kind is GPU", ".gpus"),
+    )
+
+
+class ResponseCache(ApiModel):
+    """Triton's own response cache (in the Triton process, per pod)."""
+
+    enabled: bool = described("Cache responses of this model inside Triton.", default=False)
+    size_bytes: int = described(
+        "Size of Triton's local cache in bytes (server-wide).", default=64 * 1024 * 1024, ge=1024
+    )
+
+
+class ModelSpec(ApiModel):
+    """The model Triton serves and how Triton should schedule it."""
+
+    name: str = described(
+        "Model name inside Triton and in the inference URLs (/v2/models/NAME).",
+        min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN,
+    )
+    storage_uri: str = described(
+        "Where the model repository directory lives: s3://, gs://, http(s)://, file:// or "
+        "pvc://CLAIM/path. The fetch init container copies it into the pod before Triton starts.",
+        min_length=1, max_length=2048,
+    )
+    format: ModelFormat = described("Model format; selects the Triton backend.")
+    version: int | None = described(
+        "Serve only this model version (a numeric directory in the repository); latest when unset.",
+        default=None, ge=1,
+    )
+    storage_secret_name: str | None = described(
+        "Secret whose keys become environment variables of the model fetcher "
+        "(e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS_JSON); "
+        "workload identity of the ServiceAccount is used when unset.",
+        default=None, min_length=1, max_length=253,
+    )
+    sha256: str | None = described(
+        "Expected sha256 of a single-file model archive; the fetch fails when it does not match.",
+        default=None, pattern=r"^[0-9a-f]{64}$",
+    )
+    max_batch_size: int = described(
+        "Largest batch Triton forms (max_batch_size); 0 disables batching.", default=0, ge=0, le=4096
+    )
+    dynamic_batching: DynamicBatching | None = described(
+        "Enable Triton's dynamic batcher (requires maxBatchSize > 0).", default=None
+    )
+    instance_groups: list[InstanceGroup] | None = described(
+        "Instance groups; Triton's default (one instance per GPU, or one on CPU) when unset.",
+        default=None, max_length=16,
+    )
+    response_cache: ResponseCache = nested(ResponseCache, "Triton's response cache for this model.")
+    inputs: list[TensorSpec] | None = described(
+        "Model inputs, for backends that cannot read them from the model file.", default=None, max_length=64
+    )
+    outputs: list[TensorSpec] | None = described(
+        "Model outputs, for backends that cannot read them from the model file.", default=None, max_length=64
+    )
+    parameters: dict[str, str] | None = described(
+        "Backend-specific parameters written into the model configuration.", default=None
+    )
+
+    cel_rules = (
+        CelRule(
+            "!has(self.dynamicBatching) || self.maxBatchSize > 0",
+            "dynamicBatching requires maxBatchSize > 0",
+            ".dynamicBatching",
+        ),
+        CelRule(
+            "!has(self.dynamicBatching) || !has(self.dynamicBatching.preferredBatchSizes) || "
+            "self.dynamicBatching.preferredBatchSizes.all(s, s <= self.maxBatchSize)",
+            "every preferred batch size must be <= maxBatchSize",
+            ".dynamicBatching.preferredBatchSizes",
+        ),
+    )
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of one container (requests; memory and GPUs are also limits)."""
+
+    cpu: Quantity = described("CPU request, e.g. 2 or 500m.", default="1")
+    memory: Quantity = described("Memory request and limit, e.g. 4Gi.", default="2Gi")
+    gpu: int = described("Number of nvidia.com/gpu devices.", default=0, ge=0, le=16)
+
+
+class StageResources(ApiModel):
+    """Compute resources of a stage sidecar or the gateway."""
+
+    cpu: Quantity = described("CPU request, e.g. 500m.", default="250m")
+    memory: Quantity = described("Memory request and limit, e.g. 512Mi.", default="256Mi")
+
+
+class EnvVar(ApiModel):
+    """A plain environment variable."""
+
+    name: str = described("Variable name.", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    value: str = described("Variable value.", default="")
+
+
+class Toleration(ApiModel):
+    """A Kubernetes toleration, so that pods can land on tainted (e.g. GPU) nodes."""
+
+    key: str | None = described("Taint key the toleration applies to; all keys when empty.", default=None)
+    operator: Literal["Exists", "Equal"] = described("Exists or Equal.", default="Equal")
+    value: str | None = described("Taint value to match when operator is Equal.", default=None)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = described(
+        "Taint effect to match; all effects when empty.", default=None
+    )
+    toleration_seconds: int | None = described(
+        "For NoExecute: how long the pod stays bound after the taint appears.", default=None, ge=0
+    )
+
+
+class RuntimeSpec(ApiModel):
+    """The Triton server container."""
+
+    image: str = described("Triton server image.", default=DEFAULT_TRITON_IMAGE, min_length=1)
+    resources: ResourceRequirements = nested(ResourceRequirements, "Resources of the Triton container.")
+    tensor_parallel_size: int = described(
+        "GPUs one model instance spans (tensor parallelism); needs resources.gpu >= this.",
+        default=1, ge=1, le=16,
+    )
+    args: list[str] | None = described("Extra tritonserver command-line arguments.", default=None)
+    env: list[EnvVar] | None = described("Extra environment variables of the Triton container.", default=None)
+    node_selector: dict[str, str] | None = described("Node labels the pods must land on.", default=None)
+    tolerations: list[Toleration] | None = described("Tolerations of the pods.", default=None)
+
+    cel_rules = (
+        CelRule(
+            "self.tensorParallelSize <= 1 || self.resources.gpu >= self.tensorParallelSize",
+            "tensorParallelSize needs at least as many GPUs (resources.gpu)",
+            ".tensorParallelSize",
+        ),
+    )
+
+
+class ConfigMapKeyRef(ApiModel):
+    """A key of a ConfigMap in the InferenceService's namespace."""
+
+    name: str = described("ConfigMap name.", min_length=1, max_length=253)
+    key: str = described("Key inside the ConfigMap.", default="stage.py", min_length=1, max_length=253)
+
+
+class SecretKeyRef(ApiModel):
+    """A key of a Secret in the InferenceService's namespace."""
+
+    name: str = described("Secret name.", min_length=1, max_length=253)
+    key: str = described("Key inside the Secret.", min_length=1, max_length=253)
+
+
+class ScriptSpec(ApiModel):
+    """A user Python module that implements the stage (see docs/stages.md for its interface)."""
+
+    config_map_ref: ConfigMapKeyRef | None = described(
+        "Take the module source from this ConfigMap key (mounted into the sidecar).", default=None
+    )
+    path: str | None = described(
+        "Path of the module inside the stage image (or relative to the manifest in local mode).",
+        default=None, min_length=1, max_length=1024,
+    )
+    options: dict[str, str] | None = described(
+        "Options handed to the script's setup function once at start.", default=None
+    )
+
+    cel_rules = (
+        CelRule(
+            "has(self.configMapRef) != has(self.path)",
+            "exactly one of configMapRef or path must be set",
+            ".configMapRef",
+        ),
+    )
+
+
+class PreBuiltin(ApiModel):
+    """Built-in preprocessing: decode the request payload into Triton tensors."""
+
+    format: Literal["json", "xml", "binary"] = described(
+        "Payload format: json (KServe v2 or invoke JSON), xml (parsed safely with defusedxml) or "
+        "binary (raw bytes, base64 or the KServe v2 binary tensor extension).",
+        default="json",
+    )
+
+
+class PostTopK(ApiModel):
+    """Keep the k largest values (and their indices) of one output."""
+
+    output: str = described("Output tensor to reduce.", min_length=1)
+    k: int = described("How many values to keep.", ge=1, le=10_000)
+
+
+class PostBuiltin(ApiModel):
+    """Built-in postprocessing: reduce and format Triton's outputs."""
+
+    format: Literal["json", "xml", "binary"] = described("Response format.", default="json")
+    top_k: PostTopK | None = described("Return only the top-k values of one output.", default=None)
+
+
+class OutputFilter(ApiModel):
+    """Which outputs the client sees, and under what names."""
+
+    include: list[str] | None = described("Outputs to return; all when unset.", default=None)
+    rename: dict[str, str] | None = described("Map from model output name to the name returned.", default=None)
+
+
+class PreprocessSpec(ApiModel):
+    """The preprocessing sidecar: runs before Triton on every request."""
+
+    builtin: PreBuiltin | None = described("Use a built-in preprocessor.", default=None)
+    script: ScriptSpec | None = described("Use a user script.", default=None)
+    input_schema: dict[str, Any] | None = Field(
+        default=None,
+        description="JSON Schema the request inputs must satisfy; violations get 400 naming the field.",
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+    image: str = described("Image of the stage sidecar.", default=DEFAULT_STAGE_IMAGE, min_length=1)
+    resources: StageResources = nested(StageResources, "Resources of the stage sidecar.")
+
+    cel_rules = (
+        CelRule("has(self.builtin) != has(self.script)", "exactly one of builtin or script must be set", ".builtin"),
+    )
+
+
+class PostprocessSpec(ApiModel):
+    """The postprocessing sidecar: runs after Triton on every request."""
+
+    builtin: PostBuiltin | None = described("Use a built-in postprocessor.", default=None)
+    script: ScriptSpec | None = described("Use a user script.", default=None)
+    filter: OutputFilter | None = described("Select and rename outputs after processing.", default=None)
+    image: str = described("Image of the stage sidecar.", default=DEFAULT_STAGE_IMAGE, min_length=1)
+    resources: StageResources = nested(StageResources, "Resources of the stage sidecar.")
+
+    cel_rules = (
+        CelRule("has(self.builtin) != has(self.script)", "exactly one of builtin or script must be set", ".builtin"),
+    )
+
+
+class AutoscalingSpec(ApiModel):
+    """Horizontal autoscaling of the serving pods."""
+
+    enabled: bool = described("Scale automatically between minReplicas and maxReplicas.", default=True)
+    min_replicas: int = described("Fewest serving pods.", default=2, ge=0, le=1000)
+    max_replicas: int = described("Most serving pods.", default=10, ge=1, le=1000)
+    target_utilization: float = described(
+        "Target utilisation of the chosen metric, as a fraction (0.7 = 70 %).", default=0.7, gt=0, le=1
+    )
+    metric: Literal["cpu", "gpu", "queueTime", "pending"] = described(
+        "What drives scaling: cpu, gpu (DCGM), queueTime or pending (Triton metrics).", default="cpu"
+    )
+    scale_down_cooldown_seconds: int = described(
+        "How long load must stay low before pods are removed.", default=300, ge=0, le=3600
+    )
+    scale_up_seconds: int = described(
+        "Within how many seconds a load rise must be answered with new pods.", default=30, ge=0, le=3600
+    )
+    autoscaler: Literal["hpa", "keda"] = described("Which autoscaler drives scaling.", default="hpa")
+
+    cel_rules = (
+        CelRule("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
+    )
+
+
+class AnalysisSpec(ApiModel):
+    """How a canary revision is judged, from Prometheus metrics."""
+
+    interval_seconds: int = described("Time between two measurements.", default=30, ge=5, le=3600)
+    duration_seconds: int = described(
+        "How long the canary is analysed before it is promoted.", default=300, ge=0, le=86400
+    )
+    max_error_ratio: float = described(
+        "Highest acceptable error ratio of the canary (0.01 = 1 %).", default=0.01, ge=0, le=1
+    )
+    max_p99_latency_ms: float = described(
+        "Highest acceptable p99 latency of the canary, in milliseconds.", default=1000, gt=0
+    )
+    failure_limit: int = described(
+        "Failed measurements tolerated before the canary is rolled back.", default=1, ge=0, le=100
+    )
+    prometheus_url: str | None = described(
+        "Prometheus to query; the operator's --prometheus-url when unset.", default=None,
+        pattern=r"^https?://",
+    )
+
+
+class RolloutSpec(ApiModel):
+    """How a new revision (changed image, model or pod settings) replaces the stable one."""
+
+    strategy: Literal["BlueGreen"] = described(
+        "BlueGreen: the new revision runs beside the stable one and gets canaryPercent of traffic "
+        "until analysis promotes it or rolls it back.",
+        default="BlueGreen",
+    )
+    canary_percent: int = described("Share of traffic sent to a new revision during analysis.", default=5)
+    analysis: AnalysisSpec = nested(AnalysisSpec, "Automated canary analysis.")
+    auto_promote: bool = described("Promote automatically when analysis passes.", default=True)
+    progress_deadline_seconds: int = described(
+        "Roll back when the new revision is not ready within this time.", default=600, ge=30, le=86400
+    )
+    scale_down_delay_seconds: int = described(
+        "Keep the old revision running this long after promotion, for a fast rollback.",
+        default=30, ge=0, le=86400,
+    )
+
+    cel_rules = (
+        CelRule(
+            "self.canaryPercent >= 1 && self.canaryPercent <= 50",
+            "canaryPercent must be within 1 and 50",
+            ".canaryPercent",
+        ),
+    )
+
+
+class ParentRef(ApiModel):
+    """A Gateway API Gateway the HTTPRoute attaches to."""
+
+    name: str = described("Gateway name.", min_length=1, max_length=253)
+    namespace: str | None = described("Gateway namespace; the InferenceService's when unset.", default=None)
+    section_name: str | None = described("Listener name on the Gateway.", default=None)
+
+
+class TrafficSpec(ApiModel):
+    """How traffic reaches the revisions."""
+
+    router: Literal["replicas", "gatewayAPI"] = described(
+        "replicas: split traffic by pod counts behind one Service; gatewayAPI: weighted HTTPRoute.",
+        default="replicas",
+    )
+    parent_refs: list[ParentRef] | None = described("Gateways the HTTPRoute attaches to.", default=None)
+    hostnames: list[str] | None = described("Hostnames the HTTPRoute answers.", default=None)
+
+    cel_rules = (
+        CelRule(
+            "self.router != 'gatewayAPI' || (has(self.parentRefs) && size(self.parentRefs) > 0)",
+            "router gatewayAPI needs at least one parentRef",
+            ".parentRefs",
+        ),
+    )
+
+
+class RateLimit(ApiModel):
+    """Token-bucket rate limit per API key (or client address without keys)."""
+
+    requests_per_second: float = described("Sustained requests per second.", gt=0)
+    burst: int = described("Requests allowed at once above the sustained rate.", default=10, ge=1)
+
+
+class TlsSpec(ApiModel):
+    """TLS on the gateway port."""
+
+    secret_name: str = described("kubernetes.io/tls Secret with the certificate and key.", min_length=1)
+    min_version: Literal["1.2", "1.3"] = described("Lowest TLS version accepted.", default="1.2")
+
+
+class AuditSpec(ApiModel):
+    """Audit log of requests (who, what, when, outcome; never payloads)."""
+
+    enabled: bool = described("Write an audit record per request.", default=False)
+
+
+class SecuritySpec(ApiModel):
+    """Security layers enforced by the gateway."""
+
+    api_keys_secret_ref: SecretKeyRef | None = described(
+        "Secret key holding accepted API keys, one per line; no authentication when unset.", default=None
+    )
+    rate_limit: RateLimit | None = described("Rate limit; unlimited when unset.", default=None)
+    ip_allowlist: list[str] | None = described("Client CIDRs allowed; all when unset.", default=None)
+    trusted_proxies: list[str] | None = described(
+        "Proxy CIDRs whose X-Forwarded-For is believed for the client address.", default=None
+    )
+    tls: TlsSpec | None = described("Serve TLS on the gateway port.", default=None)
+    redact_pii: bool = described("Redact personal data (emails, phone numbers...) in logs.", default=False)
+    audit: AuditSpec = nested(AuditSpec, "Audit log.")
+    sign_responses: bool = described("Sign responses with an HMAC header.", default=False)
+
+
+class AlertRule(ApiModel):
+    """An alert raised when a metric of this service crosses a threshold."""
+
+    metric: Literal["p99LatencyMs", "errorRatio", "queueTimeMs", "availability"] = described(
+        "What is watched."
+    )
+    threshold: float = described("Alert when the metric goes past this value.")
+    for_seconds: int = described("How long the condition must hold.", default=300, ge=0)
+    severity: Literal["info", "warning", "critical"] = described("Alert severity.", default="warning")
+
+
+class WebhookSpec(ApiModel):
+    """Where alert and rollout notifications are sent."""
+
+    url: str | None = described("Webhook URL.", default=None, pattern=r"^https?://")
+    secret_ref: SecretKeyRef | None = described("Secret key holding the webhook URL.", default=None)
+
+    cel_rules = (
+        CelRule("has(self.url) != has(self.secretRef)", "exactly one of url or secretRef must be set", ".url"),
+    )
+
+
+class MonitoringSpec(ApiModel):
+    """Metrics scraping, alerts and notifications."""
+
+    service_monitor: bool = described("Create a Prometheus Operator ServiceMonitor.", default=False)
+    alerts: list[AlertRule] | None = described("Alert rules for this service.", default=None)
+    webhook: WebhookSpec | None = described("Notification webhook.", default=None)
+
+
+class RedisSpec(ApiModel):
+    """A Redis shared by all pods of the service."""
+
+    url_secret_ref: SecretKeyRef = described("Secret key holding the redis:// URL.")
+
+
+class CacheSpec(ApiModel):
+    """End-to-end response cache in the gateway (keyed by model, version, inputs and parameters)."""
+
+    enabled: bool = described("Cache whole responses in the gateway.", default=False)
+    ttl_seconds: int = described("How long a cached response is served.", default=300, ge=1)
+    max_entries: int = described("Most responses kept (in-memory cache).", default=10_000, ge=1)
+    redis: RedisSpec | None = described("Share the cache between pods in Redis; in memory when unset.", default=None)
+
+
+class GatewaySpec(ApiModel):
+    """The gateway container: the only port the Service exposes."""
+
+    image: str = described("Gateway image.", default=DEFAULT_STAGE_IMAGE, min_length=1)
+    resources: StageResources = nested(StageResources, "Resources of the gateway container.")
+    max_request_bytes: int = described(
+        "Largest request body accepted; larger ones get 413.", default=16 * 1024 * 1024, ge=1024
+    )
+    request_timeout_seconds: float = described(
+        "Deadline of a request when the client sends none; exceeded -> 504.", default=30, gt=0, le=3600
+    )
+    cache: CacheSpec = nested(CacheSpec, "Response cache.")
+
+
+class InferenceServiceSpec(ApiModel):
+    """Desired state of an InferenceService: one model served by Triton behind the Tritium gateway."""
+
+    model: ModelSpec = described("The model and how Triton schedules it.")
+    runtime: RuntimeSpec = nested(RuntimeSpec, "The Triton server container.")
+    preprocess: PreprocessSpec | None = described("Preprocessing sidecar; skipped when unset.", default=None)
+    postprocess: PostprocessSpec | None = described("Postprocessing sidecar; skipped when unset.", default=None)
+    gateway: GatewaySpec = nested(GatewaySpec, "The gateway in front of the pipeline.")
+    replicas: int | None = described(
+        "Serving pods; written by the autoscaler through the scale subresource, "
+        "autoscaling.minReplicas when unset.",
+        default=None, ge=0, le=1000,
+    )
+    autoscaling: AutoscalingSpec = nested(AutoscalingSpec, "Horizontal autoscaling.")
+    rollout: RolloutSpec = nested(RolloutSpec, "Blue-green rollout of new revisions.")
+    traffic: TrafficSpec = nested(TrafficSpec, "Traffic routing between revisions.")
+    security: SecuritySpec = nested(SecuritySpec, "Security layers of the gateway.")
+    monitoring: MonitoringSpec = nested(MonitoringSpec, "Monitoring and alerts.")
+
+    cel_rules = (
+        CelRule(
+            "!has(self.model.instanceGroups) || self.model.instanceGroups.all(g, g.kind != 'GPU') "
+            "|| self.runtime.resources.gpu > 0",
+            "instance groups of kind GPU need runtime.resources.gpu > 0",
+            ".model.instanceGroups",
+        ),
+    )

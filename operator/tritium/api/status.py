@@ -1,0 +1,67 @@
+"""InferenceService status: what the operator observed. Status is ours, spec is the user's."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tritium.api.base import ApiModel, described
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "Failed"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Condition types the operator writes (Kubernetes API conventions: positive polarity, CamelCase).
+READY = "Ready"
+SPEC_VALID = "SpecValid"
+ROLLOUT_PROGRESSING = "RolloutProgressing"
+DEGRADED = "Degraded"
+
+
+class Condition(ApiModel):
+    """One aspect of the service's state, per the Kubernetes API conventions."""
+
+    type: str = described("Condition type, e.g. Ready.", min_length=1, max_length=316)
+    status: ConditionStatus = described("True, False or Unknown.")
+    reason: str = described("One CamelCase word saying why.", min_length=1, max_length=1024)
+    message: str = described("What happened, for humans.", default="", max_length=32768)
+    last_transition_time: str = described("When status last changed (RFC 3339).")
+    observed_generation: int | None = described("The spec generation the condition describes.", default=None)
+
+
+class AnalysisRecord(ApiModel):
+    """One measurement of a canary revision."""
+
+    time: str = described("When it was taken (RFC 3339).")
+    revision: str = described("Revision measured.")
+    error_ratio: float | None = described("Observed error ratio.", default=None)
+    p99_latency_ms: float | None = described("Observed p99 latency in milliseconds.", default=None)
+    passed: bool = described("Whether the measurement met the analysis thresholds.")
+    message: str = described("Details.", default="")
+
+
+class InferenceServiceStatus(ApiModel):
+    """Observed state of an InferenceService."""
+
+    observed_generation: int | None = described("Spec generation last acted upon.", default=None)
+    phase: Phase | None = described("Pending, Progressing, Ready, Degraded or Failed.", default=None)
+    url: str | None = described("In-cluster URL of the gateway.", default=None)
+    conditions: list[Condition] | None = Field(
+        default=None,
+        description="Current conditions (Ready, SpecValid, RolloutProgressing, Degraded).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+    )
+    stable_revision: str | None = described("Revision serving most traffic.", default=None)
+    canary_revision: str | None = described("Revision under analysis, if any.", default=None)
+    canary_weight: int | None = described("Percent of traffic sent to the canary revision.", default=None)
+    analysis: list[AnalysisRecord] | None = described("Recent canary measurements.", default=None)
+    replicas: int | None = described("Serving pods that exist.", default=None)
+    ready_replicas: int | None = described("Serving pods that are ready.", default=None)
+    selector: str | None = described("Label selector of the serving pods (for the scale subresource).", default=None)
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description="Operator bookkeeping (handler progress); not part of the API contract.",
+        json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    model_config = ApiModel.model_config | {"extra": "ignore"}

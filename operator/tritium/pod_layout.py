@@ -1,0 +1,29 @@
+"""Where things live inside a serving pod: ports, paths and container names.
+
+The renderer (Kubernetes), local mode (processes on one machine) and the data-plane servers all
+read these constants, so a pod and a local run are wired identically.
+"""
+
+GATEWAY_PORT = 8080          # the only port the Service exposes
+GATEWAY_METRICS_PORT = 9090  # Prometheus scrape port of the gateway (not behind the Service)
+PRE_PORT = 9001              # preprocessing sidecar (localhost only)
+POST_PORT = 9002             # postprocessing sidecar (localhost only)
+TRITON_HTTP_PORT = 8000
+TRITON_GRPC_PORT = 8001
+TRITON_METRICS_PORT = 8002
+
+MODEL_REPOSITORY = "/models"
+CONFIG_DIR = "/etc/tritium"
+SPEC_FILE = "inferenceservice.json"    # key in the revision ConfigMap and file in CONFIG_DIR
+TRITON_CONFIG_FILE = "config.pbtxt"    # key in the revision ConfigMap
+SCRIPTS_DIR = "/etc/tritium/scripts"   # user stage scripts (from a ConfigMap)
+SECRETS_DIR = "/etc/tritium/secrets"   # API keys, TLS
+PVC_ROOT = "/mnt/pvc"                  # pvc://CLAIM/path is mounted at PVC_ROOT/CLAIM
+
+TRITON_CONTAINER = "triton"
+PRE_CONTAINER = "preprocess"
+POST_CONTAINER = "postprocess"
+GATEWAY_CONTAINER = "gateway"
+FETCH_CONTAINER = "fetch-model"
+
+RUN_AS_USER = 1000  # the NGC Triton image's triton-server user; the Tritium image uses the same uid

@@ -1,0 +1,42 @@
+"""Pure rendering: InferenceService -> the Kubernetes objects it becomes.
+
+One module per child kind (like KServe's reconcilers); each returns the desired object, or None
+when that child is not wanted. No I/O here: the controller applies what this returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from tritium.api.resource import InferenceService
+from tritium.render import configmap, deployment, service, serviceaccount
+from tritium.render.metadata import revision_of, stamp_applied_hash
+
+# Order matters for the first apply: the ServiceAccount and ConfigMap exist before pods need them.
+RENDERERS = (serviceaccount.render, configmap.render, deployment.render, service.render)
+
+
+def render_children(isvc: InferenceService, revision: str | None = None) -> list[dict[str, Any]]:
+    """Every child the service wants, in apply order, each stamped with the hash of its content."""
+    rev = revision or revision_of(isvc.spec)
+    children = [r(isvc, rev) for r in RENDERERS]
+    return [stamp_applied_hash(c) for c in children if c is not None]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes multi-line strings (config.pbtxt, JSON) as literal blocks, readable in review."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def to_yaml(objects: list[dict[str, Any]]) -> str:
+    """Multi-document YAML; byte-identical for the same input (dict order is fixed by the renderers)."""
+    return "".join("---\n" + yaml.dump(o, Dumper=_Dumper, sort_keys=False, width=120) for o in objects)
