@@ -7,6 +7,7 @@ never a traceback: the CLI is what people type first, and what CI pipelines pars
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -14,6 +15,10 @@ from pathlib import Path
 from tritium.version import __version__
 
 EXIT_BAD_INPUT = 2
+
+# Modules exposing ``add_commands(subparsers)``; their commands' functions return an exit code
+# and raise UsageError for bad input.
+_COMMAND_MODULES = ("tritium.dataplane.cli", "tritium.local.cli", "tritium.client.cli")
 
 
 class UsageError(Exception):
@@ -89,6 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus /metrics endpoint")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.set_defaults(func=cmd_operator)
+
+    # Commands of the other subsystems register themselves (each module owns its flags).
+    for module in _COMMAND_MODULES:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            if exc.name and exc.name.startswith("tritium"):
+                continue  # that subsystem is not part of this build
+            raise
+        mod.add_commands(sub)
     return parser
 
 

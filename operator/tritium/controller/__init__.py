@@ -1,0 +1,1 @@
+"""The kopf operator: the only part that talks to the Kubernetes API."""

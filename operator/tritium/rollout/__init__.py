@@ -1,0 +1,1 @@
+"""Rollouts: the revision state machine (pure) and its analysis providers."""
