@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps test unit lint crds crds-check demo render-examples bench-operator clean
+.PHONY: help venv system-deps test unit lint crds demo render-examples bench-operator bench-dataplane soak clean
 
 help:
 	@echo "make demo            run the MiniLM example locally with a real Triton server"
@@ -42,7 +42,15 @@ unit: venv
 render-examples: venv
 	@for f in examples/*.yaml; do echo "# --- $$f"; $(BIN)/tritium render -f $$f; done
 
-demo: render-examples
+# The MiniLM example end to end on this machine with a real Triton server.
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+bench-dataplane: venv
+	$(BIN)/python benchmarks/dataplane_bench.py
+
+soak: venv
+	$(BIN)/python benchmarks/soak.py
 
 bench-operator: venv
 	$(BIN)/python benchmarks/operator_bench.py

@@ -18,7 +18,12 @@ EXIT_BAD_INPUT = 2
 
 # Modules exposing ``add_commands(subparsers)``; their commands' functions return an exit code
 # and raise UsageError for bad input.
-_COMMAND_MODULES = ("tritium.dataplane.cli", "tritium.local.cli", "tritium.client.cli")
+_COMMAND_MODULES = (
+    "tritium.dataplane.cli",
+    "tritium.dataplane.fetch",
+    "tritium.local.cli",
+    "tritium.client.cli",
+)
 
 
 class UsageError(Exception):
