@@ -1,0 +1,142 @@
+"""Which revisions run, and the status that says so (pure: no I/O, no clock).
+
+A new revision runs beside the stable one until it is ready; only then is the old one let go.
+So a bad image or a model that never loads leaves the stable revision serving, and an operator
+restart loses nothing: the stable revision is read back from status. The blue-green canary with
+analysis extends this plan (weights and promotion) without changing its inputs or outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tritium.api import status as st
+from tritium.api.conditions import set_condition
+
+
+@dataclass(frozen=True)
+class DeploymentObservation:
+    """What the operator saw of one revision's Deployment."""
+
+    revision: str
+    desired: int
+    replicas: int
+    ready: int
+    current: bool  # the Deployment controller has seen its latest spec
+
+    @property
+    def is_ready(self) -> bool:
+        return self.current and self.ready >= self.desired and (self.ready > 0 or self.desired == 0)
+
+    @staticmethod
+    def from_object(obj: dict[str, Any], revision_label: str) -> DeploymentObservation:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        status = obj.get("status") or {}
+        generation = meta.get("generation")
+        observed = status.get("observedGeneration")
+        return DeploymentObservation(
+            revision=(meta.get("labels") or {}).get(revision_label, ""),
+            desired=int(spec.get("replicas", 1)),
+            replicas=int(status.get("replicas") or 0),
+            ready=int(status.get("readyReplicas") or 0),
+            current=generation is None or (observed is not None and observed >= generation),
+        )
+
+
+@dataclass(frozen=True)
+class RevisionPlan:
+    """The revisions whose children must stay, and which one is stable."""
+
+    target: str
+    stable: str | None
+    keep: frozenset[str]
+
+    @property
+    def progressing(self) -> bool:
+        return self.stable != self.target
+
+
+def plan_revisions(
+    target: str, previous_stable: str | None, observed: dict[str, DeploymentObservation]
+) -> RevisionPlan:
+    """Keep the stable revision until the target revision is ready, then only the target."""
+    target_obs = observed.get(target)
+    if target_obs is not None and target_obs.is_ready:
+        return RevisionPlan(target=target, stable=target, keep=frozenset({target}))
+    stable = previous_stable if previous_stable in observed else None
+    keep = {target} | ({stable} if stable else set())
+    return RevisionPlan(target=target, stable=stable, keep=frozenset(keep))
+
+
+def serving_status(
+    *,
+    previous: dict[str, Any],
+    generation: int | None,
+    plan: RevisionPlan | None,
+    observed: dict[str, DeploymentObservation],
+    url: str,
+    selector: str,
+    now: str,
+    spec_error: str | None = None,
+) -> dict[str, Any]:
+    """The status to write (without operator bookkeeping), from the plan and what was observed.
+
+    ``spec_error`` set means the new spec was refused: Ready=False/InvalidSpec while whatever
+    already serves keeps serving (phase Degraded when pods still answer, Failed otherwise).
+    """
+    conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
+    kept = [o for o in observed.values() if plan is None or o.revision in plan.keep]
+    replicas = sum(o.replicas for o in kept)
+    ready = sum(o.ready for o in kept)
+
+    def cond(type_: str, status: str, reason: str, message: str) -> None:
+        nonlocal conditions
+        conditions = set_condition(
+            conditions, type=type_, status=status, reason=reason, message=message, generation=generation, now=now
+        )
+
+    out: dict[str, Any] = {"observedGeneration": generation} if generation is not None else {}
+    if spec_error is not None:
+        cond(st.SPEC_VALID, "False", "InvalidSpec", spec_error)
+        cond(st.READY, "False", "InvalidSpec", spec_error)
+        phase = "Degraded" if ready > 0 else "Failed"
+        stable = previous.get("stableRevision")
+    else:
+        assert plan is not None
+        cond(st.SPEC_VALID, "True", "Valid", "the spec was accepted")
+        target = observed.get(plan.target)
+        if target is not None and target.is_ready:
+            cond(st.READY, "True", "Serving", f"revision {plan.target}: {target.ready} pod(s) ready")
+            phase = "Ready"
+        elif plan.stable and plan.stable in observed and observed[plan.stable].ready > 0:
+            cond(st.READY, "True", "StableServing",
+                 f"revision {plan.stable} serves while revision {plan.target} starts")
+            phase = "Progressing"
+        else:
+            have = target.ready if target else 0
+            want = target.desired if target else "?"
+            cond(st.READY, "False", "RevisionNotReady", f"revision {plan.target}: {have}/{want} pod(s) ready")
+            phase = "Progressing" if ready == 0 else "Degraded"
+        if plan.progressing:
+            cond(st.ROLLOUT_PROGRESSING, "True", "NewRevision",
+                 f"revision {plan.target} replaces {plan.stable or 'nothing'} once ready")
+        else:
+            cond(st.ROLLOUT_PROGRESSING, "False", "Stable", f"revision {plan.target} is stable")
+        stable = plan.stable
+    out.update(
+        {
+            "phase": phase,
+            "url": url,
+            "conditions": conditions,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "selector": selector,
+        }
+    )
+    if stable:
+        out["stableRevision"] = stable
+    if plan is not None and plan.progressing:
+        out["canaryRevision"] = plan.target
+    return out
