@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar
 import cel
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 # Kubernetes resource.Quantity grammar (signed decimal number, optional binary/decimal suffix or exponent).
 QUANTITY_PATTERN = (
@@ -27,10 +28,14 @@ _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
 
 
 def _quantity(value: Any) -> str:
-    """Accept ints (``cpu: 2``) as Kubernetes does and keep the canonical string form."""
-    if isinstance(value, bool):
-        raise ValueError("a quantity is a number or a string such as '500m' or '4Gi'")
-    if isinstance(value, int | float):
+    """Accept ints (``cpu: 2``) as Kubernetes does and keep the canonical string form.
+
+    Floats are refused: the CRD types a quantity as int-or-string, so kube-apiserver rejects
+    ``cpu: 0.5`` and the offline verdict must be the same (``"500m"`` or ``"0.5"`` work).
+    """
+    if isinstance(value, bool | float):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity; write an integer or a string such as '500m'")
+    if isinstance(value, int):
         value = str(value)
     if not isinstance(value, str) or not _QUANTITY_RE.match(value):
         raise ValueError(f"{value!r} is not a Kubernetes quantity (examples: 2, '500m', '4Gi')")
@@ -51,6 +56,11 @@ Quantity = Annotated[
 
 # DNS-1123 label: what Kubernetes accepts as a Service/Deployment name component.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# DNS-1035 label: what a Service name must be (a letter first); the InferenceService's name becomes one.
+DNS_1035_LABEL_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+# pydantic error type of a failed CEL rule; its context carries the rule's field and message.
+CEL_ERROR_TYPE = "cel_rule"
 
 
 @dataclass(frozen=True)
@@ -99,7 +109,11 @@ class ApiModel(BaseModel):
             wire = self.to_wire()
             for rule in self.cel_rules:
                 if not evaluate_rule(rule, wire):
-                    raise ValueError(f"{rule.field.lstrip('.') or 'object'}: {rule.message}")
+                    field = rule.field.lstrip(".")
+                    raise PydanticCustomError(
+                        CEL_ERROR_TYPE, "{where}: {message}",
+                        {"where": field or "object", "field": field, "message": rule.message},
+                    )
         return self
 
     def to_wire(self) -> dict[str, Any]:

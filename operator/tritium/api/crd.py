@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from tritium.api.base import ApiModel
+from tritium.api.base import DNS_1035_LABEL_PATTERN, ApiModel
 from tritium.api.resource import API_VERSION, GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION
 from tritium.api.spec import InferenceServiceSpec
 from tritium.api.status import InferenceServiceStatus
@@ -72,6 +72,10 @@ def _structural(node: Any, defs: dict[str, Any], rules: dict[str, list[dict[str,
             node = {**_structural(branches[0], defs, rules), **node}
     if node.get("default", 0) is None:
         node.pop("default")
+    # Literal["X"] comes out as JSON Schema's `const`, which the CRD schema language lacks.
+    if "const" in node:
+        const = node.pop("const")
+        node.setdefault("enum", [const])
     title = node.pop("title", None)
     if title in rules and node.get("type") == "object":
         node["x-kubernetes-validations"] = rules[title]
@@ -128,7 +132,19 @@ def build_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "API version: serving.tritium.dev/v1alpha1."},
             "kind": {"type": "string", "description": "Kind: InferenceService."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # Only metadata.name/generateName may be restricted, and nothing else may be said about
+            # metadata (not even a description): anything more makes the schema non-structural.
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "description": "Name of the service; it becomes the Service name, so a DNS-1035 label.",
+                        "maxLength": 63,
+                        "pattern": DNS_1035_LABEL_PATTERN,
+                    }
+                },
+            },
             "spec": spec_schema,
             "status": status_schema,
         },

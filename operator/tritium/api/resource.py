@@ -7,7 +7,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tritium.api.base import ApiModel
+from tritium.api.base import CEL_ERROR_TYPE, DNS_1035_LABEL_PATTERN, ApiModel
 from tritium.api.spec import InferenceServiceSpec
 from tritium.api.status import InferenceServiceStatus
 
@@ -25,7 +25,8 @@ class ObjectMeta(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    # The name becomes the Service's name, which must be a DNS-1035 label (a letter first).
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_1035_LABEL_PATTERN)
     namespace: str = "default"
     uid: str | None = None
     generation: int | None = None
@@ -77,12 +78,13 @@ def first_error(exc: ValidationError) -> SpecError:
     err = exc.errors(include_url=False)[0]
     message = err["msg"].removeprefix("Value error, ")
     field = _loc_to_path(tuple(err["loc"]))
-    # A CEL rule message already starts with its own relative path ("minReplicas: ...").
-    if err["type"] == "value_error" and ": " in message:
-        sub, _, rest = message.partition(": ")
-        if sub and sub != "object":
+    # A CEL rule names its own field relative to the object it sits on ("minReplicas").
+    if err["type"] == CEL_ERROR_TYPE:
+        ctx = err.get("ctx") or {}
+        sub = ctx.get("field", "")
+        if sub:
             field = f"{field}.{sub}" if field else sub
-        message = rest
+        message = ctx.get("message", message)
     if err["type"] == "extra_forbidden":
         message = "unknown field"
     return SpecError(field, message)

@@ -177,6 +177,25 @@ class Toleration(ApiModel):
         "For NoExecute: how long the pod stays bound after the taint appears.", default=None, ge=0
     )
 
+    # The pod validation rules of kube-apiserver: a toleration breaking them makes every pod fail.
+    cel_rules = (
+        CelRule(
+            "(has(self.key) && self.key != '') || self.operator == 'Exists'",
+            "operator must be Exists when key is empty",
+            ".operator",
+        ),
+        CelRule(
+            "self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            "value must be empty when operator is Exists",
+            ".value",
+        ),
+        CelRule(
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            "tolerationSeconds requires effect NoExecute",
+            ".tolerationSeconds",
+        ),
+    )
+
 
 class RuntimeSpec(ApiModel):
     """The Triton server container."""
@@ -190,7 +209,8 @@ class RuntimeSpec(ApiModel):
     args: list[str] | None = described("Extra tritonserver command-line arguments.", default=None)
     env: list[EnvVar] | None = described("Extra environment variables of the Triton container.", default=None)
     node_selector: dict[str, str] | None = described("Node labels the pods must land on.", default=None)
-    tolerations: list[Toleration] | None = described("Tolerations of the pods.", default=None)
+    # Bounded: kube-apiserver refuses a CRD whose per-item rules could cost too much on a huge list.
+    tolerations: list[Toleration] | None = described("Tolerations of the pods.", default=None, max_length=64)
 
     cel_rules = (
         CelRule(

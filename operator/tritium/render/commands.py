@@ -46,7 +46,7 @@ def triton_command(isvc: InferenceService, wiring: Wiring) -> list[str]:
     cmd = [
         wiring.tritonserver,
         f"--model-repository={wiring.model_repository}",
-        f"--http-address={wiring.host}",
+        f"--http-address={wiring.gateway_host}",  # health probes
         f"--http-port={wiring.triton_http_port}",
         f"--grpc-address={wiring.host}",
         f"--grpc-port={wiring.triton_grpc_port}",
@@ -65,7 +65,7 @@ def triton_command(isvc: InferenceService, wiring: Wiring) -> list[str]:
 
 def stage_command(stage: str, wiring: Wiring) -> list[str]:
     port = wiring.pre_port if stage == "pre" else wiring.post_port
-    return ["tritium", "stage", stage, "--spec", wiring.spec_file, "--host", wiring.host, "--port", str(port)]
+    return ["tritium", "stage", stage, "--spec", wiring.spec_file, "--host", wiring.gateway_host, "--port", str(port)]
 
 
 def gateway_command(isvc: InferenceService, wiring: Wiring) -> list[str]:

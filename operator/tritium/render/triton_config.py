@@ -22,9 +22,21 @@ BACKENDS: dict[str, tuple[str, str]] = {
 }
 
 
+# API tensor type -> Triton DataType enum name (Triton calls BYTES tensors TYPE_STRING).
+DATA_TYPES: dict[str, str] = {"BYTES": "TYPE_STRING"}
+
+
 def _q(text: str) -> str:
-    """A protobuf text-format string literal (JSON escaping is a subset it accepts)."""
-    return json.dumps(text)
+    """A protobuf text-format string literal.
+
+    JSON escaping is a subset of text format's, except ``\\uXXXX``: protobuf parsers disagree on
+    it (Python's reads it as a single byte), so non-ASCII text is written as plain UTF-8.
+    """
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _data_type(name: str) -> str:
+    return DATA_TYPES.get(name, f"TYPE_{name}")
 
 
 def _ints(values: list[int]) -> str:
@@ -35,7 +47,7 @@ def _tensors(field: str, tensors: list) -> list[str]:
     lines = [f"{field} ["]
     for i, t in enumerate(tensors):
         sep = "," if i < len(tensors) - 1 else ""
-        lines.append(f"  {{ name: {_q(t.name)} data_type: TYPE_{t.data_type} dims: {_ints(t.dims)} }}{sep}")
+        lines.append(f"  {{ name: {_q(t.name)} data_type: {_data_type(t.data_type)} dims: {_ints(t.dims)} }}{sep}")
     lines.append("]")
     return lines
 
