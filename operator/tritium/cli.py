@@ -56,6 +56,10 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
+    if args.check:
+        from tritium.crd_check import check_cluster
+
+        return check_cluster()
     from tritium.api.crd import crd_yaml
 
     sys.stdout.write(crd_yaml())
@@ -84,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_render)
 
     p = sub.add_parser("crd", help="print the InferenceService CustomResourceDefinition")
+    p.add_argument(
+        "--check", action="store_true",
+        help="compare the CRD installed in the cluster (in-cluster config or KUBECONFIG) with this version's: "
+        "exit 0 up to date, 1 older or different, 2 not installed, 3 cluster not reachable",
+    )
     p.set_defaults(func=cmd_crd)
 
     p = sub.add_parser("operator", help="run the operator (in a cluster or against KUBECONFIG)")

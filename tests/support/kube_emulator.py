@@ -110,9 +110,11 @@ def register_resources(emulator: ClusterEmulator) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running_emulator(port: int | None = None) -> AsyncIterator[tuple[ClusterEmulator, str]]:
+async def running_emulator(
+    port: int | None = None, cls: type[ClusterEmulator] = ClusterEmulator
+) -> AsyncIterator[tuple[ClusterEmulator, str]]:
     """An emulator serving on 127.0.0.1 (a free port unless given); yields it and its URL."""
-    async with ClusterEmulator() as emulator:
+    async with cls() as emulator:
         register_resources(emulator)
         kwargs = {"port": port} if port else {}
         async with kmock.Server(emulator, **kwargs) as server:

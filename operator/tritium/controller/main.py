@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import secrets
 
 import kopf
 from prometheus_client import start_http_server
@@ -14,19 +14,18 @@ def run_operator(
 ) -> int:
     import tritium.controller.handlers  # noqa: F401 - registers the handlers with kopf
 
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     if metrics_port:
         start_http_server(metrics_port)
     kopf.configure(verbose=verbose)
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
-            namespaces=namespaces or None,
+            namespaces=namespaces or (),
             standalone=peering is None,
             peering_name=peering,
+            # Equal priorities make every peer pause: each replica draws its own, and the
+            # highest one is the single active operator.
+            priority=secrets.randbelow(2**30) + 1,
             liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz" if liveness_port else None,
         )
     )
