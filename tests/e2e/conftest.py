@@ -11,8 +11,8 @@ import os
 from collections.abc import AsyncIterator
 
 import pytest
-from tests.support.operator_runner import api_client, running_operator
 
+from tests.support.operator_runner import api_client, running_operator
 from tritium.controller.kube import KubeClient
 
 

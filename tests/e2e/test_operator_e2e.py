@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from tests.support.operator_scenarios import scenario_create_update_invalid_delete, scenario_missing_secret
-
 from tritium.controller.kube import KubeClient
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+
 from tests.support.kube_emulator import ClusterEmulator, kubeconfig_for, running_emulator
 from tests.support.operator_runner import api_client, eventually, running_operator
 from tests.support.operator_scenarios import (
@@ -21,7 +22,6 @@ from tests.support.operator_scenarios import (
     wait_children,
     wait_status,
 )
-
 from tritium.controller.kube import KubeClient
 
 NS = "default"
