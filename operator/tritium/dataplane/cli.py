@@ -1,0 +1,144 @@
+"""`tritium gateway` and `tritium stage pre|post`: the data-plane processes of a serving pod.
+
+Their flags are exactly those render/commands.py writes into the pod (and local mode runs).
+Heavy imports happen inside the commands so that `tritium --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from typing import Any
+
+
+def _usage(message: str) -> Exception:
+    from tritium.cli import UsageError
+
+    return UsageError(message)
+
+
+def _load(path: str) -> Any:
+    from tritium.dataplane.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise _usage(str(exc)) from None
+
+
+def _use_uvloop() -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+async def _serve(sites: list[tuple[Any, str, int]], label: str) -> None:
+    """Run aiohttp apps on their ports until SIGTERM/SIGINT, then shut down gracefully."""
+    from aiohttp import web
+
+    runners = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for app, host, port in sites:
+            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            await runner.setup()
+            runners.append(runner)
+            await web.TCPSite(runner, host, port, reuse_address=True, backlog=1024).start()
+        logging.getLogger("tritium").info("%s listening on %s", label,
+                                          ", ".join(f"{h}:{p}" for _, h, p in sites))
+        await stop.wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from tritium.dataplane.gateway import Gateway, GatewaySettings, build_app, redis_url_from_env
+    from tritium.dataplane.metrics import metrics_handler
+
+    config = _load(args.spec)
+    if ":" not in args.triton_grpc:
+        raise _usage(f"--triton-grpc must be HOST:PORT, got {args.triton_grpc!r}")
+    settings = GatewaySettings(
+        config=config, triton_grpc=args.triton_grpc, triton_http=args.triton_http,
+        pre_url=args.pre, post_url=args.post, redis_url=redis_url_from_env(),
+    )
+    if config.spec.preprocess is not None and not args.pre:
+        raise _usage("the spec has a preprocess stage: pass --pre URL")
+    if config.spec.postprocess is not None and not args.post:
+        raise _usage("the spec has a postprocess stage: pass --post URL")
+    _logging()
+    _use_uvloop()
+    gateway = Gateway(settings)
+    from aiohttp import web
+
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", metrics_handler(gateway.metrics.registry))
+    sites = [(build_app(gateway), args.host, args.port), (metrics_app, args.host, args.metrics_port)]
+    asyncio.run(_serve(sites, "gateway"))
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from tritium.dataplane.config import ConfigError
+    from tritium.dataplane.stage import StageProcessor
+
+    config = _load(args.spec)
+    _logging()
+    try:
+        processor = StageProcessor(args.stage, config.spec, scripts_dir=args.scripts_dir)
+    except ConfigError as exc:
+        raise _usage(str(exc)) from None
+    _use_uvloop()
+    asyncio.run(_serve_stage(processor, args.host, args.port))
+    return 0
+
+
+async def _serve_stage(processor: Any, host: str, port: int) -> None:
+    from tritium.dataplane.http11_server import serve
+    from tritium.dataplane.stage import stage_handler
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = await serve(stage_handler(processor), host, port)
+    logging.getLogger("tritium").info("%s stage listening on %s:%d", processor.stage, host, port)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("gateway", help="run the gateway (KServe v2 + invoke + SSE) in front of Triton")
+    p.add_argument("--spec", required=True, help="data-plane config JSON (the revision ConfigMap's spec file)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    p.add_argument("--port", type=int, required=True, help="port of the API")
+    p.add_argument("--metrics-port", type=int, required=True, help="port of the Prometheus /metrics endpoint")
+    p.add_argument("--triton-grpc", required=True, help="Triton gRPC address, HOST:PORT")
+    p.add_argument("--triton-http", required=True, help="Triton HTTP base URL (metadata, config, statistics)")
+    p.add_argument("--pre", default=None, help="base URL of the preprocess stage")
+    p.add_argument("--post", default=None, help="base URL of the postprocess stage")
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("stage", help="run a stage sidecar (pre or post processing)")
+    p.add_argument("stage", choices=["pre", "post"], help="which stage")
+    p.add_argument("--spec", required=True, help="data-plane config JSON (the revision ConfigMap's spec file)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, required=True, help="port to listen on")
+    p.add_argument("--scripts-dir", default=None, help=argparse.SUPPRESS)  # where ConfigMap scripts are mounted
+    p.set_defaults(func=cmd_stage)

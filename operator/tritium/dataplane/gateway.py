@@ -1,0 +1,430 @@
+"""The gateway: the KServe v2 REST API, the JSON invoke API and SSE streaming in front of Triton.
+
+One aiohttp application on one uvloop event loop. Handlers parse their API, run the pipeline
+(pre -> Triton over gRPC -> post) under the request's deadline, and answer. Every failure is an
+ApiError rendered as JSON by one middleware, which also counts and times every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from tritium.dataplane import cache as cache_mod
+from tritium.dataplane.config import DataPlaneConfig
+from tritium.dataplane.errors import (
+    CACHE_HEADER,
+    REQUEST_ID_HEADER,
+    REVISION_HEADER,
+    TIMEOUT_HEADER,
+    ApiError,
+    bad_request,
+)
+from tritium.dataplane.metrics import GatewayMetrics
+from tritium.dataplane.pipeline import Deadline, Pipeline, Result
+from tritium.dataplane.stage_client import StageClient
+from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
+from tritium.dataplane.triton import Triton, TritonHttp, unavailable
+
+log = logging.getLogger("tritium.gateway")
+
+REDIS_URL_ENV = "TRITIUM_REDIS_URL"
+TRITON_PROTOCOL_ENV = "TRITIUM_TRITON_PROTOCOL"  # unary inference over "http" (default) or "grpc"
+JSON = "application/json"
+_GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+_V2_TYPES = ("", JSON, "application/octet-stream")
+_HTTP_ONLY_PARAMETERS = ("binary_data_output",)
+
+
+def parse_timeout(value: str) -> float:
+    """X-Request-Timeout: seconds ("2.5") or the grpc-timeout form ("2500m", "3S", "100u")."""
+    text = value.strip()
+    try:
+        seconds = float(text[:-1]) * _GRPC_UNITS[text[-1]] if text and text[-1] in _GRPC_UNITS else float(text)
+    except ValueError:
+        raise bad_request(f"{TIMEOUT_HEADER} must be seconds or a grpc-timeout value, got {value!r}",
+                          TIMEOUT_HEADER) from None
+    if not seconds > 0:
+        raise bad_request(f"{TIMEOUT_HEADER} must be positive", TIMEOUT_HEADER)
+    return seconds
+
+
+def _media_type(request: web.Request) -> str:
+    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
+@dataclass
+class GatewaySettings:
+    config: DataPlaneConfig
+    triton_grpc: str
+    triton_http: str
+    pre_url: str | None = None
+    post_url: str | None = None
+    redis_url: str | None = None
+
+
+class Gateway:
+    """Holds the long-lived clients (gRPC channel, HTTP pool, cache) for the process' lifetime."""
+
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics | None = None) -> None:
+        self.settings = settings
+        spec = settings.config.spec
+        self.revision = settings.config.revision
+        self.max_bytes = spec.gateway.max_request_bytes
+        self.default_timeout = spec.gateway.request_timeout_seconds
+        self.metrics = metrics or GatewayMetrics()
+        self.cache: cache_mod.ResponseCache | None = None
+        self.unary: TritonHttp | None = None
+        self.triton: Triton
+        self.pipeline: Pipeline
+        self.session: aiohttp.ClientSession
+        self.stages: list[StageClient] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self, app: web.Application) -> None:
+        s = self.settings
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None),
+            skip_auto_headers=("User-Agent",),
+        )
+        self.triton = Triton(s.triton_grpc)
+        pre = StageClient("pre", s.pre_url) if s.pre_url else None
+        post = StageClient("post", s.post_url) if s.post_url else None
+        self.stages = [c for c in (pre, post) if c is not None]
+        protocol = os.environ.get(TRITON_PROTOCOL_ENV, "http").lower()
+        if protocol not in ("http", "grpc"):
+            raise ValueError(f"{TRITON_PROTOCOL_ENV} must be http or grpc, not {protocol!r}")
+        self.unary = TritonHttp(s.triton_http) if protocol == "http" else None
+        self.pipeline = Pipeline(self.triton, pre, post, self.unary)
+        cache_spec = s.config.spec.gateway.cache
+        if cache_spec.enabled:
+            if s.redis_url:
+                self.cache = cache_mod.RedisCache(s.redis_url, cache_spec.ttl_seconds, cache_spec.max_entries,
+                                                  namespace=f"{s.config.namespace}/{s.config.name}/{self.revision}")
+            else:
+                self.cache = cache_mod.MemoryCache(cache_spec.ttl_seconds, cache_spec.max_entries)
+
+    async def stop(self, app: web.Application) -> None:
+        if self.cache is not None:
+            await self.cache.close()
+        await self.triton.close()
+        if self.unary is not None:
+            await self.unary.close()
+        for stage in self.stages:
+            await stage.close()
+        await self.session.close()
+
+    # -- request plumbing --------------------------------------------------------------------
+    def deadline(self, request: web.Request) -> Deadline:
+        """The request's deadline, fixed once when it arrives (set by the middleware)."""
+        deadline: Deadline | None = request.get("deadline")
+        if deadline is None:
+            header = request.headers.get(TIMEOUT_HEADER) or request.headers.get("grpc-timeout")
+            seconds = parse_timeout(header) if header else self.default_timeout
+            deadline = request["deadline"] = Deadline(asyncio.get_running_loop().time() + seconds)
+        return deadline
+
+    async def read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_bytes:
+            raise self.too_large()
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise self.too_large() from None
+
+    def too_large(self) -> ApiError:
+        return ApiError(413, "request_too_large", f"request body is larger than {self.max_bytes} bytes", field="body")
+
+    def headers(self, request: web.Request, cache: str | None = None) -> dict[str, str]:
+        h = {REQUEST_ID_HEADER: request[REQUEST_ID_HEADER], REVISION_HEADER: self.revision}
+        if cache is not None:
+            h[CACHE_HEADER] = cache
+        return h
+
+    async def cached(self, request: web.Request, model: str, key: str | None) -> web.Response | None:
+        if self.cache is None or key is None:
+            return None
+        hit = await self.cache.get(key)
+        self.metrics.cache.labels(model, "hit" if hit else "miss").inc()
+        if hit is None:
+            return None
+        return web.Response(body=hit.body, content_type=None,
+                            headers={"Content-Type": hit.content_type, **hit.headers, **self.headers(request, "hit")})
+
+    async def remember(self, key: str | None, body: bytes, content_type: str, headers: dict[str, str]) -> None:
+        if self.cache is not None and key is not None:
+            await self.cache.set(key, cache_mod.CachedResponse(body=body, content_type=content_type, headers=headers))
+
+    # -- health and metadata -----------------------------------------------------------------
+    async def live(self, request: web.Request) -> web.Response:
+        return web.Response(status=200, headers=self.headers(request))
+
+    async def ready(self, request: web.Request) -> web.Response:
+        checks = await asyncio.gather(self.triton.ready(), *(s.ready() for s in self.stages))
+        names = ["triton", *(s.name for s in self.stages)]
+        down = [n for n, ok in zip(names, checks, strict=True) if not ok]
+        if down:
+            raise ApiError(503, "not_ready", f"not ready: {', '.join(down)}", field=down[0],
+                           headers={"Retry-After": "1"})
+        return web.Response(status=200, headers=self.headers(request))
+
+    async def proxy_get(self, request: web.Request) -> web.Response:
+        """Metadata, config and statistics come from Triton's own HTTP API, byte for byte."""
+        url = self.settings.triton_http.rstrip("/") + request.rel_url.path
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise unavailable(f"Triton is unavailable: {exc or type(exc).__name__}") from None
+        model = request.match_info.get("model")
+        if status == 400 and model and b"unknown model" in body:
+            raise ApiError(404, "model_not_found", f"model {model!r} is not served here", field="model")
+        return web.Response(status=status, body=body, content_type=None,
+                            headers={"Content-Type": JSON, **self.headers(request)})
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        model, version = request.match_info["model"], request.match_info.get("version", "")
+        if await self.triton.model_ready(model, version):
+            return web.Response(status=200, headers=self.headers(request))
+        await self.triton.model_info(model, version)  # raises 404 for an unknown model
+        raise ApiError(503, "model_not_ready", f"model {model!r} is not ready", field="model",
+                       headers={"Retry-After": "1"})
+
+    # -- inference ---------------------------------------------------------------------------
+    async def v2_infer(self, request: web.Request) -> web.Response:
+        model, version = request.match_info["model"], request.match_info.get("version", "")
+        if _media_type(request) not in _V2_TYPES:
+            raise ApiError(415, "unsupported_media_type",
+                           f"v2 infer takes application/json or the binary extension, not {_media_type(request)}",
+                           field="Content-Type")
+        deadline = self.deadline(request)
+        body = await self.read_body(request)
+        length = request.headers.get(HEADER_LENGTH)
+        try:
+            header_length = int(length) if length else None
+        except ValueError:
+            raise bad_request(f"{HEADER_LENGTH} must be an integer", HEADER_LENGTH) from None
+        req = parse_v2_request(body, header_length)
+        key = self.v2_key(model, version, req) if self.cache is not None else None
+        hit = await self.cached(request, model, key)
+        if hit is not None:
+            return hit
+        info = await self.triton.model_info(model, version)
+        rid = request[REQUEST_ID_HEADER]
+        params = {k: v for k, v in req.parameters.items() if k not in _HTTP_ONLY_PARAMETERS}
+        tensors = await self.pipeline.prepare_tensors(info, req.inputs, params, rid, deadline)
+        wanted = [o["name"] for o in req.outputs] if req.outputs else None
+        result = await self.pipeline.infer(info, version, tensors, params, params, wanted, "v2", rid, deadline)
+        payload, header_len = encode_v2_response(model, result.version or version or None, req, result.all_tensors())
+        extra = {HEADER_LENGTH: str(header_len)} if header_len is not None else {}
+        content_type = "application/octet-stream" if header_len is not None else JSON
+        await self.remember(key, payload, content_type, extra)
+        return web.Response(body=payload, content_type=None,
+                            headers={"Content-Type": content_type, **extra, **self.headers(request, "miss")})
+
+    def v2_key(self, model: str, version: str, req: V2Request) -> str:
+        names = sorted(req.inputs)
+        shape = orjson.dumps({
+            "id": req.id, "parameters": req.parameters, "outputs": req.outputs,
+            "inputs": [[n, str(req.inputs[n].dtype), list(req.inputs[n].shape)] for n in names],
+        }, option=orjson.OPT_SORT_KEYS)
+        return cache_mod.cache_key(model, version, "v2", shape, *(tensor_to_bytes(req.inputs[n]) for n in names))
+
+    async def parse_invoke(self, request: web.Request) -> tuple[str, bytes, Any, dict[str, Any]]:
+        """Body of an invoke/stream request: (media type, raw body, inputs, parameters)."""
+        media = _media_type(request)
+        body = await self.read_body(request)
+        if media not in ("", JSON) and not media.endswith("+json"):
+            params = {k: v for k, v in request.query.items() if k != "version"}
+            return media, body, None, params
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise bad_request(f"body is not valid JSON: {exc}", "body") from None
+        if not isinstance(doc, dict):
+            raise bad_request("body must be a JSON object", "body")
+        unknown = sorted(set(doc) - {"inputs", "parameters"})
+        if unknown:
+            raise bad_request(f"unknown field {unknown[0]!r}", unknown[0])
+        params = doc.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise bad_request("parameters must be an object", "parameters")
+        if "inputs" not in doc:
+            raise bad_request("inputs is required", "inputs")
+        return JSON, body, doc["inputs"], params
+
+    async def prepare_invoke(self, request: web.Request, parsed: tuple[str, bytes, Any, dict[str, Any]],
+                             deadline: Deadline) -> tuple[Any, dict[str, Any], dict]:
+        media, body, inputs, params = parsed
+        model, version = request.match_info["model"], request.query.get("version", "")
+        info = await self.triton.model_info(model, version)
+        rid = request[REQUEST_ID_HEADER]
+        if inputs is None:
+            length = request.headers.get(HEADER_LENGTH)
+            if length is not None and not length.isdigit():
+                raise bad_request(f"{HEADER_LENGTH} must be an integer", HEADER_LENGTH)
+            tensors = await self.pipeline.prepare_raw(info, body, media, params, rid, deadline,
+                                                      int(length) if length else None)
+        else:
+            tensors = await self.pipeline.prepare_json(info, inputs, params, rid, deadline)
+        return info, params, tensors
+
+    async def invoke(self, request: web.Request) -> web.Response:
+        model, version = request.match_info["model"], request.query.get("version", "")
+        deadline = self.deadline(request)
+        key = None
+        parsed = await self.parse_invoke(request)
+        if self.cache is not None:
+            media, body, inputs, params = parsed
+            canonical = (orjson.dumps({"inputs": inputs, "parameters": params}, option=orjson.OPT_SORT_KEYS)
+                         if inputs is not None else media.encode() + b"\0" + body)
+            key = cache_mod.cache_key(model, version, "invoke", canonical)
+            hit = await self.cached(request, model, key)
+            if hit is not None:
+                return hit
+        info, params, tensors = await self.prepare_invoke(request, parsed, deadline)
+        if info.decoupled:
+            raise bad_request(f"model {model!r} streams its responses: use /v1/models/{model}/stream", "model",
+                              code="streaming_model")
+        rid = request[REQUEST_ID_HEADER]
+        result = await self.pipeline.infer(info, version, tensors, params, None, None, "invoke", rid, deadline)
+        payload, content_type, extra = self.invoke_body(model, result)
+        await self.remember(key, payload, content_type, extra)
+        return web.Response(body=payload, content_type=None,
+                            headers={"Content-Type": content_type, **extra, **self.headers(request, "miss")})
+
+    def invoke_body(self, model: str, result: Result) -> tuple[bytes, str, dict[str, str]]:
+        if result.body is not None and result.content_type:
+            return result.body, result.content_type, result.headers
+        doc = {"model": model, "revision": self.revision, "outputs": result.json_outputs(), "text": result.text}
+        return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), JSON, {}
+
+    async def stream(self, request: web.Request) -> web.StreamResponse:
+        """SSE: one `data:` event per model response, then `event: done` (or `event: error`)."""
+        version = request.query.get("version", "")
+        deadline = self.deadline(request)
+        rid = request[REQUEST_ID_HEADER]
+        response: web.StreamResponse | None = None
+        try:
+            async with asyncio.timeout_at(deadline.at):
+                parsed = await self.parse_invoke(request)
+                info, params, tensors = await self.prepare_invoke(request, parsed, deadline)
+                async for result in self.pipeline.stream(info, version, tensors, params, rid, deadline):
+                    if response is None:
+                        response = await self._open_stream(request)
+                    data = orjson.dumps({"outputs": result.json_outputs(), "text": result.text},
+                                        option=orjson.OPT_SERIALIZE_NUMPY)
+                    await response.write(b"data: " + data + b"\n\n")
+        except (ApiError, TimeoutError) as exc:
+            if response is None:
+                raise
+            err = exc if isinstance(exc, ApiError) else ApiError(504, "deadline_exceeded", "the deadline passed")
+            await response.write(b"event: error\ndata: " + err.to_json(rid) + b"\n\n")
+            request["status"] = err.status
+            return response
+        if response is None:  # the model answered nothing at all
+            response = await self._open_stream(request)
+        await response.write(b"event: done\ndata: {}\n\n")
+        return response
+
+    async def _open_stream(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **self.headers(request, "miss")})
+        await response.prepare(request)
+        return response
+
+
+_FIXED_ENDPOINTS = {"/v2": "server", "/v2/health/live": "live", "/v2/health/ready": "ready"}
+
+
+def _endpoint(request: web.Request) -> str:
+    """Metrics label of the matched route (bounded cardinality: never the raw path)."""
+    resource = request.match_info.route.resource
+    if resource is None:
+        return "other"
+    path = resource.canonical
+    if path in _FIXED_ENDPOINTS:
+        return _FIXED_ENDPOINTS[path]
+    for suffix, name in (("/infer", "infer"), ("/invoke", "invoke"), ("/stream", "stream"),
+                         ("/ready", "model_ready"), ("/config", "config"), ("/stats", "stats")):
+        if path.endswith(suffix):
+            return name
+    return "metadata"
+
+
+def build_app(gateway: Gateway) -> web.Application:
+    @web.middleware
+    async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+        start = time.perf_counter()
+        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+        request[REQUEST_ID_HEADER] = rid
+        endpoint = _endpoint(request)
+        model = request.match_info.get("model", "")
+        try:
+            deadline = gateway.deadline(request) if endpoint in ("infer", "invoke", "stream") else None
+            if endpoint == "stream":
+                deadline = None  # the stream handler bounds itself: its headers may already be sent
+            if deadline is not None:
+                async with asyncio.timeout_at(deadline.at):
+                    response = await handler(request)
+            else:
+                response = await handler(request)
+            status = request.get("status", response.status)
+        except ApiError as exc:
+            response, status = _error_response(exc, request, rid), exc.status
+        except TimeoutError:
+            exc = ApiError(504, "deadline_exceeded", "the request deadline passed")
+            response, status = _error_response(exc, request, rid), 504
+        except web.HTTPException as exc:  # routing: unknown path, wrong method
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+            err = ApiError(exc.status, code, exc.reason or code, headers=dict(exc.headers))
+            response, status = _error_response(err, request, rid), exc.status
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:  # a bug: still a JSON answer with the request id, and a log line
+            log.exception("unexpected error in %s", request.path)
+            err = ApiError(500, "internal_error", f"internal error ({type(exc).__name__})")
+            response, status = _error_response(err, request, rid), 500
+        if status == 404:
+            model = ""  # never a label value per made-up model name
+        if endpoint != "other" or status != 404:
+            gateway.metrics.requests.labels(model, endpoint, str(status)).inc()
+            gateway.metrics.latency.labels(model, endpoint).observe(time.perf_counter() - start)
+        return response
+
+    app = web.Application(middlewares=[errors], client_max_size=gateway.max_bytes)
+    app.on_startup.append(gateway.start)
+    app.on_cleanup.append(gateway.stop)
+    r = app.router
+    r.add_get("/v2", gateway.proxy_get)
+    r.add_get("/v2/health/live", gateway.live)
+    r.add_get("/v2/health/ready", gateway.ready)
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        r.add_get(prefix, gateway.proxy_get)
+        r.add_get(prefix + "/ready", gateway.model_ready)
+        r.add_get(prefix + "/config", gateway.proxy_get)
+        r.add_get(prefix + "/stats", gateway.proxy_get)
+        r.add_post(prefix + "/infer", gateway.v2_infer)
+    r.add_post("/v1/models/{model}/invoke", gateway.invoke)
+    r.add_post("/v1/models/{model}/stream", gateway.stream)
+    return app
+
+
+def _error_response(exc: ApiError, request: web.Request, rid: str) -> web.Response:
+    v2 = request.path.startswith("/v2")
+    headers = {"Content-Type": JSON, REQUEST_ID_HEADER: rid, **exc.headers}
+    return web.Response(status=exc.status, body=exc.to_json(rid, v2=v2), content_type=None, headers=headers)
+
+
+def redis_url_from_env() -> str | None:
+    return os.environ.get(REDIS_URL_ENV) or None

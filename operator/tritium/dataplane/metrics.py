@@ -1,0 +1,56 @@
+"""Prometheus metrics of the gateway and the stages (one registry per process)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+
+# The *_created series double the scrape size and nothing here reads them.
+disable_created_metrics()
+
+# Sub-millisecond buckets: the gateway's own overhead is what these histograms are for.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class GatewayMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "tritium_gateway_requests", "Requests answered by the gateway.",
+            ["model", "endpoint", "code"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tritium_gateway_request_duration_seconds", "Time from request to response in the gateway.",
+            ["model", "endpoint"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.cache = Counter(
+            "tritium_gateway_cache", "Response cache lookups by result (hit or miss).",
+            ["model", "result"], registry=self.registry,
+        )
+
+
+class StageMetrics:
+    def __init__(self, stage: str, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "tritium_stage_requests", "Requests processed by the stage.", ["stage", "code"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tritium_stage_duration_seconds", "Processing time in the stage.", ["stage"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.stage = stage
+
+
+def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    return handler

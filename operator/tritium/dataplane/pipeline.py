@@ -1,0 +1,130 @@
+"""pre -> Triton -> post for one request, independent of the HTTP API that carried it.
+
+The gateway's handlers parse their API (v2 infer, invoke, stream) into tensors or JSON values
+and call this; stages are skipped when the spec has none, in which case the same built-in JSON
+conversions run in the gateway process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tritium.dataplane.convert import inputs_from_json, outputs_to_json, text_of, values_to_tensors
+from tritium.dataplane.errors import ApiError
+from tritium.dataplane.stage_client import StageClient
+from tritium.dataplane.triton import ModelInfo, Triton, TritonHttp
+
+
+@dataclass
+class Deadline:
+    """Absolute deadline of a request (loop time), handed down as remaining seconds."""
+
+    at: float
+
+    def remaining(self) -> float:
+        import asyncio
+
+        left = self.at - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise ApiError(504, "deadline_exceeded", "the request deadline passed")
+        return left
+
+
+@dataclass
+class Result:
+    """What the pipeline produced: tensors, JSON values, text, or a body the post stage rendered."""
+
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    text: str | None = None
+    body: bytes | None = None
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    version: str = ""
+
+    def json_outputs(self) -> dict[str, Any]:
+        out = outputs_to_json(self.tensors)
+        out.update(self.values)
+        return out
+
+    def all_tensors(self) -> dict[str, np.ndarray]:
+        out = dict(self.tensors)
+        out.update(values_to_tensors(self.values))
+        return out
+
+
+class Pipeline:
+    def __init__(self, triton: Triton, pre: StageClient | None, post: StageClient | None,
+                 unary: Triton | TritonHttp | None = None) -> None:
+        self.triton = triton
+        self.unary = unary or triton  # who answers unary inference (HTTP by default, see TritonHttp)
+        self.pre = pre
+        self.post = post
+
+    # -- pre ---------------------------------------------------------------------------------
+    async def prepare_json(self, info: ModelInfo, inputs: Any, parameters: dict[str, Any], request_id: str,
+                           deadline: Deadline) -> dict[str, np.ndarray]:
+        """Invoke JSON inputs -> model tensors (through the pre stage when there is one)."""
+        if self.pre is None:
+            return inputs_from_json(inputs, info.wire())
+        header = {"mode": "json", "model": info.wire(), "inputs": inputs, "parameters": parameters}
+        _, tensors, _ = await self.pre.call(header, request_id=request_id, timeout=deadline.remaining())
+        return tensors
+
+    async def prepare_raw(self, info: ModelInfo, body: bytes, content_type: str, parameters: dict[str, Any],
+                          request_id: str, deadline: Deadline, header_length: int | None = None
+                          ) -> dict[str, np.ndarray]:
+        """A non-JSON payload (XML, raw bytes, base64 text) -> tensors: only a pre stage knows how."""
+        if self.pre is None:
+            raise ApiError(415, "unsupported_media_type",
+                           f"content type {content_type or '(none)'} needs a preprocess stage; send application/json",
+                           field="Content-Type")
+        header = {"mode": "raw", "model": info.wire(), "content_type": content_type, "parameters": parameters,
+                  "header_length": header_length}
+        _, tensors, _ = await self.pre.call(header, raw=body, request_id=request_id, timeout=deadline.remaining())
+        return tensors
+
+    async def prepare_tensors(self, info: ModelInfo, tensors: dict[str, np.ndarray], parameters: dict[str, Any],
+                              request_id: str, deadline: Deadline) -> dict[str, np.ndarray]:
+        if self.pre is None:
+            return tensors
+        header = {"mode": "tensors", "model": info.wire(), "parameters": parameters}
+        _, out, _ = await self.pre.call(header, tensors, request_id=request_id, timeout=deadline.remaining())
+        return out
+
+    # -- post --------------------------------------------------------------------------------
+    async def finish(self, outputs: dict[str, np.ndarray], parameters: dict[str, Any], mode: str, request_id: str,
+                     deadline: Deadline) -> Result:
+        if self.post is None:
+            return Result(tensors=outputs, text=text_of(outputs))
+        header = {"mode": mode, "parameters": parameters}
+        head, tensors, raw = await self.post.call(header, outputs, request_id=request_id,
+                                                  timeout=deadline.remaining())
+        return Result(
+            tensors=tensors, values=head.get("values") or {}, text=head.get("text"),
+            body=raw if head.get("content_type") else None, content_type=head.get("content_type"),
+            headers=head.get("headers") or {},
+        )
+
+    # -- whole requests ----------------------------------------------------------------------
+    async def infer(self, info: ModelInfo, version: str, tensors: dict[str, np.ndarray], parameters: dict[str, Any],
+                    triton_parameters: dict[str, Any] | None, outputs: list[str] | None, mode: str,
+                    request_id: str, deadline: Deadline) -> Result:
+        """Model tensors (already pre-processed) -> Triton -> post."""
+        out, answered = await self.unary.infer(
+            info.name, version, tensors, outputs=outputs if self.post is None else None,
+            request_id=request_id, timeout=deadline.remaining(), parameters=triton_parameters,
+        )
+        result = await self.finish(out, parameters, mode, request_id, deadline)
+        result.version = answered
+        return result
+
+    async def stream(self, info: ModelInfo, version: str, tensors: dict[str, np.ndarray],
+                     parameters: dict[str, Any], request_id: str, deadline: Deadline) -> AsyncIterator[Result]:
+        async for out in self.triton.stream(info.name, version, tensors, request_id=request_id,
+                                            timeout=deadline.remaining()):
+            yield await self.finish(out, parameters, "stream", request_id, deadline)

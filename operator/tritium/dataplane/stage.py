@@ -1,0 +1,234 @@
+"""A stage sidecar (pre or post): built-in processor or user script behind a tiny HTTP server.
+
+Endpoints: POST /v1/process (the gateway's binary messages), GET /healthz, GET /metrics.
+Each stage is its own process (its own container in the pod), so a slow or crashing user
+script can only take its own stage down, which the gateway then reports by name.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import jsonschema
+import numpy as np
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tritium.api.spec import InferenceServiceSpec
+from tritium.dataplane.builtin_post import apply_filter, to_binary, to_xml, top_k
+from tritium.dataplane.builtin_pre import BuiltinPre
+from tritium.dataplane.config import ConfigError
+from tritium.dataplane.convert import text_of
+from tritium.dataplane.errors import ApiError, bad_request
+from tritium.dataplane.http11_server import Handler, Reply, Request
+from tritium.dataplane.metrics import StageMetrics
+from tritium.dataplane.scripts import UserScript, script_path
+from tritium.dataplane.tensors import HEADER_LENGTH, STAGE_CONTENT_TYPE, pack_message, tensor_to_json, unpack_message
+
+log = logging.getLogger("tritium.stage")
+_NUMERIC = "biufc"
+
+
+def _schema_field(err: jsonschema.ValidationError) -> str:
+    path = "inputs"
+    for part in err.absolute_path:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    if err.validator == "required" and isinstance(err.instance, dict):
+        missing = [p for p in err.validator_value if p not in err.instance]
+        if missing:
+            path += f".{missing[0]}"
+    return path
+
+
+def _as_tensor(name: str, value: Any, model_inputs: dict[str, Any]) -> np.ndarray:
+    """A script's value -> an array, cast to the model's input datatype when both are numeric."""
+    arr = np.asarray(value)
+    if arr.dtype.kind in "SU":
+        arr = arr.astype(np.object_)
+    if arr.dtype.kind == "O":
+        flat = np.empty(arr.size, dtype=np.object_)
+        flat[:] = [x.encode() if isinstance(x, str) else x for x in arr.reshape(-1)]
+        return flat.reshape(arr.shape)
+    spec = model_inputs.get(name)
+    if spec is not None and spec[0] != "BYTES" and arr.dtype.kind in _NUMERIC:
+        from tritium.dataplane.tensors import numpy_dtype
+
+        want = np.dtype(numpy_dtype(spec[0]))
+        if arr.dtype != want:
+            arr = arr.astype(want)
+    return arr
+
+
+class StageProcessor:
+    """What one stage does to a message, independent of HTTP (unit-testable)."""
+
+    def __init__(self, stage: str, spec: InferenceServiceSpec, scripts_dir: str | None = None) -> None:
+        if stage not in ("pre", "post"):
+            raise ConfigError(f"unknown stage {stage!r} (pre or post)")
+        section = spec.preprocess if stage == "pre" else spec.postprocess
+        if section is None:
+            raise ConfigError(f"the spec has no {stage}process section")
+        self.stage = stage
+        self.section = section
+        self.model_name = spec.model.name
+        self.script: UserScript | None = None
+        if section.script is not None:
+            kwargs = {"scripts_dir": scripts_dir} if scripts_dir else {}
+            self.script = UserScript(stage, script_path(stage, section.script, **kwargs), section.script.options)
+        schema = getattr(section, "input_schema", None)
+        self.validator = jsonschema.Draft202012Validator(schema) if schema else None
+        if schema:
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise ConfigError(f"preprocess.inputSchema is not a valid JSON Schema: {exc.message}") from None
+        builtin = section.builtin
+        self.pre_builtin = BuiltinPre(builtin.format) if stage == "pre" and builtin is not None else None
+
+    def validate(self, values: Any) -> None:
+        if self.validator is None:
+            return
+        errors = sorted(self.validator.iter_errors(values), key=lambda e: list(map(str, e.absolute_path)))
+        if errors:
+            err = errors[0]
+            raise bad_request(err.message, _schema_field(err), code="schema_violation")
+
+    async def run_script(self, data: dict[str, Any], parameters: dict[str, Any]) -> Any:
+        assert self.script is not None
+        try:
+            result = await self.script(data, parameters)
+        except ValueError as exc:
+            raise bad_request(str(exc) or "invalid input", getattr(exc, "field", None),
+                              code="invalid_input") from None
+        except ApiError:
+            raise
+        except Exception as exc:
+            log.exception("%s script failed", self.stage)
+            raise ApiError(500, "script_error", f"{self.stage} script failed: {type(exc).__name__}: {exc}") from None
+        if not isinstance(result, dict):
+            raise ApiError(500, "script_error", f"{self.stage} script returned {type(result).__name__}, not a dict")
+        return result
+
+    async def process(self, header: dict[str, Any], tensors: dict[str, np.ndarray], raw: bytes | None) -> tuple[
+            dict[str, Any], dict[str, np.ndarray], bytes | None]:
+        params = header.get("parameters") or {}
+        if self.stage == "pre":
+            return {}, await self.pre(header, tensors, raw, params), None
+        return await self.post(header, tensors, params)
+
+    async def pre(self, header: dict[str, Any], tensors: dict[str, np.ndarray], raw: bytes | None,
+                  params: dict[str, Any]) -> dict[str, np.ndarray]:
+        mode = header.get("mode")
+        model: dict[str, Any] = header.get("model") or {}
+        content_type = header.get("content_type") or ""
+        values: Any = header.get("inputs") if mode == "json" else None
+        if self.pre_builtin is not None and mode != "tensors":
+            values, params = self.pre_builtin.json_inputs(content_type, raw, values, params)
+        if mode == "tensors" and self.validator is not None:
+            # The schema describes one request's inputs; a batched tensor holds one per row.
+            if model.get("max_batch_size", 0) > 0 and all(v.ndim > 0 for v in tensors.values()):
+                rows = min(v.shape[0] for v in tensors.values())
+                for i in range(rows):
+                    self.validate({k: tensor_to_json(v[i]) for k, v in tensors.items()})
+            else:
+                self.validate({k: tensor_to_json(v) for k, v in tensors.items()})
+        elif values is not None:
+            self.validate(values)
+        if self.script is None:
+            if mode == "tensors":
+                return tensors
+            assert self.pre_builtin is not None
+            return self.pre_builtin.tensors(content_type, raw, values, model, params, header.get("header_length"))
+        if mode == "tensors":
+            data: dict[str, Any] = dict(tensors)
+        elif values is not None:
+            if not isinstance(values, dict):
+                raise bad_request("inputs must be an object of name -> value", "inputs")
+            data = values
+        else:
+            data = {"body": raw or b""}
+            params = {**params, "content_type": content_type}
+        result = await self.run_script(data, params)
+        inputs = model.get("inputs", {})
+        return {name: _as_tensor(name, value, inputs) for name, value in result.items()}
+
+    async def post(self, header: dict[str, Any], tensors: dict[str, np.ndarray],
+                   params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray], bytes | None]:
+        section = self.section
+        text: str | None
+        if self.script is not None:
+            result = dict(await self.run_script(dict(tensors), params))
+            value = result.pop("text", None)
+            text = value if isinstance(value, str) else None
+            if value is not None and text is None:
+                result["text"] = value
+            outputs: dict[str, Any] = result
+        else:
+            outputs = dict(tensors)
+            builtin = section.builtin
+            if builtin is not None and builtin.top_k is not None:
+                outputs = top_k(outputs, builtin.top_k)
+            text = text_of(outputs)
+        outputs = apply_filter(outputs, section.filter)
+        out_tensors = {k: v for k, v in outputs.items() if isinstance(v, np.ndarray)}
+        values = {k: v for k, v in outputs.items() if not isinstance(v, np.ndarray)}
+        head: dict[str, Any] = {"values": values, "text": text}
+        fmt = section.builtin.format if section.builtin is not None else "json"
+        if header.get("mode") == "invoke" and fmt == "xml":
+            head["content_type"] = "application/xml"
+            return head, {}, to_xml(outputs, text)
+        if header.get("mode") == "invoke" and fmt == "binary":
+            body, headers = to_binary(self.model_name, outputs)
+            head.update(content_type="application/octet-stream", headers=headers)
+            return head, {}, body
+        return head, out_tensors, None
+
+
+def _error(exc: ApiError, rid: str | None) -> Reply:
+    return Reply(exc.status, exc.to_json(rid), {"Content-Type": "application/json", **exc.headers})
+
+
+def stage_handler(processor: StageProcessor, metrics: StageMetrics | None = None) -> Handler:
+    """The stage's HTTP routes: POST /v1/process, GET /healthz, GET /metrics."""
+    metrics = metrics or StageMetrics(processor.stage)
+    stage = processor.stage
+    health = orjson.dumps({"status": "ok", "stage": stage})
+    requests, latency = metrics.requests, metrics.latency.labels(stage)
+
+    async def process(request: Request) -> Reply:
+        start = time.perf_counter()
+        rid = request.headers.get("x-request-id")
+        status = 200
+        try:
+            length = request.headers.get(HEADER_LENGTH.lower())
+            header, tensors, raw = unpack_message(request.body, int(length) if length else None)
+            out_header, out_tensors, out_raw = await processor.process(header, tensors, raw)
+            body, header_length = pack_message(out_header, out_tensors, out_raw)
+            return Reply(200, body, {"Content-Type": STAGE_CONTENT_TYPE, HEADER_LENGTH: str(header_length)})
+        except ApiError as exc:
+            status = exc.status
+            return _error(exc, rid)
+        except Exception as exc:
+            log.exception("%s stage failed", stage)
+            status = 500
+            return _error(ApiError(500, "stage_error", f"{type(exc).__name__}: {exc}"), rid)
+        finally:
+            requests.labels(stage, str(status)).inc()
+            latency.observe(time.perf_counter() - start)
+
+    async def handle(request: Request) -> Reply:
+        if request.path == "/v1/process":
+            if request.method != "POST":
+                return Reply(405, b"", {"Allow": "POST"})
+            return await process(request)
+        if request.method not in ("GET", "HEAD"):
+            return Reply(405, b"", {"Allow": "GET"})
+        if request.path == "/healthz":
+            return Reply(200, health, {"Content-Type": "application/json"})
+        if request.path == "/metrics":
+            return Reply(200, generate_latest(metrics.registry), {"Content-Type": CONTENT_TYPE_LATEST})
+        return Reply(404, b"", {})
+
+    return handle

@@ -1,0 +1,187 @@
+"""Stage sidecars for real: built-in and script stages as processes between the gateway and Triton."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+
+from tests.support.dataplane import Deployment, base_spec, deploy
+from tritium.dataplane.tensors import HEADER_LENGTH, parse_v2_request
+from tritium.local.tritonserver import TritonServer
+
+PRE_SCRIPT = '''
+import numpy as np
+
+SCALE = None
+
+def setup(options):
+    global SCALE
+    SCALE = float(options["scale"])
+
+def preprocess(inputs, parameters):
+    if "a" not in inputs:
+        err = ValueError("give 'a' (a list of numbers)")
+        err.field = "inputs.a"
+        raise err
+    a = np.asarray(inputs["a"], dtype=np.float64) * SCALE
+    return {"INPUT0": a[None, :], "INPUT1": np.full((1, a.size), float(parameters.get("offset", 0)))}
+'''
+
+POST_SCRIPT = '''
+import numpy as np
+
+def postprocess(outputs, parameters):
+    total = float(np.asarray(outputs["SUM"]).sum())
+    return {"total": total, "sum": outputs["SUM"], "text": f"total is {total:g}"}
+'''
+
+
+@pytest.fixture(scope="module")
+def builtin(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    schema = {
+        "type": "object", "required": ["INPUT0", "INPUT1"],
+        "properties": {"INPUT0": {"type": "array", "items": {"type": "number"}},
+                       "INPUT1": {"type": "array", "items": {"type": "number", "minimum": 0}}},
+    }
+    spec = base_spec(
+        "add",
+        preprocess={"builtin": {"format": "json"}, "inputSchema": schema},
+        postprocess={"builtin": {"format": "json", "topK": {"output": "SUM", "k": 2}},
+                     "filter": {"include": ["SUM", "SUM_indices"], "rename": {"SUM": "top"}}},
+    )
+    dep = deploy(tmp_path_factory.mktemp("builtin"), triton, spec, name="builtin")
+    yield dep
+    dep.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    d = tmp_path_factory.mktemp("scripted")
+    (d / "pre.py").write_text(PRE_SCRIPT)
+    (d / "post.py").write_text(POST_SCRIPT)
+    spec = base_spec(
+        "add",
+        preprocess={"script": {"path": str(d / "pre.py"), "options": {"scale": "2"}}},
+        postprocess={"script": {"path": str(d / "post.py")}},
+    )
+    dep = deploy(d, triton, spec, name="scripted")
+    yield dep
+    dep.stop()
+
+
+def test_builtin_stages_topk_and_filter(builtin: Deployment) -> None:
+    r = httpx.post(f"{builtin.url}/v1/models/add/invoke",
+                   json={"inputs": {"INPUT0": [1, 9, 5, 7], "INPUT1": [0, 0, 0, 1]}})
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"]
+    assert out == {"top": [[9.0, 8.0]], "SUM_indices": [[1, 3]]}
+
+
+def test_builtin_schema_violation_names_the_field(builtin: Deployment) -> None:
+    r = httpx.post(f"{builtin.url}/v1/models/add/invoke", json={"inputs": {"INPUT0": [1], "INPUT1": [-1]}})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["field"] == "inputs.INPUT1[0]" and err["code"] == "schema_violation"
+    r = httpx.post(f"{builtin.url}/v1/models/add/invoke", json={"inputs": {"INPUT0": [1]}})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "inputs.INPUT1"
+
+
+def test_v2_client_through_stages(builtin: Deployment) -> None:
+    client = httpclient.InferenceServerClient(builtin.url.removeprefix("http://"))
+    a = np.array([[3, 1, 2]], dtype=np.float32)
+    inputs = [httpclient.InferInput("INPUT0", [1, 3], "FP32"), httpclient.InferInput("INPUT1", [1, 3], "FP32")]
+    inputs[0].set_data_from_numpy(a)
+    inputs[1].set_data_from_numpy(a)
+    result = client.infer("add", inputs)
+    np.testing.assert_array_equal(result.as_numpy("top"), [[6, 4]])
+    np.testing.assert_array_equal(result.as_numpy("SUM_indices"), [[0, 2]])
+
+
+def test_stage_metrics_and_health(builtin: Deployment) -> None:
+    pre = builtin.stages["pre"].health_url.removesuffix("/healthz")
+    assert httpx.get(f"{pre}/healthz").json()["stage"] == "pre"
+    assert 'tritium_stage_requests_total{code="200",stage="pre"}' in httpx.get(f"{pre}/metrics").text
+
+
+def test_script_stages(scripted: Deployment) -> None:
+    r = httpx.post(f"{scripted.url}/v1/models/add/invoke",
+                   json={"inputs": {"a": [1, 2, 3]}, "parameters": {"offset": 1}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["outputs"] == {"total": 15.0, "sum": [[3.0, 5.0, 7.0]]}
+    assert body["text"] == "total is 15"
+
+
+def test_script_value_error_is_400(scripted: Deployment) -> None:
+    r = httpx.post(f"{scripted.url}/v1/models/add/invoke", json={"inputs": {"b": [1]}})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["field"] == "inputs.a" and "give 'a'" in err["message"]
+
+
+def test_stage_crash_is_503_naming_the_stage(scripted: Deployment) -> None:
+    scripted.stages["post"].kill()
+    r = httpx.post(f"{scripted.url}/v1/models/add/invoke", json={"inputs": {"a": [1]}})
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert err["code"] == "stage_unavailable" and err["field"] == "post" and "post stage" in err["message"]
+    assert r.headers["Retry-After"]
+    ready = httpx.get(f"{scripted.url}/v2/health/ready")
+    assert ready.status_code == 503 and "post" in ready.text
+
+
+def test_xml_in_and_out(triton: TritonServer, tmp_path: Path) -> None:
+    spec = base_spec("add", preprocess={"builtin": {"format": "xml"}}, postprocess={"builtin": {"format": "xml"}})
+    dep = deploy(tmp_path, triton, spec, name="xml")
+    try:
+        xml = b'<request><input name="INPUT0">1 2 3</input><input name="INPUT1">1, 1, 1</input></request>'
+        r = httpx.post(f"{dep.url}/v1/models/add/invoke", content=xml, headers={"Content-Type": "application/xml"})
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"].startswith("application/xml")
+        assert '<output name="SUM" datatype="FP32" shape="1,3">2.0 3.0 4.0</output>' in r.text
+        bomb = (b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+                b'<request><input name="INPUT0">&b;</input></request>')
+        r = httpx.post(f"{dep.url}/v1/models/add/invoke", content=bomb, headers={"Content-Type": "application/xml"})
+        assert r.status_code == 400 and "forbidden XML" in r.json()["error"]["message"]
+        r = httpx.post(f"{dep.url}/v1/models/add/invoke", json={"inputs": {"INPUT0": [1]}})
+        assert r.status_code == 415
+    finally:
+        dep.stop()
+
+
+def test_binary_in_and_out(triton: TritonServer, tmp_path: Path) -> None:
+    spec = base_spec("identity", preprocess={"builtin": {"format": "binary"}},
+                     postprocess={"builtin": {"format": "binary"}})
+    dep = deploy(tmp_path, triton, spec, name="binary")
+    try:
+        x = np.array([1.5, -2.0, 3.25], dtype=np.float32)
+        url = f"{dep.url}/v1/models/identity/invoke"
+        for content, ctype in ((x.tobytes(), "application/octet-stream"),
+                               (base64.b64encode(x.tobytes()), "text/plain")):
+            r = httpx.post(url, content=content, headers={"Content-Type": ctype})
+            assert r.status_code == 200, r.text
+            resp = parse_v2_request_like(r)
+            np.testing.assert_array_equal(resp["OUTPUT0"].reshape(-1), x)
+        # the KServe v2 binary tensor extension as the payload
+        header = b'{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,3],"parameters":{"binary_data_size":12}}]}'
+        r = httpx.post(url, content=header + x.tobytes(),
+                       headers={"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))})
+        assert r.status_code == 200, r.text
+        np.testing.assert_array_equal(parse_v2_request_like(r)["OUTPUT0"].reshape(-1), x)
+        r = httpx.post(url, content=b"\x00\x01\x02", headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 400 and r.json()["error"]["field"] == "inputs.INPUT0"
+    finally:
+        dep.stop()
+
+
+def parse_v2_request_like(r: httpx.Response) -> dict[str, np.ndarray]:
+    """A binary v2 response has the request's framing with outputs instead of inputs."""
+    length = int(r.headers[HEADER_LENGTH])
+    body = r.content.replace(b'"outputs"', b'"inputs" ', 1)
+    return parse_v2_request(body, length).inputs
