@@ -37,6 +37,10 @@ def test_triton_killed_then_back(tmp_path: Path) -> None:
             time.sleep(0.2)
         assert r.status_code == 200, r.text
         assert r.json()["outputs"]["SUM"] == [[4.0, 6.0]]
+        # Readiness follows within a probe period (the gateway re-checks Triton, it does not poll per request).
+        deadline = time.monotonic() + 15
+        while httpx.get(f"{dep.url}/v2/health/ready").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert httpx.get(f"{dep.url}/v2/health/ready").status_code == 200
     finally:
         dep.stop()
