@@ -135,10 +135,45 @@ def table(name: str, results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def svg_plot(results: dict[str, Any]) -> str:
+    """Grouped bars, direct vs gateway: throughput relative to direct, and p50 latency (ms). No plotting deps."""
+    groups = [(model, c, r) for model, by_c in results.items() for c, r in by_c.items()]
+    width, height, top, bottom, left = 140 * len(groups) + 80, 520, 40, 60, 60
+    panel = (height - top - bottom - 40) // 2
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             'font-family="sans-serif" font-size="12">',
+             f'<text x="{left}" y="20" font-size="14">Direct Triton vs through the gateway (pre + post stages)</text>']
+    colors = {"direct": "#4c72b0", "gateway": "#dd8452"}
+    for p_i, (metric, label) in enumerate((("throughput", "throughput, relative to direct"),
+                                           ("p50_ms", "p50 latency (ms)"))):
+        y0 = top + p_i * (panel + 40) + panel
+        peak = max(max(r["direct"][metric], r["gateway"][metric]) /
+                   (r["direct"]["throughput"] if metric == "throughput" else 1) for _, _, r in groups) or 1
+        parts.append(f'<text x="{left}" y="{y0 - panel - 6}">{label}</text>')
+        parts.append(f'<line x1="{left}" y1="{y0}" x2="{width - 20}" y2="{y0}" stroke="#333"/>')
+        for g, (model, c, r) in enumerate(groups):
+            x = left + 20 + g * 140
+            for k, path in enumerate(("direct", "gateway")):
+                value = r[path][metric] / (r["direct"]["throughput"] if metric == "throughput" else 1)
+                h = panel * value / peak
+                parts.append(f'<rect x="{x + k * 45}" y="{y0 - h:.1f}" width="40" height="{h:.1f}" '
+                             f'fill="{colors[path]}"/>')
+                text = f"{value:.2f}x" if metric == "throughput" else f"{value:.2f}"
+                parts.append(f'<text x="{x + k * 45 + 2}" y="{y0 - h - 3:.1f}" font-size="10">{text}</text>')
+            if p_i == 1:
+                parts.append(f'<text x="{x}" y="{y0 + 16}">{model} c={c[1:]}</text>')
+    for k, path in enumerate(("direct", "gateway")):
+        parts.append(f'<rect x="{width - 200 + k * 90}" y="8" width="12" height="12" fill="{colors[path]}"/>')
+        parts.append(f'<text x="{width - 184 + k * 90}" y="19">{path}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer measurement window")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument("--plot", default=None, help="also write an SVG bar chart to this file")
     args = parser.parse_args()
     pa = perf_analyzer()
     workdir = Path(tempfile.mkdtemp(prefix="tritium-bench-"))
@@ -166,6 +201,9 @@ def main() -> int:
         print(f"  {key}: {value} (target {TARGETS[key]}) -> {'met' if ok else 'NOT met'}")
     if args.json:
         Path(args.json).write_text(json.dumps(all_results, indent=1))
+    if args.plot:
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.plot).write_text(svg_plot(all_results))
     return 0
 
 

@@ -188,3 +188,20 @@ def test_metrics_count_requests_by_model_and_code(gw: Deployment) -> None:
     assert 'tritium_gateway_requests_total{code="200",endpoint="invoke",model="add"}' in text
     assert 'tritium_gateway_requests_total{code="400",endpoint="invoke",model="add"}' in text
     assert "tritium_gateway_request_duration_seconds_bucket" in text
+
+
+def test_grpc_inference_path(triton: TritonServer, tmp_path: Path) -> None:
+    """TRITIUM_TRITON_PROTOCOL=grpc: unary inference over the gRPC channel gives the same answers."""
+    dep = deploy(tmp_path, triton, base_spec("add"), env={"TRITIUM_TRITON_PROTOCOL": "grpc"}, name="grpc")
+    try:
+        via = _client(dep.url).infer("add", _inputs())
+        np.testing.assert_array_equal(via.as_numpy("SUM"), A + B)
+        r = httpx.post(f"{dep.url}/v1/models/add/invoke", json={"inputs": {"INPUT0": [[1.0] * 9] * 9}})
+        assert r.status_code == 400 and r.json()["error"]["field"].startswith("inputs")
+        r = httpx.post(f"{dep.url}/v1/models/nope/invoke", json={"inputs": {"x": [1]}})
+        assert r.status_code == 404
+        r = httpx.post(f"{dep.url}/v1/models/slow/invoke", json={"inputs": {"SECONDS": [1.0]}},
+                       headers={"X-Request-Timeout": "0.2"})
+        assert r.status_code == 504
+    finally:
+        dep.stop()

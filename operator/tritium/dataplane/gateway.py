@@ -264,10 +264,13 @@ class Gateway:
         return JSON, body, doc["inputs"], params
 
     async def prepare_invoke(self, request: web.Request, parsed: tuple[str, bytes, Any, dict[str, Any]],
-                             deadline: Deadline) -> tuple[Any, dict[str, Any], dict]:
+                             deadline: Deadline, streaming: bool) -> tuple[Any, dict[str, Any], dict]:
         media, body, inputs, params = parsed
         model, version = request.match_info["model"], request.query.get("version", "")
         info = await self.triton.model_info(model, version)
+        if info.decoupled and not streaming:
+            raise bad_request(f"model {model!r} streams its responses: use /v1/models/{model}/stream", "model",
+                              code="streaming_model")
         rid = request[REQUEST_ID_HEADER]
         if inputs is None:
             length = request.headers.get(HEADER_LENGTH)
@@ -292,10 +295,7 @@ class Gateway:
             hit = await self.cached(request, model, key)
             if hit is not None:
                 return hit
-        info, params, tensors = await self.prepare_invoke(request, parsed, deadline)
-        if info.decoupled:
-            raise bad_request(f"model {model!r} streams its responses: use /v1/models/{model}/stream", "model",
-                              code="streaming_model")
+        info, params, tensors = await self.prepare_invoke(request, parsed, deadline, streaming=False)
         rid = request[REQUEST_ID_HEADER]
         result = await self.pipeline.infer(info, version, tensors, params, None, None, "invoke", rid, deadline)
         payload, content_type, extra = self.invoke_body(model, result)
@@ -318,7 +318,7 @@ class Gateway:
         try:
             async with asyncio.timeout_at(deadline.at):
                 parsed = await self.parse_invoke(request)
-                info, params, tensors = await self.prepare_invoke(request, parsed, deadline)
+                info, params, tensors = await self.prepare_invoke(request, parsed, deadline, streaming=True)
                 async for result in self.pipeline.stream(info, version, tensors, params, rid, deadline):
                     if response is None:
                         response = await self._open_stream(request)
@@ -398,8 +398,7 @@ def build_app(gateway: Gateway) -> web.Application:
         if status == 404:
             model = ""  # never a label value per made-up model name
         if endpoint != "other" or status != 404:
-            gateway.metrics.requests.labels(model, endpoint, str(status)).inc()
-            gateway.metrics.latency.labels(model, endpoint).observe(time.perf_counter() - start)
+            gateway.metrics.observe(model, endpoint, status, time.perf_counter() - start)
         return response
 
     app = web.Application(middlewares=[errors], client_max_size=gateway.max_bytes)

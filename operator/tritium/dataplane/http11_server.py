@@ -56,6 +56,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.busy = False
         self.closing = False
+        self.task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -108,8 +109,9 @@ class _Protocol(asyncio.Protocol):
         del self.buffer[:end + 4 + length]
         keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
         self.busy = True
-        asyncio.get_running_loop().create_task(self._handle(Request(method, path.split("?", 1)[0], headers, body),
-                                                            keep_alive))
+        # Keep a reference: the event loop holds tasks only weakly.
+        self.task = asyncio.get_running_loop().create_task(
+            self._handle(Request(method, path.split("?", 1)[0], headers, body), keep_alive))
 
     async def _handle(self, request: Request, keep_alive: bool) -> None:
         try:

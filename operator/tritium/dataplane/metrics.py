@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,6 +36,18 @@ class GatewayMetrics:
             "tritium_gateway_cache", "Response cache lookups by result (hit or miss).",
             ["model", "result"], registry=self.registry,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count and time one request (label children are looked up once, then kept)."""
+        key = (model, endpoint, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(model, endpoint, str(status)), self.latency.labels(model, endpoint))
+            if len(self._children) < 10_000:
+                self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 class StageMetrics:

@@ -254,9 +254,8 @@ class TritonHttp:
 
         body, header_length = encode_v2_request(inputs, outputs, request_id, parameters)
         path = f"/v2/models/{quote(model, safe='')}" + (f"/versions/{quote(version, safe='')}" if version else "")
+        # `timeout` is not applied here: the request's deadline (asyncio.timeout_at in the gateway) bounds it.
         headers = {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
-        if timeout is not None:  # Triton's own per-request timeout, in microseconds (the caller's deadline rules)
-            headers["Triton-Request-Timeout-Us"] = str(int(timeout * 1e6))
         try:
             resp = await self._pool.request("POST", path + "/infer", body, headers)
         except HttpError as exc:
