@@ -45,9 +45,18 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def writes(session: aiohttp.ClientSession, url: str) -> int:
+async def emulator_writes(session: aiohttp.ClientSession, url: str) -> int:
+    """Every write the API emulator served (the operator's, kopf's and the benchmark's own)."""
     async with session.get(f"{url}/_writes") as resp:
         return int((await resp.json())["writes"])
+
+
+async def operator_writes(session: aiohttp.ClientSession, metrics_url: str) -> int:
+    """The operator's own writes (tritium_operator_api_writes_total); kopf's bookkeeping is not counted."""
+    async with session.get(metrics_url) as resp:
+        text = await resp.text()
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("tritium_operator_api_writes_total{")))
 
 
 async def count_done(client: KubeClient, namespace: str, n: int) -> int:
@@ -65,42 +74,53 @@ async def count_done(client: KubeClient, namespace: str, n: int) -> int:
     return sum(1 for name in with_status if have.get(name, set()) >= set(CHILDREN))
 
 
-async def run(n: int, steady_seconds: float, timeout: float) -> dict[str, float]:
-    port = free_port()
+def start_emulator() -> tuple[subprocess.Popen[str], str, str]:
+    """The API emulator in its own process, and a kubeconfig pointing at it."""
     python_args = os.environ.get("BENCH_EMULATOR_PY_ARGS", "").split()  # e.g. "-m cProfile -o emu.prof"
-    emulator = subprocess.Popen([sys.executable, *python_args, str(ROOT / "benchmarks/emulator_server.py"), str(port)],
-                                stdout=subprocess.PIPE, text=True)
+    emulator = subprocess.Popen([sys.executable, *python_args, str(ROOT / "benchmarks/emulator_server.py"),
+                                 str(free_port())], stdout=subprocess.PIPE, text=True)
     url = emulator.stdout.readline().strip() if emulator.stdout else ""
-    kubeconfig = tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False)  # noqa: SIM115
-    yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-        "clusters": [{"name": "bench", "cluster": {"server": url}}],
-        "users": [{"name": "bench", "user": {"token": "bench"}}],
-        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
-    }, kubeconfig)
-    kubeconfig.close()
-    env = {**os.environ, "KUBECONFIG": kubeconfig.name}
+    with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as kubeconfig:
+        yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
+            "clusters": [{"name": "bench", "cluster": {"server": url}}],
+            "users": [{"name": "bench", "user": {"token": "bench"}}],
+            "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
+        }, kubeconfig)
+    return emulator, url, kubeconfig.name
+
+
+async def run(n: int, steady_seconds: float, timeout: float, real: bool, ns: str) -> dict[str, float]:
+    emulator, url, kubeconfig = (None, "", os.environ["KUBECONFIG"]) if real else start_emulator()
+    metrics_port = free_port()
+    log = open(os.environ.get("BENCH_OPERATOR_LOG", os.devnull), "w")  # noqa: SIM115
     operator = subprocess.Popen(
-        [str(Path(sys.executable).parent / "tritium"), "operator", "--metrics-port", str(free_port()),
-         "--liveness-port", str(free_port())],
-        env=env, stdout=subprocess.DEVNULL, stderr=open(os.environ.get("BENCH_OPERATOR_LOG", os.devnull), "w"),  # noqa: SIM115
+        [sys.executable, *os.environ.get("BENCH_OPERATOR_PY_ARGS", "").split(), "-m", "tritium.cli",
+         "operator", "--metrics-port", str(metrics_port), "--liveness-port", str(free_port()),
+         *(["--namespace", ns] if real else [])],
+        env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=subprocess.DEVNULL, stderr=log,
     )
-    os.environ["KUBECONFIG"] = kubeconfig.name
+    os.environ["KUBECONFIG"] = kubeconfig
     client = KubeClient()
     info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     assert info is not None
     client.set_credentials(info)
     results: dict[str, float] = {"n": n}
+    names = [f"svc-{i:04d}" for i in range(n)]
     try:
         async with aiohttp.ClientSession() as session:
+            async def writes() -> int:
+                if real:
+                    return await operator_writes(session, f"http://127.0.0.1:{metrics_port}/metrics")
+                return await emulator_writes(session, url) - n  # less the benchmark's own creates
+
             await asyncio.sleep(3)  # operator start-up (login, discovery, watches)
-            ns = "bench"
-            base = await writes(session, url)
+            base = await writes() + (n if not real else 0)
             started = time.perf_counter()
             await asyncio.gather(*(
                 client._request("POST", f"/apis/serving.tritium.dev/v1alpha1/namespaces/{ns}/inferenceservices",
-                                body=make_isvc(f"svc-{i:04d}", ns))
-                for i in range(n)
+                                body=make_isvc(name, ns))
+                for name in names
             ))
             done = 0
             while done < n and time.perf_counter() - started < timeout:
@@ -109,19 +129,23 @@ async def run(n: int, steady_seconds: float, timeout: float) -> dict[str, float]
             results["seconds_to_all_done"] = round(time.perf_counter() - started, 2)
             results["done"] = done
             await asyncio.sleep(5)  # late events (e.g. watch echoes of our own writes)
-            after_create = await writes(session, url)
-            results["writes_per_service"] = round((after_create - base - n) / n, 2)
+            after_create = await writes()
+            results["writes_per_service"] = round((after_create - base) / n, 2)
             await asyncio.sleep(steady_seconds)
             results["steady_state_seconds"] = steady_seconds
-            results["steady_state_writes"] = await writes(session, url) - after_create
+            results["steady_state_writes"] = await writes() - after_create
             results["operator_peak_rss_mb"] = round(peak_rss_mb(operator.pid), 1)
+            if real:  # leave the cluster as it was
+                await asyncio.gather(*(client.delete("InferenceService", ns, name) for name in names))
     finally:
         await client.close()
         operator.terminate()
-        emulator.terminate()
         operator.wait(30)
-        emulator.wait(30)
-        os.unlink(kubeconfig.name)
+        log.close()
+        if emulator is not None:
+            emulator.terminate()
+            emulator.wait(30)
+            os.unlink(kubeconfig)
     return results
 
 
@@ -130,8 +154,14 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=200, help="InferenceServices to create at once")
     parser.add_argument("--steady", type=float, default=60, help="seconds of steady state to watch for writes")
     parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--real", action="store_true",
+                        help="use the cluster KUBECONFIG points at (CRD installed) instead of the emulator; "
+                        "writes are then the operator's own, from its metrics")
+    parser.add_argument("--namespace", default="bench", help="namespace to create the services in")
     args = parser.parse_args()
-    results = asyncio.run(run(args.n, args.steady, args.timeout))
+    if args.real and not os.environ.get("KUBECONFIG"):
+        parser.error("--real needs KUBECONFIG")
+    results = asyncio.run(run(args.n, args.steady, args.timeout, args.real, args.namespace))
     width = max(len(k) for k in results)
     print(f"{'metric'.ljust(width)}  value")
     for key, value in results.items():

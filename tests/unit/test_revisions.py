@@ -89,3 +89,14 @@ def test_plan_invariants(deps, target, stable) -> None:  # type: ignore[no-untyp
         assert plan.stable in plan.keep
     if target in observed and observed[target].is_ready:
         assert plan.keep == {target}
+
+
+def test_status_does_not_change_when_the_deployment_is_first_seen() -> None:
+    """Before and after the new Deployment appears in the watch cache, the status is identical."""
+    plan_before = plan_revisions("a", None, {})
+    before = serving_status(previous={}, generation=1, plan=plan_before, observed={}, url="u", selector="s",
+                            now=NOW, desired_replicas=2)
+    seen = {"a": DeploymentObservation(revision="a", desired=2, replicas=0, ready=0, current=False)}
+    after = serving_status(previous=before, generation=1, plan=plan_revisions("a", None, seen), observed=seen,
+                           url="u", selector="s", now="2030-01-01T00:00:00Z", desired_replicas=2)
+    assert after == before

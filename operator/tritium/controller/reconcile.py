@@ -21,6 +21,7 @@ from tritium.api.resource import InferenceService, SpecError, parse_inference_se
 from tritium.controller import metrics
 from tritium.controller.kube import ApiError, KubeClient
 from tritium.render import render_children
+from tritium.render.deployment import replicas_of
 from tritium.render.metadata import ANNOTATION_APPLIED_HASH, LABEL_ISVC, LABEL_REVISION, revision_of, selector_labels
 from tritium.render.service import url_of
 from tritium.rollout.revisions import DeploymentObservation, plan_revisions, serving_status
@@ -146,7 +147,7 @@ class Reconciler:
 
         status = serving_status(
             previous=previous, generation=generation, plan=plan, observed=observed,
-            url=url_of(isvc), selector=_selector(isvc), now=_now(),
+            url=url_of(isvc), selector=_selector(isvc), now=_now(), desired_replicas=replicas_of(isvc),
         )
         await self._write_status(namespace, name, previous, status)
         return "success"

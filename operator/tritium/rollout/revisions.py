@@ -80,9 +80,13 @@ def serving_status(
     selector: str,
     now: str,
     spec_error: str | None = None,
+    desired_replicas: int | None = None,
 ) -> dict[str, Any]:
     """The status to write (without operator bookkeeping), from the plan and what was observed.
 
+    ``desired_replicas`` is what the target revision should run: taken from the spec rather than
+    from the observed Deployment, so the status reads the same before and after the Deployment is
+    first seen (one status write instead of two).
     ``spec_error`` set means the new spec was refused: Ready=False/InvalidSpec while whatever
     already serves keeps serving (phase Degraded when pods still answer, Failed otherwise).
     """
@@ -116,7 +120,7 @@ def serving_status(
             phase = "Progressing"
         else:
             have = target.ready if target else 0
-            want = target.desired if target else "?"
+            want = desired_replicas if desired_replicas is not None else (target.desired if target else "?")
             cond(st.READY, "False", "RevisionNotReady", f"revision {plan.target}: {have}/{want} pod(s) ready")
             phase = "Progressing" if ready == 0 else "Degraded"
         if plan.progressing:
