@@ -14,6 +14,7 @@ from tests.support.kube_emulator import ClusterEmulator, kubeconfig_for, running
 from tests.support.operator_runner import api_client, eventually, running_operator
 from tests.support.operator_scenarios import (
     children,
+    condition,
     create,
     make_isvc,
     mark_deployment_ready,
@@ -107,3 +108,29 @@ async def test_api_errors_are_retried(cluster: tuple[ClusterEmulator, KubeClient
 
     await eventually(reconciled, timeout=40)
     assert len(failures) >= 1, "the injected failure was served"
+
+
+async def test_garbage_input_never_crashes_the_operator(cluster: tuple[ClusterEmulator, KubeClient]) -> None:
+    """Objects the schema would have refused (the emulator has none) become InvalidSpec; the operator goes on."""
+    from prometheus_client import REGISTRY
+
+    _, client = cluster
+    bad_specs = {
+        "not-a-mapping": "just a string",
+        "no-model": {"runtime": {}},
+        "wrong-types": {"model": {"name": 5, "storageUri": [], "format": "onnx"}, "autoscaling": {"minReplicas": "x"}},
+        "unknown-field": {"model": {"name": "m", "storageUri": "s3://b/m", "format": "onnx", "colour": "blue"}},
+    }
+    for name, spec in bad_specs.items():
+        obj = make_isvc(name, NS)
+        obj["spec"] = spec
+        await create(client, obj)
+    for name in bad_specs:
+        found = await wait_status(client, NS, name, lambda o: condition(o, "Ready").get("reason") == "InvalidSpec")
+        assert condition(found, "Ready")["message"].startswith("spec"), condition(found, "Ready")["message"]
+        assert await children(client, NS, name, "Deployment") == []
+    # ...and still serves good ones.
+    created = await create(client, make_isvc("after-garbage", NS))
+    await wait_children(client, NS, "after-garbage", created["metadata"]["uid"])
+    assert (REGISTRY.get_sample_value("tritium_operator_reconciles_total", {"result": "invalid_spec"}) or 0) >= 4
+    assert (REGISTRY.get_sample_value("tritium_operator_reconciles_total", {"result": "success"}) or 0) >= 1
