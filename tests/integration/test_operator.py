@@ -64,6 +64,12 @@ async def test_steady_state_makes_no_writes(cluster: tuple[ClusterEmulator, Kube
     await mark_deployment_ready(client, NS, found["Deployment"][0])
     await wait_status(client, NS, "steady", lambda o: (o.get("status") or {}).get("phase") == "Ready")
     await asyncio.sleep(1.5)  # let the last events settle
+    obj = await client.get("InferenceService", NS, "steady")
+    assert obj is not None
+    # GitOps: the operator's bookkeeping lives in status; metadata holds only what users wrote + our finalizer.
+    assert not (obj["metadata"].get("annotations") or {}), obj["metadata"].get("annotations")
+    assert obj["metadata"].get("finalizers") == ["serving.tritium.dev/finalizer"]
+    assert obj["spec"] == make_isvc("steady", NS)["spec"], "the operator never writes spec"
     before = writes(emulator)
     await asyncio.sleep(3)
     assert writes(emulator) == before, "the operator wrote to the API while nothing changed"
