@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,6 +43,7 @@ def _read(path: str) -> str:
 def cmd_render(args: argparse.Namespace) -> int:
     from tritium.api.checks import check_spec
     from tritium.api.resource import SpecError, load_inference_services
+    from tritium.images import Images
     from tritium.render import render_children, to_yaml
 
     try:
@@ -50,7 +52,9 @@ def cmd_render(args: argparse.Namespace) -> int:
             check_spec(isvc)
     except SpecError as exc:
         raise UsageError(f"{args.file}: {exc}") from None
-    children = [child for isvc in services for child in render_children(isvc)]
+    # The same default images the operator would use (TRITIUM_STAGE_IMAGE / TRITIUM_TRITON_IMAGE).
+    images = Images.from_env(os.environ)
+    children = [child for isvc in services for child in render_children(isvc, images=images)]
     sys.stdout.write(to_yaml(children))
     return 0
 

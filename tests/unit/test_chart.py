@@ -766,3 +766,15 @@ def test_flux_kustomization() -> None:
     assert kustomization["spec"]["sourceRef"] == {"kind": "GitRepository", "name": repo["metadata"]["name"]}
     assert (REPO / kustomization["spec"]["path"] / "kustomization.yaml").is_file()
     assert kustomization["spec"]["prune"] is True
+
+
+def test_operator_is_told_the_default_images(helm: str) -> None:
+    """InferenceServices without images get the chart's images: a registry mirror is one value."""
+    default = one(render(helm), "Deployment")
+    env = {e["name"]: e.get("value") for e in default["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRITIUM_STAGE_IMAGE"] == OPERATOR_IMAGE
+    assert env["TRITIUM_TRITON_IMAGE"] == DEFAULT_TRITON_IMAGE
+    mirrored = one(render(helm, "full.yaml"), "Deployment")
+    env = {e["name"]: e.get("value") for e in mirrored["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["TRITIUM_STAGE_IMAGE"].startswith("registry.example.com/mirror/tritium:0.1.0-patched@sha256:")
+    assert env["TRITIUM_TRITON_IMAGE"] == "registry.example.com/mirror/tritonserver:24.10-py3"

@@ -22,6 +22,7 @@ from tests.support.specs import VARIANTS, example_paths, load_example, manifest,
 from tritium import pod_layout as L
 from tritium.api.resource import InferenceService, parse_inference_service
 from tritium.api.spec import ModelSpec
+from tritium.images import DEFAULT_TRITON_IMAGE
 from tritium.render import render_children, to_yaml
 from tritium.render.metadata import ANNOTATION_APPLIED_HASH, LABEL_REVISION, applied_hash, revision_of
 from tritium.render.triton_config import BACKENDS, render_config
@@ -245,7 +246,7 @@ def test_cli_render_bad_input_is_one_line_exit_2(
 def test_triton_container(case: dict[str, Any]) -> None:
     isvc = parse(case)
     triton = containers(render(case))[L.TRITON_CONTAINER]
-    assert triton["image"] == isvc.spec.runtime.image
+    assert triton["image"] == (isvc.spec.runtime.image or DEFAULT_TRITON_IMAGE)
     assert triton["command"][0] == "tritonserver"
     assert f"--load-model={isvc.spec.model.name}" in triton["command"]
     assert triton["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": L.TRITON_HTTP_PORT}
@@ -550,3 +551,20 @@ def test_service_account_mounts_no_token(case: dict[str, Any]) -> None:
     sa = kinds(render(case))["ServiceAccount"]
     assert sa["automountServiceAccountToken"] is False
     assert set(sa) == {"apiVersion", "kind", "metadata", "automountServiceAccountToken"}
+
+
+def test_unset_images_come_from_the_operator_and_change_the_revision() -> None:
+    """Images are not CRD defaults: the operator's configured images fill them, and a new one is a new revision."""
+    from tritium.images import Images
+    from tritium.render.metadata import revision_of as rev_of
+
+    isvc = parse(manifest({"preprocess": {"builtin": {}}}))
+    mirror = Images(stage="mirror.example/tritium:1", triton="mirror.example/triton:1")
+    children = render_children(isvc, images=mirror)
+    pod = next(c for c in children if c["kind"] == "Deployment")["spec"]["template"]["spec"]
+    images = {c["name"]: c["image"] for c in pod["containers"] + pod["initContainers"]}
+    assert images == {"triton": "mirror.example/triton:1", "preprocess": "mirror.example/tritium:1",
+                      "gateway": "mirror.example/tritium:1", "fetch-model": "mirror.example/tritium:1"}
+    assert rev_of(isvc.spec, mirror) != rev_of(isvc.spec)
+    pinned = parse(manifest({"runtime": {"image": "own/triton:2"}}))
+    assert rev_of(pinned.spec, mirror) == rev_of(pinned.spec, Images(stage=mirror.stage)), "a spec image wins"

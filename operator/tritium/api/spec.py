@@ -12,7 +12,6 @@ from typing import Any, Literal
 from pydantic import Field
 
 from tritium.api.base import DNS_LABEL_PATTERN, ApiModel, CelRule, Quantity, described, nested
-from tritium.images import DEFAULT_STAGE_IMAGE, DEFAULT_TRITON_IMAGE
 
 ModelFormat = Literal["python", "onnx", "pytorch", "tensorflow", "tensorrt", "openvino", "ensemble"]
 TensorType = Literal[
@@ -200,7 +199,10 @@ class Toleration(ApiModel):
 class RuntimeSpec(ApiModel):
     """The Triton server container."""
 
-    image: str = described("Triton server image.", default=DEFAULT_TRITON_IMAGE, min_length=1)
+    image: str | None = described(
+        "Triton server image; the operator's default (NGC tritonserver 24.10, or the chart's tritonImage) "
+        "when unset.", default=None, min_length=1,
+    )
     resources: ResourceRequirements = nested(ResourceRequirements, "Resources of the Triton container.")
     tensor_parallel_size: int = described(
         "GPUs one model instance spans (tensor parallelism); needs resources.gpu >= this.",
@@ -299,7 +301,9 @@ class PreprocessSpec(ApiModel):
         description="JSON Schema the request inputs must satisfy; violations get 400 naming the field.",
         json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
     )
-    image: str = described("Image of the stage sidecar.", default=DEFAULT_STAGE_IMAGE, min_length=1)
+    image: str | None = described(
+        "Image of the stage sidecar; the operator's Tritium image when unset.", default=None, min_length=1
+    )
     resources: StageResources = nested(StageResources, "Resources of the stage sidecar.")
 
     cel_rules = (
@@ -313,7 +317,9 @@ class PostprocessSpec(ApiModel):
     builtin: PostBuiltin | None = described("Use a built-in postprocessor.", default=None)
     script: ScriptSpec | None = described("Use a user script.", default=None)
     filter: OutputFilter | None = described("Select and rename outputs after processing.", default=None)
-    image: str = described("Image of the stage sidecar.", default=DEFAULT_STAGE_IMAGE, min_length=1)
+    image: str | None = described(
+        "Image of the stage sidecar; the operator's Tritium image when unset.", default=None, min_length=1
+    )
     resources: StageResources = nested(StageResources, "Resources of the stage sidecar.")
 
     cel_rules = (
@@ -508,7 +514,9 @@ class CacheSpec(ApiModel):
 class GatewaySpec(ApiModel):
     """The gateway container: the only port the Service exposes."""
 
-    image: str = described("Gateway image.", default=DEFAULT_STAGE_IMAGE, min_length=1)
+    image: str | None = described(
+        "Gateway image; the operator's Tritium image when unset.", default=None, min_length=1
+    )
     resources: StageResources = nested(StageResources, "Resources of the gateway container.")
     max_request_bytes: int = described(
         "Largest request body accepted; larger ones get 413.", default=16 * 1024 * 1024, ge=1024

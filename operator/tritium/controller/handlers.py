@@ -6,6 +6,7 @@ API server to know what exists, and a steady state makes no API calls at all.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import kopf
@@ -13,6 +14,7 @@ import kopf
 from tritium.api.resource import GROUP, PLURAL, VERSION
 from tritium.controller.kube import ApiError, KubeClient
 from tritium.controller.reconcile import ChildRef, Reconciler, child_key
+from tritium.images import Images
 from tritium.render.metadata import LABEL_ISVC
 
 FINALIZER = "serving.tritium.dev/finalizer"
@@ -38,8 +40,10 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    reconciler.reset()
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+    images = Images.from_env(os.environ)
+    reconciler.reset(images)
+    logger.info(f"default images: tritium {images.stage}, triton {images.triton}")
     # GitOps: keep kopf's bookkeeping in status, so metadata holds only what users wrote
     # (plus our finalizer) and Argo CD / Flux see no drift.
     settings.persistence.finalizer = FINALIZER

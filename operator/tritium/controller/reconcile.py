@@ -20,6 +20,7 @@ from tritium.api.checks import check_spec, references
 from tritium.api.resource import InferenceService, SpecError, parse_inference_service
 from tritium.controller import metrics
 from tritium.controller.kube import ApiError, KubeClient
+from tritium.images import DEFAULT_IMAGES, Images
 from tritium.render import render_children
 from tritium.render.deployment import replicas_of
 from tritium.render.metadata import ANNOTATION_APPLIED_HASH, LABEL_ISVC, LABEL_REVISION, revision_of, selector_labels
@@ -68,13 +69,15 @@ def _parse(body: dict[str, Any]) -> InferenceService:
 class Reconciler:
     """Serialises reconciles per InferenceService and skips those overtaken by a newer spec."""
 
-    def __init__(self, client: KubeClient) -> None:
+    def __init__(self, client: KubeClient, images: Images = DEFAULT_IMAGES) -> None:
         self.client = client
+        self.images = images
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._generations: dict[tuple[str, str], int] = {}
 
-    def reset(self) -> None:
+    def reset(self, images: Images = DEFAULT_IMAGES) -> None:
         """Forget per-object state (locks are bound to the event loop of one operator run)."""
+        self.images = images
         self._locks.clear()
         self._generations.clear()
 
@@ -130,8 +133,8 @@ class Reconciler:
             await self._write_status(namespace, name, previous, status)
             return "invalid_spec"
 
-        revision = revision_of(isvc.spec)
-        desired = render_children(isvc, revision)
+        revision = revision_of(isvc.spec, self.images)
+        desired = render_children(isvc, revision, self.images)
         plan = plan_revisions(revision, previous.get("stableRevision"), observed)
         have = {(c.kind, c.name): c for c in children}
         for obj in desired:

@@ -6,22 +6,28 @@ when that child is not wanted. No I/O here: the controller applies what this ret
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import yaml
 
 from tritium.api.resource import InferenceService
+from tritium.images import DEFAULT_IMAGES, Images
 from tritium.render import configmap, deployment, service, serviceaccount
 from tritium.render.metadata import revision_of, stamp_applied_hash
 
-# Order matters for the first apply: the ServiceAccount and ConfigMap exist before pods need them.
-RENDERERS = (serviceaccount.render, configmap.render, deployment.render, service.render)
 
+def render_children(
+    isvc: InferenceService, revision: str | None = None, images: Images = DEFAULT_IMAGES
+) -> list[dict[str, Any]]:
+    """Every child the service wants, in apply order, each stamped with the hash of its content.
 
-def render_children(isvc: InferenceService, revision: str | None = None) -> list[dict[str, Any]]:
-    """Every child the service wants, in apply order, each stamped with the hash of its content."""
-    rev = revision or revision_of(isvc.spec)
-    children = [r(isvc, rev) for r in RENDERERS]
+    ``images`` are the operator's defaults for containers whose image the spec leaves unset.
+    """
+    rev = revision or revision_of(isvc.spec, images)
+    # Order matters for the first apply: the ServiceAccount and ConfigMap exist before pods need them.
+    renderers = (serviceaccount.render, configmap.render, partial(deployment.render, images=images), service.render)
+    children = [r(isvc, rev) for r in renderers]
     return [stamp_applied_hash(c) for c in children if c is not None]
 
 

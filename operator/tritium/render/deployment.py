@@ -13,8 +13,16 @@ from tritium import pod_layout as L
 from tritium.api.checks import storage_scheme
 from tritium.api.resource import InferenceService
 from tritium.api.spec import ResourceRequirements, StageResources
+from tritium.images import DEFAULT_IMAGES, Images
 from tritium.render.commands import Wiring, fetch_command, gateway_command, stage_command, triton_command
-from tritium.render.metadata import LABEL_REVISION, labels, object_meta, revision_name, selector_labels
+from tritium.render.metadata import (
+    LABEL_REVISION,
+    effective_images,
+    labels,
+    object_meta,
+    revision_name,
+    selector_labels,
+)
 from tritium.render.serviceaccount import name_of as service_account_name
 
 WIRING = Wiring()
@@ -56,7 +64,7 @@ def _pvc_claim(uri: str) -> str | None:
     return urlparse(uri).netloc if storage_scheme(uri) == "pvc" else None
 
 
-def _fetch_container(isvc: InferenceService) -> dict[str, Any]:
+def _fetch_container(isvc: InferenceService, images: dict[str, str]) -> dict[str, Any]:
     model = isvc.spec.model
     mounts = [_mount("models", L.MODEL_REPOSITORY, read_only=False), _mount("config", L.CONFIG_DIR),
               _mount("tmp", "/tmp", read_only=False)]
@@ -65,7 +73,7 @@ def _fetch_container(isvc: InferenceService) -> dict[str, Any]:
         mounts.append(_mount("model-pvc", f"{L.PVC_ROOT}/{claim}"))
     container: dict[str, Any] = {
         "name": L.FETCH_CONTAINER,
-        "image": isvc.spec.gateway.image,
+        "image": images["gateway"],  # the Tritium image carries the fetcher
         "command": fetch_command(isvc, WIRING),
         "resources": _resources(StageResources()),
         "securityContext": CONTAINER_SECURITY,
@@ -76,11 +84,11 @@ def _fetch_container(isvc: InferenceService) -> dict[str, Any]:
     return container
 
 
-def _triton_container(isvc: InferenceService) -> dict[str, Any]:
+def _triton_container(isvc: InferenceService, images: dict[str, str]) -> dict[str, Any]:
     runtime = isvc.spec.runtime
     container: dict[str, Any] = {
         "name": L.TRITON_CONTAINER,
-        "image": runtime.image,
+        "image": images["triton"],
         "command": triton_command(isvc, WIRING),
         "ports": [{"name": "triton-metrics", "containerPort": L.TRITON_METRICS_PORT, "protocol": "TCP"}],
         "resources": _resources(runtime.resources),
@@ -97,7 +105,7 @@ def _triton_container(isvc: InferenceService) -> dict[str, Any]:
     return container
 
 
-def _stage_container(isvc: InferenceService, stage: str) -> dict[str, Any] | None:
+def _stage_container(isvc: InferenceService, stage: str, images: dict[str, str]) -> dict[str, Any] | None:
     spec = isvc.spec.preprocess if stage == "pre" else isvc.spec.postprocess
     if spec is None:
         return None
@@ -107,7 +115,7 @@ def _stage_container(isvc: InferenceService, stage: str) -> dict[str, Any] | Non
         mounts.append(_mount(f"{stage}-script", f"{L.SCRIPTS_DIR}/{stage}"))
     return {
         "name": L.PRE_CONTAINER if stage == "pre" else L.POST_CONTAINER,
-        "image": spec.image,
+        "image": images[L.PRE_CONTAINER if stage == "pre" else L.POST_CONTAINER],
         "command": stage_command(stage, WIRING),
         "resources": _resources(spec.resources),
         "livenessProbe": _http_probe("/healthz", port, 10, 3),
@@ -134,7 +142,7 @@ def _gateway_env(isvc: InferenceService) -> list[dict[str, Any]]:
     return env
 
 
-def _gateway_container(isvc: InferenceService) -> dict[str, Any]:
+def _gateway_container(isvc: InferenceService, images: dict[str, str]) -> dict[str, Any]:
     gw = isvc.spec.gateway
     sec = isvc.spec.security
     mounts = [_mount("config", L.CONFIG_DIR), _mount("tmp", "/tmp", read_only=False)]
@@ -149,7 +157,7 @@ def _gateway_container(isvc: InferenceService) -> dict[str, Any]:
         probe["httpGet"]["scheme"] = scheme
     container: dict[str, Any] = {
         "name": L.GATEWAY_CONTAINER,
-        "image": gw.image,
+        "image": images["gateway"],
         "command": gateway_command(isvc, WIRING),
         "ports": [
             {"name": "gateway", "containerPort": L.GATEWAY_PORT, "protocol": "TCP"},
@@ -191,13 +199,13 @@ def _volumes(isvc: InferenceService, revision: str) -> list[dict[str, Any]]:
     return volumes
 
 
-def _pod_spec(isvc: InferenceService, revision: str) -> dict[str, Any]:
+def _pod_spec(isvc: InferenceService, revision: str, images: dict[str, str]) -> dict[str, Any]:
     runtime = isvc.spec.runtime
     containers = [
-        _triton_container(isvc),
-        _stage_container(isvc, "pre"),
-        _stage_container(isvc, "post"),
-        _gateway_container(isvc),
+        _triton_container(isvc, images),
+        _stage_container(isvc, "pre", images),
+        _stage_container(isvc, "post", images),
+        _gateway_container(isvc, images),
     ]
     pod: dict[str, Any] = {
         "serviceAccountName": service_account_name(isvc),
@@ -210,7 +218,7 @@ def _pod_spec(isvc: InferenceService, revision: str) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "terminationGracePeriodSeconds": 30,
-        "initContainers": [_fetch_container(isvc)],
+        "initContainers": [_fetch_container(isvc, images)],
         "containers": [c for c in containers if c is not None],
         "volumes": _volumes(isvc, revision),
     }
@@ -221,7 +229,7 @@ def _pod_spec(isvc: InferenceService, revision: str) -> dict[str, Any]:
     return pod
 
 
-def render(isvc: InferenceService, revision: str) -> dict[str, Any]:
+def render(isvc: InferenceService, revision: str, images: Images = DEFAULT_IMAGES) -> dict[str, Any]:
     match = {**selector_labels(isvc), LABEL_REVISION: revision}
     return {
         "apiVersion": "apps/v1",
@@ -234,7 +242,7 @@ def render(isvc: InferenceService, revision: str) -> dict[str, Any]:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": labels(isvc, revision)},
-                "spec": _pod_spec(isvc, revision),
+                "spec": _pod_spec(isvc, revision, effective_images(isvc.spec, images)),
             },
         },
     }

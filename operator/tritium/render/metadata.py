@@ -8,6 +8,7 @@ from typing import Any
 
 from tritium.api.resource import API_VERSION, KIND, InferenceService
 from tritium.api.spec import InferenceServiceSpec
+from tritium.images import DEFAULT_IMAGES, Images
 
 LABEL_ISVC = "serving.tritium.dev/inferenceservice"
 LABEL_REVISION = "serving.tritium.dev/revision"
@@ -24,10 +25,25 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"))
 
 
-def revision_of(spec: InferenceServiceSpec) -> str:
-    """Short content hash of the pod-relevant spec: equal specs give equal revisions."""
+def effective_images(spec: InferenceServiceSpec, images: Images = DEFAULT_IMAGES) -> dict[str, str]:
+    """The image each container of the pod runs: the spec's, else the operator's default."""
+    out = {"triton": spec.runtime.image or images.triton, "gateway": spec.gateway.image or images.stage}
+    if spec.preprocess:
+        out["preprocess"] = spec.preprocess.image or images.stage
+    if spec.postprocess:
+        out["postprocess"] = spec.postprocess.image or images.stage
+    return out
+
+
+def revision_of(spec: InferenceServiceSpec, images: Images = DEFAULT_IMAGES) -> str:
+    """Short content hash of what runs in a pod: equal specs (and default images) give equal revisions.
+
+    The images actually used are part of it, so a new default image in the operator's
+    configuration rolls out as a new revision, like any other pod change.
+    """
     wire = spec.to_wire()
     relevant = {k: wire[k] for k in REVISION_SECTIONS if k in wire}
+    relevant["images"] = effective_images(spec, images)
     return hashlib.sha256(canonical_json(relevant).encode()).hexdigest()[:10]
 
 
