@@ -140,3 +140,9 @@ async def test_garbage_input_never_crashes_the_operator(cluster: tuple[ClusterEm
     await wait_children(client, NS, "after-garbage", created["metadata"]["uid"])
     assert (REGISTRY.get_sample_value("tritium_operator_reconciles_total", {"result": "invalid_spec"}) or 0) >= 4
     assert (REGISTRY.get_sample_value("tritium_operator_reconciles_total", {"result": "success"}) or 0) >= 1
+
+
+async def test_lifecycle_when_pods_never_become_ready(cluster: tuple[ClusterEmulator, KubeClient]) -> None:
+    """The e2e path on a cluster whose pods cannot start: a never-ready revision is replaced, not kept."""
+    _, client = cluster
+    await scenario_create_update_invalid_delete(client, NS, simulate_pods=False, pods_become_ready=False)
