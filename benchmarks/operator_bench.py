@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from tests.support.operator_scenarios import make_isvc  # noqa: E402
 from tritium.controller.kube import KubeClient  # noqa: E402
 
-CHILDREN = ("ServiceAccount", "ConfigMap", "Deployment", "Service")
+CHILDREN = ("ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy")
 
 
 def free_port() -> int:

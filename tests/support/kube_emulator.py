@@ -40,6 +40,7 @@ RESOURCES = {
     ),
     "apps/v1/deployments": _info("Deployment", subresources=frozenset({"status", "scale"})),
     "v1/services": _info("Service"),
+    "networking.k8s.io/v1/networkpolicies": _info("NetworkPolicy"),
     "v1/configmaps": _info("ConfigMap"),
     "v1/serviceaccounts": _info("ServiceAccount"),
     "v1/secrets": _info("Secret"),

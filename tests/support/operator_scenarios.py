@@ -12,7 +12,7 @@ from tests.support.operator_runner import eventually
 from tritium.controller.kube import KubeClient
 from tritium.render.metadata import LABEL_REVISION
 
-CHILD_KINDS = ("ServiceAccount", "ConfigMap", "Deployment", "Service")
+CHILD_KINDS = ("ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy")
 
 
 def make_isvc(name: str, namespace: str, **spec_overrides: Any) -> dict[str, Any]:

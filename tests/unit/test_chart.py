@@ -60,6 +60,7 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
     ("", "serviceaccounts"): WRITE,
     ("autoscaling", "horizontalpodautoscalers"): WRITE,
     ("policy", "poddisruptionbudgets"): WRITE,
+    ("networking.k8s.io", "networkpolicies"): WRITE,
     ("gateway.networking.k8s.io", "httproutes"): WRITE,
     ("monitoring.coreos.com", "servicemonitors"): WRITE,
     ("monitoring.coreos.com", "prometheusrules"): WRITE,

@@ -69,7 +69,8 @@ def case(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 def test_children_in_apply_order(case: dict[str, Any]) -> None:
     """The ServiceAccount and ConfigMap must exist before the pods that use them."""
-    assert [c["kind"] for c in render(case)] == ["ServiceAccount", "ConfigMap", "Deployment", "Service"]
+    kinds = [c["kind"] for c in render(case)]
+    assert kinds == ["ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy"]
 
 
 def test_owner_references_only_with_a_uid(case: dict[str, Any]) -> None:
@@ -568,3 +569,16 @@ def test_unset_images_come_from_the_operator_and_change_the_revision() -> None:
     assert rev_of(isvc.spec, mirror) != rev_of(isvc.spec)
     pinned = parse(manifest({"runtime": {"image": "own/triton:2"}}))
     assert rev_of(pinned.spec, mirror) == rev_of(pinned.spec, Images(stage=mirror.stage)), "a spec image wins"
+
+
+def test_network_policy_admits_only_the_gateway_and_metrics_ports() -> None:
+    """Triton's HTTP port and the stages listen on the pod IP (for probes) but are not reachable from other pods."""
+    children = render(manifest({"preprocess": {"builtin": {}}, "postprocess": {"builtin": {}}}))
+    policy = next(c for c in children if c["kind"] == "NetworkPolicy")
+    deployment = next(c for c in children if c["kind"] == "Deployment")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
+        deployment["spec"]["template"]["metadata"]["labels"].items()
+    allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert allowed == {L.GATEWAY_PORT, L.GATEWAY_METRICS_PORT, L.TRITON_METRICS_PORT}
+    assert not allowed & {L.TRITON_HTTP_PORT, L.TRITON_GRPC_PORT, L.PRE_PORT, L.POST_PORT}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]

@@ -23,6 +23,7 @@ CHILD_KINDS = {
     "ConfigMap": ("", "v1", "configmaps"),
     "Service": ("", "v1", "services"),
     "Deployment": ("apps", "v1", "deployments"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
 }
 OWNED = {LABEL_ISVC: kopf.PRESENT}
 

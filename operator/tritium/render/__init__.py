@@ -13,7 +13,7 @@ import yaml
 
 from tritium.api.resource import InferenceService
 from tritium.images import DEFAULT_IMAGES, Images
-from tritium.render import configmap, deployment, service, serviceaccount
+from tritium.render import configmap, deployment, networkpolicy, service, serviceaccount
 from tritium.render.metadata import revision_of, stamp_applied_hash
 
 
@@ -26,7 +26,10 @@ def render_children(
     """
     rev = revision or revision_of(isvc.spec, images)
     # Order matters for the first apply: the ServiceAccount and ConfigMap exist before pods need them.
-    renderers = (serviceaccount.render, configmap.render, partial(deployment.render, images=images), service.render)
+    renderers = (
+        serviceaccount.render, configmap.render, partial(deployment.render, images=images), service.render,
+        networkpolicy.render,
+    )
     children = [r(isvc, rev) for r in renderers]
     return [stamp_applied_hash(c) for c in children if c is not None]
 
