@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps test unit lint crds manifests demo render-examples bench-operator bench-dataplane soak clean
+.PHONY: help venv system-deps test unit lint crds manifests demo render-examples bench-operator bench-dataplane bench-sdk soak clean
 
 help:
 	@echo "make demo            run the MiniLM example locally with a real Triton server"
@@ -57,6 +57,9 @@ demo: venv
 
 bench-dataplane: venv
 	$(BIN)/python benchmarks/dataplane_bench.py
+
+bench-sdk: venv
+	$(BIN)/python benchmarks/sdk_bench.py
 
 soak: venv
 	$(BIN)/python benchmarks/soak.py

@@ -139,4 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m tritium.cli`: run the copy subsystems import (tritium.cli), not this __main__ copy,
+    # so that their UsageError is the class caught in main().
+    from tritium.cli import main as _main
+
+    sys.exit(_main())
