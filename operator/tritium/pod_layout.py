@@ -26,4 +26,8 @@ POST_CONTAINER = "postprocess"
 GATEWAY_CONTAINER = "gateway"
 FETCH_CONTAINER = "fetch-model"
 
+# The gateway reaches its stages over Unix sockets in this directory: the pod's "tmp" emptyDir,
+# mounted at /tmp in the gateway and in both stage containers (render/deployment.py).
+SOCKET_DIR = "/tmp"
+
 RUN_AS_USER = 1000  # the NGC Triton image's triton-server user; the Tritium image uses the same uid

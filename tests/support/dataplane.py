@@ -122,16 +122,22 @@ class Deployment:
 
 def deploy(directory: Path, triton: TritonServer, spec: dict[str, Any], env: dict[str, str] | None = None,
            name: str = "test") -> Deployment:
-    """Start the stages the spec asks for and a gateway, on free ports; the caller stops it."""
+    """Start the stages the spec asks for and a gateway, on free ports; the caller stops it.
+
+    Wired as in a pod (render/commands.py): each stage listens on a TCP port (health) and on a Unix
+    socket, which is where the gateway calls it.
+    """
     config = write_config(directory, spec, name=name)
     stages: dict[str, Proc] = {}
     gateway_args: list[str] = []
+    sockets = Path(tempfile.mkdtemp(prefix="tritium-sock-"))  # short: sun_path holds 107 bytes
     for stage in ("pre", "post"):
         if spec.get(f"{stage}process"):
             port = free_port()
-            stages[stage] = Proc(["stage", stage, "--spec", str(config), "--host", "127.0.0.1", "--port", str(port)],
-                                 f"http://127.0.0.1:{port}/healthz", env)
-            gateway_args += [f"--{stage}", f"http://127.0.0.1:{port}"]
+            sock = sockets / f"tritium-{stage}.sock"
+            stages[stage] = Proc(["stage", stage, "--spec", str(config), "--host", "127.0.0.1", "--port", str(port),
+                                  "--socket", str(sock)], f"http://127.0.0.1:{port}/healthz", env)
+            gateway_args += [f"--{stage}", f"unix:{sock}"]
     port, metrics_port = free_port(), free_port()
     gateway = Proc(["gateway", "--spec", str(config), "--host", "127.0.0.1", "--port", str(port),
                     "--metrics-port", str(metrics_port), "--triton-grpc", triton.grpc_address,

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -102,25 +103,36 @@ def cmd_stage(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise _usage(str(exc)) from None
     _use_uvloop()
-    asyncio.run(_serve_stage(processor, args.host, args.port))
+    asyncio.run(_serve_stage(processor, args.host, args.port, args.socket))
     return 0
 
 
-async def _serve_stage(processor: Any, host: str, port: int) -> None:
-    from tritium.dataplane.http11_server import serve
+async def _serve_stage(processor: Any, host: str, port: int, socket_path: str | None = None) -> None:
+    from tritium.dataplane.http11_server import serve, serve_unix
     from tritium.dataplane.stage import stage_handler
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = await serve(stage_handler(processor), host, port)
-    logging.getLogger("tritium").info("%s stage listening on %s:%d", processor.stage, host, port)
+    handler = stage_handler(processor)
+    # The TCP port serves probes and scrapes (and any gateway given an http:// URL); the Unix
+    # socket, when asked for, is the gateway's own path to the stage. It is bound first, so that a
+    # stage whose probe answers is reachable both ways.
+    servers = [await serve_unix(handler, socket_path)] if socket_path else []
+    servers.append(await serve(handler, host, port))
+    logging.getLogger("tritium").info("%s stage listening on %s:%d%s", processor.stage, host, port,
+                                      f" and {socket_path}" if socket_path else "")
     try:
         await stop.wait()
     finally:
-        server.close()
-        await server.wait_closed()
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
+        if socket_path:
+            with contextlib.suppress(OSError):
+                os.unlink(socket_path)
 
 
 def add_commands(sub: Any) -> None:
@@ -131,14 +143,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--metrics-port", type=int, required=True, help="port of the Prometheus /metrics endpoint")
     p.add_argument("--triton-grpc", required=True, help="Triton gRPC address, HOST:PORT")
     p.add_argument("--triton-http", required=True, help="Triton HTTP base URL (metadata, config, statistics)")
-    p.add_argument("--pre", default=None, help="base URL of the preprocess stage")
-    p.add_argument("--post", default=None, help="base URL of the postprocess stage")
+    p.add_argument("--pre", default=None, help="the preprocess stage: http://HOST:PORT or unix:/PATH/TO/SOCKET")
+    p.add_argument("--post", default=None, help="the postprocess stage: http://HOST:PORT or unix:/PATH/TO/SOCKET")
     p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("stage", help="run a stage sidecar (pre or post processing)")
     p.add_argument("stage", choices=["pre", "post"], help="which stage")
     p.add_argument("--spec", required=True, help="data-plane config JSON (the revision ConfigMap's spec file)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    p.add_argument("--port", type=int, required=True, help="port to listen on")
+    p.add_argument("--port", type=int, required=True, help="port to listen on (probes, metrics)")
+    p.add_argument("--socket", default=None, help="also listen on this Unix socket (the gateway's path in a pod)")
     p.add_argument("--scripts-dir", default=None, help=argparse.SUPPRESS)  # where ConfigMap scripts are mounted
     p.set_defaults(func=cmd_stage)

@@ -347,12 +347,23 @@ class Gateway:
 _FIXED_ENDPOINTS = {"/v2": "server", "/v2/health/live": "live", "/v2/health/ready": "ready"}
 
 
-def _endpoint(request: web.Request) -> str:
-    """Metrics label of the matched route (bounded cardinality: never the raw path)."""
+def _endpoint(request: web.Request, labels: dict[Any, str] | None = None) -> str:
+    """Metrics label of the matched route (bounded cardinality: never the raw path).
+
+    `labels` caches the label per route resource (one app's routes are fixed once it runs).
+    """
     resource = request.match_info.route.resource
     if resource is None:
         return "other"
-    path = resource.canonical
+    if labels is None:
+        return _endpoint_label(resource.canonical)
+    label = labels.get(resource)
+    if label is None:
+        label = labels[resource] = _endpoint_label(resource.canonical)
+    return label
+
+
+def _endpoint_label(path: str) -> str:
     if path in _FIXED_ENDPOINTS:
         return _FIXED_ENDPOINTS[path]
     for suffix, name in (("/infer", "infer"), ("/invoke", "invoke"), ("/stream", "stream"),
@@ -363,12 +374,14 @@ def _endpoint(request: web.Request) -> str:
 
 
 def build_app(gateway: Gateway) -> web.Application:
+    labels: dict[Any, str] = {}
+
     @web.middleware
     async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
         start = time.perf_counter()
         rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
         request[REQUEST_ID_HEADER] = rid
-        endpoint = _endpoint(request)
+        endpoint = _endpoint(request, labels)
         model = request.match_info.get("model", "")
         try:
             deadline = gateway.deadline(request) if endpoint in ("infer", "invoke", "stream") else None
@@ -405,6 +418,9 @@ def build_app(gateway: Gateway) -> web.Application:
     app.on_startup.append(gateway.start)
     app.on_cleanup.append(gateway.stop)
     r = app.router
+    # Inference first: routes under one prefix are tried in registration order, one regex each.
+    r.add_post("/v2/models/{model}/infer", gateway.v2_infer)
+    r.add_post("/v2/models/{model}/versions/{version}/infer", gateway.v2_infer)
     r.add_get("/v2", gateway.proxy_get)
     r.add_get("/v2/health/live", gateway.live)
     r.add_get("/v2/health/ready", gateway.ready)
@@ -413,7 +429,6 @@ def build_app(gateway: Gateway) -> web.Application:
         r.add_get(prefix + "/ready", gateway.model_ready)
         r.add_get(prefix + "/config", gateway.proxy_get)
         r.add_get(prefix + "/stats", gateway.proxy_get)
-        r.add_post(prefix + "/infer", gateway.v2_infer)
     r.add_post("/v1/models/{model}/invoke", gateway.invoke)
     r.add_post("/v1/models/{model}/stream", gateway.stream)
     return app

@@ -9,8 +9,9 @@ Content-Length over a reused loopback connection, read back by Content-Length.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
+
+MAX_HEADER_BYTES = 64 * 1024
 
 
 class HttpError(ConnectionError):
@@ -26,91 +27,178 @@ class Response:
         self.body = body
 
 
-class Http11Pool:
-    """Persistent connections to one host:port; each request takes an idle one or opens a new one."""
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; the response is parsed as it arrives, in data_received.
 
-    def __init__(self, host: str, port: int, max_idle: int = 64) -> None:
+    A Protocol rather than StreamReader/StreamWriter: measured on the gateway, the stream layer's
+    readuntil/readexactly awaits cost more CPU per hop than parsing the response itself.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[Response] | None = None
+        self.closed = False
+        self._head: tuple[int, dict[str, str], int] | None = None  # status, headers, body offset
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._fail(HttpError(f"connection closed: {exc}" if exc else "connection closed by the peer"))
+
+    def eof_received(self) -> bool:
+        return False  # half-closed by the peer: close our side too (connection_lost follows)
+
+    def _fail(self, exc: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.waiter is None or self.waiter.done():
+            self.close()  # bytes nobody asked for: the connection is out of step
+            return
+        self.buffer += data
+        try:
+            resp = self._parse()
+        except (HttpError, ValueError) as exc:
+            self._fail(exc if isinstance(exc, HttpError) else HttpError(f"bad response: {exc}"))
+            self.close()
+            return
+        if resp is not None:
+            self.waiter.set_result(resp)
+
+    def _parse(self) -> Response | None:
+        if self._head is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > MAX_HEADER_BYTES:
+                    raise HttpError("response header too large")
+                return None
+            lines = self.buffer[:end].decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+                raise HttpError(f"not an HTTP/1.1 response: {lines[0][:80]!r}")
+            headers: dict[str, str] = {}
+            for line in lines[1:]:
+                if line:
+                    k, _, v = line.partition(":")
+                    headers[k.strip().lower()] = v.strip()
+            self._head = (int(parts[1]), headers, end + 4)
+        status, headers, offset = self._head
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            parsed = _parse_chunked(self.buffer, offset)
+            if parsed is None:
+                return None
+            body, used = parsed
+        else:
+            length = int(headers.get("content-length", "0"))
+            if len(self.buffer) < offset + length:
+                return None
+            body, used = bytes(self.buffer[offset:offset + length]), offset + length
+        if used != len(self.buffer):
+            raise HttpError("the peer sent more than one response")
+        self.buffer.clear()
+        self._head = None
+        return Response(status, headers, body)
+
+    async def exchange(self, head: bytes, body: bytes) -> Response:
+        if self.closed or self.transport is None or self.transport.is_closing():
+            raise HttpError("connection closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        # One writev(2) for header and body: on loopback each extra send wakes the peer once more.
+        self.transport.writelines((head, body) if body else (head,))
+        try:
+            return await self.waiter
+        finally:
+            self.waiter = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Http11Pool:
+    """Persistent connections to one host:port (or Unix socket); each request takes an idle one or opens one."""
+
+    def __init__(self, host: str, port: int, max_idle: int = 64, *, path: str | None = None) -> None:
         self.host = host
         self.port = port
+        self.path = path
         self.max_idle = max_idle
-        self._idle: deque[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = deque()
-        self._host_header = f"{host}:{port}".encode()
+        self._idle: deque[_Connection] = deque()
+        self._host_header = b"Host: " + (f"{host}:{port}" if path is None else host).encode() + b"\r\n"
+        self._where = path if path is not None else f"{host}:{port}"
 
-    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+            if self.path is not None:
+                _, conn = await loop.create_unix_connection(_Connection, self.path)
+            else:
+                _, conn = await loop.create_connection(_Connection, self.host, self.port)
         except OSError as exc:
-            raise HttpError(f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}") from None
-        return reader, writer
+            raise HttpError(f"cannot connect to {self._where}: {exc.strerror or exc}") from None
+        return conn
+
+    def _head(self, method: str, path: str, body: bytes, headers: dict[str, str] | None) -> bytes:
+        head = f"{method} {path} HTTP/1.1\r\nContent-Length: {len(body)}\r\n"
+        if headers:
+            head += "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+        return head.encode() + self._host_header + b"\r\n"
 
     async def request(self, method: str, path: str, body: bytes = b"",
                       headers: dict[str, str] | None = None) -> Response:
+        head = self._head(method, path, body, headers)
         fresh = not self._idle
         conn = self._idle.pop() if self._idle else await self._connect()
         try:
-            resp = await self._exchange(conn, method, path, body, headers)
-        except (HttpError, OSError, asyncio.IncompleteReadError) as exc:
-            conn[1].close()
+            resp = await conn.exchange(head, body)
+        except HttpError as exc:
+            conn.close()
             if fresh:
                 raise HttpError(str(exc) or type(exc).__name__) from None
             # An idle connection the peer closed meanwhile (restart, keep-alive timeout): retry once, fresh.
             conn = await self._connect()
             try:
-                resp = await self._exchange(conn, method, path, body, headers)
-            except (HttpError, OSError, asyncio.IncompleteReadError) as exc2:
-                conn[1].close()
-                raise HttpError(str(exc2) or type(exc2).__name__) from None
+                resp = await conn.exchange(head, body)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
-            conn[1].close()  # cancelled mid-exchange: the connection state is unknown
+            conn.close()  # cancelled mid-exchange: the connection state is unknown
             raise
         if resp.headers.get("connection", "").lower() == "close" or len(self._idle) >= self.max_idle:
-            conn[1].close()
+            conn.close()
         else:
             self._idle.append(conn)
         return resp
 
-    async def _exchange(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], method: str, path: str,
-                        body: bytes, headers: dict[str, str] | None) -> Response:
-        reader, writer = conn
-        head = [f"{method} {path} HTTP/1.1".encode(), b"Host: " + self._host_header,
-                b"Content-Length: " + str(len(body)).encode()]
-        for k, v in (headers or {}).items():
-            head.append(f"{k}: {v}".encode())
-        # One write, one send(2): on loopback each extra send wakes the peer once more.
-        writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
-        if writer.transport.get_write_buffer_size():
-            await writer.drain()
-        raw = await reader.readuntil(b"\r\n\r\n")
-        lines = raw.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise HttpError(f"not an HTTP/1.1 response: {lines[0][:80]!r}")
-        status = int(parts[1])
-        resp_headers: dict[str, str] = {}
-        for line in lines[1:]:
-            if line:
-                k, _, v = line.partition(":")
-                resp_headers[k.strip().lower()] = v.strip()
-        if resp_headers.get("transfer-encoding", "").lower() == "chunked":
-            payload = await _read_chunked(reader)
-        else:
-            payload = await reader.readexactly(int(resp_headers.get("content-length", "0")))
-        return Response(status, resp_headers, payload)
-
     async def close(self) -> None:
         while self._idle:
-            _, writer = self._idle.pop()
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._idle.pop().close()
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+def _parse_chunked(buffer: bytearray, offset: int) -> tuple[bytes, int] | None:
+    """A complete chunked body starting at offset -> (body, end offset), or None while incomplete."""
     parts: list[bytes] = []
     while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+        eol = buffer.find(b"\r\n", offset)
+        if eol < 0:
+            return None
+        size = int(bytes(buffer[offset:eol]).split(b";")[0].strip(), 16)
+        offset = eol + 2
         if size == 0:
-            await reader.readuntil(b"\r\n")
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        await reader.readexactly(2)
+            while True:  # trailers, if any, then the empty line
+                eol = buffer.find(b"\r\n", offset)
+                if eol < 0:
+                    return None
+                if eol == offset:
+                    return b"".join(parts), eol + 2
+                offset = eol + 2
+        if len(buffer) < offset + size + 2:
+            return None
+        parts.append(bytes(buffer[offset:offset + size]))
+        offset += size + 2

@@ -7,6 +7,7 @@ conversions run in the gateway process.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +27,6 @@ class Deadline:
     at: float
 
     def remaining(self) -> float:
-        import asyncio
-
         left = self.at - asyncio.get_running_loop().time()
         if left <= 0:
             raise ApiError(504, "deadline_exceeded", "the request deadline passed")

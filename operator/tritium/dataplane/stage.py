@@ -196,26 +196,31 @@ def stage_handler(processor: StageProcessor, metrics: StageMetrics | None = None
     stage = processor.stage
     health = orjson.dumps({"status": "ok", "stage": stage})
     requests, latency = metrics.requests, metrics.latency.labels(stage)
+    counters: dict[int, Any] = {}  # label children by status, looked up once (labels() is not free)
+    length_header = HEADER_LENGTH.lower()
 
     async def process(request: Request) -> Reply:
         start = time.perf_counter()
-        rid = request.headers.get("x-request-id")
         status = 200
         try:
-            length = request.headers.get(HEADER_LENGTH.lower())
+            length = request.headers.get(length_header)
             header, tensors, raw = unpack_message(request.body, int(length) if length else None)
             out_header, out_tensors, out_raw = await processor.process(header, tensors, raw)
             body, header_length = pack_message(out_header, out_tensors, out_raw)
             return Reply(200, body, {"Content-Type": STAGE_CONTENT_TYPE, HEADER_LENGTH: str(header_length)})
         except ApiError as exc:
             status = exc.status
-            return _error(exc, rid)
+            return _error(exc, request.headers.get("x-request-id"))
         except Exception as exc:
             log.exception("%s stage failed", stage)
             status = 500
-            return _error(ApiError(500, "stage_error", f"{type(exc).__name__}: {exc}"), rid)
+            err = ApiError(500, "stage_error", f"{type(exc).__name__}: {exc}")
+            return _error(err, request.headers.get("x-request-id"))
         finally:
-            requests.labels(stage, str(status)).inc()
+            counter = counters.get(status)
+            if counter is None:
+                counter = counters[status] = requests.labels(stage, str(status))
+            counter.inc()
             latency.observe(time.perf_counter() - start)
 
     async def handle(request: Request) -> Reply:

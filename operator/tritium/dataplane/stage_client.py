@@ -19,6 +19,7 @@ from tritium.dataplane.tensors import HEADER_LENGTH, STAGE_CONTENT_TYPE, pack_me
 
 PROCESS_PATH = "/v1/process"
 HEALTH_PATH = "/healthz"
+UNIX_PREFIX = "unix:"  # unix:/tmp/tritium-pre.sock: the stage's Unix socket (same HTTP/1.1 messages)
 
 
 class StageClient:
@@ -27,9 +28,15 @@ class StageClient:
     def __init__(self, name: str, base_url: str) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
+        if self.base_url.startswith(UNIX_PREFIX):
+            path = self.base_url[len(UNIX_PREFIX):]
+            if not path.startswith("/"):
+                raise ValueError(f"{name} stage socket must be an absolute path (unix:/PATH), got {base_url!r}")
+            self._pool = Http11Pool("localhost", 0, path=path)
+            return
         url = urlsplit(self.base_url)
         if url.scheme != "http" or not url.hostname or not url.port:
-            raise ValueError(f"{name} stage URL must be http://HOST:PORT, got {base_url!r}")
+            raise ValueError(f"{name} stage URL must be http://HOST:PORT or unix:/PATH, got {base_url!r}")
         self._pool = Http11Pool(url.hostname, url.port)
 
     async def close(self) -> None:

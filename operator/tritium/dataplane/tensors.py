@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,13 @@ V2_TO_NUMPY: dict[str, Any] = {
     "BYTES": np.object_,
 }
 _NUMPY_TO_V2 = {np.dtype(v).str: k for k, v in V2_TO_NUMPY.items() if k != "BYTES"}
+# Hot-path lookups, built once: every tensor crosses several codecs per request, and building
+# little-endian dtypes or dtype strings each time cost more than copying a small tensor.
+_NATIVE_TO_V2: dict[np.dtype, str] = {np.dtype(v): k for k, v in V2_TO_NUMPY.items() if k != "BYTES"}
+_NATIVE_LITTLE = sys.byteorder == "little"
+_LITTLE_ENDIAN: dict[str, np.dtype] = {
+    k: np.dtype(v).newbyteorder("<") for k, v in V2_TO_NUMPY.items() if k != "BYTES"
+}
 
 
 def numpy_dtype(datatype: str, field: str = "datatype") -> Any:
@@ -39,6 +47,9 @@ def numpy_dtype(datatype: str, field: str = "datatype") -> Any:
 
 def v2_datatype(arr: np.ndarray) -> str:
     """The v2 datatype of a numpy array (str/bytes/object arrays are BYTES)."""
+    found = _NATIVE_TO_V2.get(arr.dtype)
+    if found is not None:
+        return found
     if arr.dtype.kind in "OSU":
         return "BYTES"
     try:
@@ -87,14 +98,39 @@ def deserialize_bytes_tensor(buf: bytes | memoryview, field: str = "data") -> np
     return out
 
 
+def _little_endian(dtype: np.dtype) -> bool:
+    order = dtype.byteorder
+    return order == "<" or order == "|" or (order == "=" and _NATIVE_LITTLE)
+
+
 def tensor_to_bytes(arr: np.ndarray) -> bytes:
     if arr.dtype.kind in "OSU":
         return serialize_bytes_tensor(arr)
+    if _little_endian(arr.dtype):
+        return arr.tobytes()  # C order whatever the memory layout
     return np.ascontiguousarray(arr).astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def tensor_buffer(arr: np.ndarray) -> bytes | memoryview:
+    """The tensor's wire bytes, without a copy when its memory already is the wire form.
+
+    Messages are joined into one body anyway, so a view of a C-contiguous little-endian tensor
+    (typically one decoded from a previous hop) saves a copy of every tensor on every hop.
+    """
+    if arr.dtype.kind not in "OSU" and arr.ndim and arr.flags.c_contiguous and _little_endian(arr.dtype):
+        return arr.data.cast("B")
+    return tensor_to_bytes(arr)
 
 
 def tensor_from_bytes(buf: bytes | memoryview, datatype: str, shape: list[int], field: str = "data") -> np.ndarray:
     count = math.prod(shape)
+    dtype = _LITTLE_ENDIAN.get(datatype)
+    if dtype is not None:
+        if len(buf) != count * dtype.itemsize:
+            raise bad_request(
+                f"binary data is {len(buf)} bytes, shape {shape} of {datatype} needs {count * dtype.itemsize}", field
+            )
+        return np.frombuffer(buf, dtype=dtype).reshape(shape)
     if datatype == "BYTES":
         flat = deserialize_bytes_tensor(buf, field)
         if flat.size != count:
@@ -251,7 +287,7 @@ def encode_v2_request(inputs: dict[str, np.ndarray], outputs: list[str] | None, 
     metas: list[dict[str, Any]] = []
     buffers: list[bytes] = []
     for name, arr in inputs.items():
-        buf = tensor_to_bytes(arr)
+        buf = tensor_buffer(arr)
         metas.append({"name": name, "datatype": v2_datatype(arr), "shape": list(arr.shape),
                       "parameters": {"binary_data_size": len(buf)}})
         buffers.append(buf)
@@ -296,7 +332,7 @@ def encode_v2_response(
         binary = wanted[name] if wanted is not None else binary_default
         meta: dict[str, Any] = {"name": name, "datatype": v2_datatype(arr), "shape": list(arr.shape)}
         if binary:
-            buf = tensor_to_bytes(arr)
+            buf = tensor_buffer(arr)
             meta["parameters"] = {"binary_data_size": len(buf)}
             buffers.append(buf)
         else:
@@ -331,7 +367,7 @@ def pack_message(header: dict[str, Any], tensors: dict[str, np.ndarray] | None =
     buffers: list[bytes] = []
     for name, arr in (tensors or {}).items():
         arr = np.asarray(arr)
-        buf = tensor_to_bytes(arr)
+        buf = tensor_buffer(arr)
         metas.append({"name": name, "datatype": v2_datatype(arr), "shape": list(arr.shape), "size": len(buf)})
         buffers.append(buf)
     head = dict(header)

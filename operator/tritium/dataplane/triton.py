@@ -12,17 +12,27 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import grpc
 import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tritium.dataplane.errors import ApiError
-from tritium.dataplane.tensors import deserialize_bytes_tensor, tensor_to_bytes, v2_datatype
+from tritium.dataplane.http11 import Http11Pool, HttpError
+from tritium.dataplane.tensors import (
+    HEADER_LENGTH,
+    deserialize_bytes_tensor,
+    encode_v2_request,
+    parse_v2_response,
+    tensor_to_bytes,
+    v2_datatype,
+)
 
 _MAX_MESSAGE = 2**31 - 1
 RETRY_AFTER_SECONDS = "1"
 _INPUT_IN_MESSAGE = re.compile(r"input '([^']+)'")
+_HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
 
 
 @dataclass(frozen=True)
@@ -232,37 +242,37 @@ class TritonHttp:
     """
 
     def __init__(self, base_url: str) -> None:
-        from urllib.parse import urlsplit
-
-        from tritium.dataplane.http11 import Http11Pool
-
         url = urlsplit(base_url)
         if url.scheme != "http" or not url.hostname or not url.port:
             raise ValueError(f"Triton HTTP URL must be http://HOST:PORT, got {base_url!r}")
         self._pool = Http11Pool(url.hostname, url.port)
+        self._paths: dict[tuple[str, str], str] = {}  # (model, version) -> infer path, quoted once
 
     async def close(self) -> None:
         await self._pool.close()
 
+    def _path(self, model: str, version: str) -> str:
+        path = self._paths.get((model, version))
+        if path is None:
+            path = f"/v2/models/{quote(model, safe='')}" + (f"/versions/{quote(version, safe='')}" if version else "")
+            path += "/infer"
+            if len(self._paths) < 1024:  # names come from clients: bounded
+                self._paths[(model, version)] = path
+        return path
+
     async def infer(self, model: str, version: str, inputs: dict[str, np.ndarray], *,
                     outputs: list[str] | None = None, request_id: str = "", timeout: float | None = None,
                     parameters: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], str]:
-        from urllib.parse import quote
-
-        from tritium.dataplane.http11 import HttpError
-        from tritium.dataplane.tensors import HEADER_LENGTH, encode_v2_request, parse_v2_response
-
         body, header_length = encode_v2_request(inputs, outputs, request_id, parameters)
-        path = f"/v2/models/{quote(model, safe='')}" + (f"/versions/{quote(version, safe='')}" if version else "")
         # `timeout` is not applied here: the request's deadline (asyncio.timeout_at in the gateway) bounds it.
         headers = {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
         try:
-            resp = await self._pool.request("POST", path + "/infer", body, headers)
+            resp = await self._pool.request("POST", self._path(model, version), body, headers)
         except HttpError as exc:
             raise unavailable(f"Triton is unavailable: {exc}") from None
         if resp.status != 200:
             raise map_http_error(resp.status, resp.body, model)
-        length = resp.headers.get(HEADER_LENGTH.lower())
+        length = resp.headers.get(_HEADER_LENGTH_LOWER)
         header, tensors = parse_v2_response(resp.body, int(length) if length else None)
         return tensors, str(header.get("model_version", version))
 

@@ -65,6 +65,14 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def _socket_dir(workdir: Path) -> str:
+    """Where the stages' Unix sockets go: the work directory, unless its path is too long for one
+    (sun_path holds 107 bytes), then a private directory under the system's temporary directory."""
+    if len(str(workdir)) + len("/tritium-post.sock") < 100:
+        return str(workdir)
+    return tempfile.mkdtemp(prefix="tritium-sock-")
+
+
 def local_wiring(workdir: Path, gateway_port: int | None = None) -> Wiring:
     """Pod wiring with free loopback ports and paths under ``workdir``."""
     ports = free_ports(8)
@@ -81,6 +89,7 @@ def local_wiring(workdir: Path, gateway_port: int | None = None) -> Wiring:
         triton_http_port=ports[4],
         triton_grpc_port=ports[5],
         triton_metrics_port=ports[6],
+        socket_dir=_socket_dir(workdir),
         tritonserver=str(find_tritonserver()),
         triton_extra=tuple(backend_args()),
     )

@@ -28,6 +28,7 @@ class Wiring:
     triton_http_port: int = pod_layout.TRITON_HTTP_PORT
     triton_grpc_port: int = pod_layout.TRITON_GRPC_PORT
     triton_metrics_port: int = pod_layout.TRITON_METRICS_PORT
+    socket_dir: str = pod_layout.SOCKET_DIR  # gateway -> stage Unix sockets (a directory both can reach)
     tritonserver: str = "tritonserver"
     triton_extra: tuple[str, ...] = field(default_factory=tuple)  # e.g. --backend-directory in local mode
 
@@ -63,9 +64,16 @@ def triton_command(isvc: InferenceService, wiring: Wiring) -> list[str]:
     return cmd + list(spec.runtime.args or [])
 
 
+def stage_socket(stage: str, wiring: Wiring) -> str:
+    """The stage's Unix socket. The gateway calls the stage there rather than on its TCP port (which
+    stays for probes and metrics): measured, it costs both processes less CPU per request."""
+    return f"{wiring.socket_dir}/tritium-{stage}.sock"
+
+
 def stage_command(stage: str, wiring: Wiring) -> list[str]:
     port = wiring.pre_port if stage == "pre" else wiring.post_port
-    return ["tritium", "stage", stage, "--spec", wiring.spec_file, "--host", wiring.gateway_host, "--port", str(port)]
+    return ["tritium", "stage", stage, "--spec", wiring.spec_file, "--host", wiring.gateway_host, "--port", str(port),
+            "--socket", stage_socket(stage, wiring)]
 
 
 def gateway_command(isvc: InferenceService, wiring: Wiring) -> list[str]:
@@ -79,7 +87,7 @@ def gateway_command(isvc: InferenceService, wiring: Wiring) -> list[str]:
         "--triton-http", f"http://{wiring.host}:{wiring.triton_http_port}",
     ]
     if isvc.spec.preprocess:
-        cmd += ["--pre", f"http://{wiring.host}:{wiring.pre_port}"]
+        cmd += ["--pre", f"unix:{stage_socket('pre', wiring)}"]
     if isvc.spec.postprocess:
-        cmd += ["--post", f"http://{wiring.host}:{wiring.post_port}"]
+        cmd += ["--post", f"unix:{stage_socket('post', wiring)}"]
     return cmd

@@ -1,0 +1,133 @@
+"""CPU per request of each data-plane process (gateway, pre, post, Triton) under perf_analyzer load.
+
+Throughput on a shared 2-core machine moves with whatever else runs; CPU time per request
+(utime + stime from /proc/PID/stat, Triton including its python backend stubs) moves much less,
+so this is the figure to compare two versions of the data plane by. Pipeline as in
+dataplane_bench.py: tiny identity model, built-in JSON pre and post stages, each its own process.
+
+    python benchmarks/dataplane_cpu.py [--concurrency 1 8] [--interval-ms 2500]
+        [--tree DIR --tcp]    # another copy of the operator package (DIR/operator), stages over TCP
+
+--tcp wires the stages as http://127.0.0.1:PORT (what versions without --socket understand);
+by default they are wired as in a pod, over Unix sockets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from dataplane_bench import perf_analyzer  # noqa: E402
+
+from tests.support.dataplane import base_spec, start_triton, write_config  # noqa: E402
+from tritium.local.tritonserver import free_port  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """The process and its direct children (Triton's python backend stubs)."""
+    total = cpu_seconds(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    total += cpu_seconds(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--interval-ms", type=int, default=2500)
+    parser.add_argument("--tree", default=None, help="run the data plane from DIR/operator instead")
+    parser.add_argument("--tcp", action="store_true", help="stages over loopback TCP instead of Unix sockets")
+    args = parser.parse_args()
+    pa = perf_analyzer()
+    env = dict(os.environ)
+    if args.tree:
+        env["PYTHONPATH"] = str(Path(args.tree) / "operator")
+    work = Path(tempfile.mkdtemp(prefix="tritium-cpu-"))
+    triton = start_triton(models=("identity",))
+    spec = base_spec("identity", preprocess={"builtin": {"format": "json"}},
+                     postprocess={"builtin": {"format": "json"}})
+    config = write_config(work, spec, name="cpu")
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    gateway_port, metrics_port = free_port(), free_port()
+    stage_urls = []
+    for stage in ("pre", "post"):
+        port = free_port()
+        cmd = ["stage", stage, "--spec", str(config), "--host", "127.0.0.1", "--port", str(port)]
+        if args.tcp:
+            url = f"http://127.0.0.1:{port}"
+        else:
+            cmd += ["--socket", str(work / f"{stage}.sock")]
+            url = f"unix:{work / f'{stage}.sock'}"
+        stage_urls += [f"--{stage}", url]
+        procs[stage] = subprocess.Popen([sys.executable, "-m", "tritium.cli", *cmd], env=env)
+    procs["gateway"] = subprocess.Popen(
+        [sys.executable, "-m", "tritium.cli", "gateway", "--spec", str(config), "--host", "127.0.0.1",
+         "--port", str(gateway_port), "--metrics-port", str(metrics_port), "--triton-grpc", triton.grpc_address,
+         "--triton-http", triton.http_url, *stage_urls], env=env)
+    target = f"127.0.0.1:{gateway_port}"
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(f"http://{target}/v2/health/ready", timeout=0.5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        pids = {name: p.pid for name, p in procs.items()}
+        assert triton.process is not None
+        pids["triton"] = triton.process.pid
+        print("| concurrency | infer/s | p50 (ms) | " + " | ".join(f"{n} CPU us/request" for n in pids) + " |")
+        print("|---" * (3 + len(pids)) + "|")
+        for c in args.concurrency:
+            out = work / f"c{c}.csv"
+            before = {n: tree_cpu_seconds(p) for n, p in pids.items()}
+            began = time.monotonic()
+            subprocess.run([pa[0], "-m", "identity", "-u", target, "-i", "http", "--concurrency-range", str(c),
+                            "--measurement-interval", str(args.interval_ms), "--stability-percentage", "50",
+                            "--max-trials", "5", "--shape", "INPUT0:16", "-f", str(out)],
+                           env=pa[1], capture_output=True, check=True)
+            elapsed = time.monotonic() - began
+            after = {n: tree_cpu_seconds(p) for n, p in pids.items()}
+            row = next(csv.DictReader(out.open()))
+            rate = float(row["Inferences/Second"])
+            # CPU over the whole perf_analyzer run (warm-up included) / requests at the measured rate.
+            requests = rate * elapsed
+            per = " | ".join(f"{(after[n] - before[n]) / requests * 1e6:.0f}" for n in pids)
+            print(f"| {c} | {rate:.0f} | {float(row['p50 latency']) / 1000:.2f} | {per} |", flush=True)
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            proc.wait(20)
+        triton.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
