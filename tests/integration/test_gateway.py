@@ -205,3 +205,13 @@ def test_grpc_inference_path(triton: TritonServer, tmp_path: Path) -> None:
         assert r.status_code == 504
     finally:
         dep.stop()
+
+
+def test_repository_index_is_listed_but_loading_is_not_exposed(gw: Deployment) -> None:
+    """Clients may list the models (tritonclient's get_model_repository_index); they may not load or unload."""
+    index = _client(gw.url).get_model_repository_index()
+    assert "add" in {m["name"] for m in index}
+    for action in ("load", "unload"):
+        r = httpx.post(f"{gw.url}/v2/repository/models/add/{action}", json={})
+        assert r.status_code in (404, 405), r.text
+    assert httpx.post(f"{gw.url}/v2/models/add/infer", json={"inputs": []}).status_code == 400  # still serving

@@ -192,6 +192,21 @@ class Gateway:
         return web.Response(status=status, body=body, content_type=None,
                             headers={"Content-Type": JSON, **self.headers(request)})
 
+    async def repository_index(self, request: web.Request) -> web.Response:
+        """Triton's model repository index (read-only: load/unload stay unexposed), for `models()` listings."""
+        url = self.settings.triton_http.rstrip("/") + "/v2/repository/index"
+        body = await request.read()
+        try:
+            async with self.session.post(url, data=body or b"{}", timeout=aiohttp.ClientTimeout(total=5),
+                                         headers={"Content-Type": JSON}) as resp:
+                answer, status = await resp.read(), resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise unavailable(f"Triton is unavailable: {exc or type(exc).__name__}") from None
+        if status == 400:
+            raise ApiError(400, "invalid_input", answer.decode(errors="replace")[:500], field="body")
+        return web.Response(status=status, body=answer, content_type=None,
+                            headers={"Content-Type": JSON, **self.headers(request)})
+
     async def model_ready(self, request: web.Request) -> web.Response:
         model, version = request.match_info["model"], request.match_info.get("version", "")
         if await self.triton.model_ready(model, version):
@@ -422,6 +437,7 @@ def build_app(gateway: Gateway) -> web.Application:
     r.add_post("/v2/models/{model}/infer", gateway.v2_infer)
     r.add_post("/v2/models/{model}/versions/{version}/infer", gateway.v2_infer)
     r.add_get("/v2", gateway.proxy_get)
+    r.add_post("/v2/repository/index", gateway.repository_index)
     r.add_get("/v2/health/live", gateway.live)
     r.add_get("/v2/health/ready", gateway.ready)
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
