@@ -182,3 +182,12 @@ def test_client_configuration_errors(monkeypatch: pytest.MonkeyPatch) -> None:
             client.invoke(model_id="m", inputs={"a": 1}, content=b"x")
         with pytest.raises(ValueError, match="model_id"):
             client.invoke(model_id="", inputs={"a": 1})
+
+
+def test_the_cli_loads_no_data_plane_or_sdk_libraries() -> None:
+    """Every `tritium` command builds the full parser: the operator process must not carry httpx,
+    numpy or tritonclient just because other subcommands exist (its memory is a target)."""
+    code = ("import sys; import tritium.cli as c; c.build_parser(); "
+            "loaded = [m for m in ('httpx', 'numpy', 'tritonclient', 'fsspec', 'grpc') if m in sys.modules]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)
