@@ -268,7 +268,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
             "rateLimit": {"requestsPerSecond": 50, "burst": 20},
             "ipAllowlist": ["10.0.0.0/8", "2001:db8::/32"],
             "trustedProxies": ["192.168.1.1"],
-            "redactPii": True,
+            "redactPII": True,
             "audit": {"enabled": True},
         }
     },

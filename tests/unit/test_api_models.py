@@ -382,7 +382,7 @@ POD_CHANGES = st.one_of(
     st.from_regex(r"\Areg\.example/triton:[a-z0-9]{1,8}\Z").map(lambda i: {"runtime": {"image": i}}),
     st.integers(3, 64).map(lambda n: {"runtime": {"resources": {"cpu": n}}}),
     st.integers(1025, 10**9).filter(lambda n: n != 16 * 1024 * 1024).map(lambda n: {"gateway": {"maxRequestBytes": n}}),
-    st.just({"security": {"redactPii": True, "audit": {"enabled": True}}}),
+    st.just({"security": {"redactPII": True, "audit": {"enabled": True}}}),
     st.sampled_from(["json", "xml", "binary"]).map(lambda f: {"preprocess": {"builtin": {"format": f}}}),
     st.just({"model": {"storageUri": "gs://other-bucket/model"}}),
 )

@@ -657,7 +657,7 @@ def test_tritium_dockerfile() -> None:
     steps = _dockerfile("Dockerfile")
     froms = [args for op, args in steps if op == "FROM"]
     assert froms == ["python:3.11-slim"]
-    assert any(op == "RUN" and 'pip install "/src[dataplane]"' in args for op, args in steps)
+    assert any(op == "RUN" and 'pip install "/src[dataplane,s3,gcs]"' in args for op, args in steps)
     assert ("USER", "1000:1000") in steps
     assert ("ENTRYPOINT", '["tritium"]') in steps
 

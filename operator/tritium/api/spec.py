@@ -461,7 +461,9 @@ class SecuritySpec(ApiModel):
         "Proxy CIDRs whose X-Forwarded-For is believed for the client address.", default=None
     )
     tls: TlsSpec | None = described("Serve TLS on the gateway port.", default=None)
-    redact_pii: bool = described("Redact personal data (emails, phone numbers...) in logs.", default=False)
+    redact_pii: bool = described(
+        "Redact personal data (emails, phone numbers...) in logs.", default=False, alias="redactPII"
+    )
     audit: AuditSpec = nested(AuditSpec, "Audit log.")
     sign_responses: bool = described("Sign responses with an HMAC header.", default=False)
 
