@@ -37,7 +37,7 @@ from tests.support.specs import (
     merge,
 )
 from tritium.api.base import ApiModel
-from tritium.api.crd import build_crd, crd_yaml
+from tritium.api.crd import build_crd, crd_yaml, models_in
 from tritium.api.resource import GROUP, KIND, PLURAL, parse_inference_service, spec_to_wire
 from tritium.api.spec import InferenceServiceSpec
 from tritium.api.status import InferenceServiceStatus
@@ -415,19 +415,12 @@ def _model_occurrences() -> Counter[str]:
     def walk(cls: type[ApiModel]) -> None:
         counts[cls.__name__] += 1
         for f in cls.model_fields.values():
-            for sub in _models_in(f.annotation):
+            for sub in models_in(f.annotation):
                 walk(sub)
 
     walk(InferenceServiceSpec)
     walk(InferenceServiceStatus)
     return counts
-
-
-def _models_in(annotation: Any) -> list[type[ApiModel]]:
-    found = [annotation] if isinstance(annotation, type) and issubclass(annotation, ApiModel) else []
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found += _models_in(arg)
-    return found
 
 
 def test_crd_carries_every_python_rule_everywhere_the_model_is_used() -> None:

@@ -33,7 +33,7 @@ def _cel_rules_by_title() -> dict[str, list[dict[str, str]]]:
         if cls.cel_rules:
             rules[cls.__name__] = [r.to_crd() for r in cls.cel_rules]
         for field in cls.model_fields.values():
-            for sub in _model_types(field.annotation):
+            for sub in models_in(field.annotation):
                 walk(sub)
 
     walk(InferenceServiceSpec)
@@ -41,12 +41,13 @@ def _cel_rules_by_title() -> dict[str, list[dict[str, str]]]:
     return rules
 
 
-def _model_types(annotation: Any) -> list[type[ApiModel]]:
+def models_in(annotation: Any) -> list[type[ApiModel]]:
+    """The API model classes a field annotation refers to (through Optional, list, dict...)."""
     found: list[type[ApiModel]] = []
     if isinstance(annotation, type) and issubclass(annotation, ApiModel):
         found.append(annotation)
     for arg in getattr(annotation, "__args__", ()) or ():
-        found.extend(_model_types(arg))
+        found.extend(models_in(arg))
     return found
 
 
