@@ -87,16 +87,18 @@ def text_of(outputs: dict[str, np.ndarray]) -> str | None:
         return None
 
 
+def as_array(value: Any) -> np.ndarray:
+    """A JSON-able value -> an array; text becomes an object array of bytes (Triton's BYTES)."""
+    arr = np.asarray(value)
+    if arr.dtype.kind in "SU":
+        arr = arr.astype(np.object_)
+    if arr.dtype.kind == "O":
+        flat = np.empty(arr.size, dtype=np.object_)
+        flat[:] = [x.encode() if isinstance(x, str) else x for x in arr.reshape(-1)]
+        arr = flat.reshape(arr.shape)
+    return arr
+
+
 def values_to_tensors(values: dict[str, Any]) -> dict[str, np.ndarray]:
     """JSON-able values a post stage returned -> tensors (for v2 responses)."""
-    out: dict[str, np.ndarray] = {}
-    for name, value in values.items():
-        arr = np.asarray(value)
-        if arr.dtype.kind in "SU":
-            arr = arr.astype(np.object_)
-        if arr.dtype.kind == "O":
-            flat = np.empty(arr.size, dtype=np.object_)
-            flat[:] = [x.encode() if isinstance(x, str) else x for x in arr.reshape(-1)]
-            arr = flat.reshape(arr.shape)
-        out[name] = arr
-    return out
+    return {name: as_array(value) for name, value in values.items()}

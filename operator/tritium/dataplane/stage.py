@@ -20,12 +20,19 @@ from tritium.api.spec import InferenceServiceSpec
 from tritium.dataplane.builtin_post import apply_filter, to_binary, to_xml, top_k
 from tritium.dataplane.builtin_pre import BuiltinPre
 from tritium.dataplane.config import ConfigError
-from tritium.dataplane.convert import text_of
+from tritium.dataplane.convert import as_array, text_of
 from tritium.dataplane.errors import ApiError, bad_request
 from tritium.dataplane.http11_server import Handler, Reply, Request
 from tritium.dataplane.metrics import StageMetrics
 from tritium.dataplane.scripts import UserScript, script_path
-from tritium.dataplane.tensors import HEADER_LENGTH, STAGE_CONTENT_TYPE, pack_message, tensor_to_json, unpack_message
+from tritium.dataplane.tensors import (
+    HEADER_LENGTH,
+    STAGE_CONTENT_TYPE,
+    numpy_dtype,
+    pack_message,
+    tensor_to_json,
+    unpack_message,
+)
 
 log = logging.getLogger("tritium.stage")
 _NUMERIC = "biufc"
@@ -44,17 +51,11 @@ def _schema_field(err: jsonschema.ValidationError) -> str:
 
 def _as_tensor(name: str, value: Any, model_inputs: dict[str, Any]) -> np.ndarray:
     """A script's value -> an array, cast to the model's input datatype when both are numeric."""
-    arr = np.asarray(value)
-    if arr.dtype.kind in "SU":
-        arr = arr.astype(np.object_)
+    arr = as_array(value)
     if arr.dtype.kind == "O":
-        flat = np.empty(arr.size, dtype=np.object_)
-        flat[:] = [x.encode() if isinstance(x, str) else x for x in arr.reshape(-1)]
-        return flat.reshape(arr.shape)
+        return arr
     spec = model_inputs.get(name)
     if spec is not None and spec[0] != "BYTES" and arr.dtype.kind in _NUMERIC:
-        from tritium.dataplane.tensors import numpy_dtype
-
         want = np.dtype(numpy_dtype(spec[0]))
         if arr.dtype != want:
             arr = arr.astype(want)
