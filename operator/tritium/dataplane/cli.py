@@ -42,32 +42,32 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def _serve(sites: list[tuple[Any, str, int]], label: str) -> None:
-    """Run aiohttp apps on their ports until SIGTERM/SIGINT, then shut down gracefully."""
-    from aiohttp import web
+async def _serve_gateway(gateway: Any, host: str, port: int, metrics_port: int) -> None:
+    """Serve the API and /metrics until SIGTERM/SIGINT, then drain requests in progress and stop."""
+    from tritium.dataplane.gateway import build_handler, error_body
+    from tritium.dataplane.http_server import HttpServer
+    from tritium.dataplane.metrics import metrics_route
 
-    runners = []
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    api = HttpServer(build_handler(gateway), max_body=gateway.max_bytes, error_body=error_body)
+    metrics = HttpServer(metrics_route(gateway.metrics.registry), max_body=0)
     try:
-        for app, host, port in sites:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            runners.append(runner)
-            await web.TCPSite(runner, host, port, reuse_address=True, backlog=1024).start()
-        logging.getLogger("tritium").info("%s listening on %s", label,
-                                          ", ".join(f"{h}:{p}" for _, h, p in sites))
+        await api.listen(host, port)
+        await metrics.listen(host, metrics_port)
+        logging.getLogger("tritium").info("gateway listening on %s:%d (metrics on %d)", host, port, metrics_port)
         await stop.wait()
     finally:
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await api.shutdown()
+        await metrics.shutdown(grace=1.0)
+        await gateway.stop()
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from tritium.dataplane.gateway import Gateway, GatewaySettings, build_app, redis_url_from_env
-    from tritium.dataplane.metrics import metrics_handler
+    from tritium.dataplane.gateway import Gateway, GatewaySettings, redis_url_from_env
 
     config = _load(args.spec)
     if ":" not in args.triton_grpc:
@@ -83,12 +83,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     _logging()
     _use_uvloop()
     gateway = Gateway(settings)
-    from aiohttp import web
-
-    metrics_app = web.Application()
-    metrics_app.router.add_get("/metrics", metrics_handler(gateway.metrics.registry))
-    sites = [(build_app(gateway), args.host, args.port), (metrics_app, args.host, args.metrics_port)]
-    asyncio.run(_serve(sites, "gateway"))
+    asyncio.run(_serve_gateway(gateway, args.host, args.port, args.metrics_port))
     return 0
 
 

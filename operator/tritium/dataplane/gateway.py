@@ -1,8 +1,8 @@
 """The gateway: the KServe v2 REST API, the JSON invoke API and SSE streaming in front of Triton.
 
-One aiohttp application on one uvloop event loop. Handlers parse their API, run the pipeline
-(pre -> Triton over gRPC -> post) under the request's deadline, and answer. Every failure is an
-ApiError rendered as JSON by one middleware, which also counts and times every request.
+One HTTP server (dataplane/http_server.py) on one uvloop event loop. Handlers parse their API,
+run the pipeline (pre -> Triton -> post) under the request's deadline, and answer. Every failure
+is an ApiError rendered as JSON by one dispatcher, which also counts and times every request.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
 
 from tritium.dataplane import cache as cache_mod
 from tritium.dataplane.config import DataPlaneConfig
@@ -29,6 +28,7 @@ from tritium.dataplane.errors import (
     ApiError,
     bad_request,
 )
+from tritium.dataplane.http_server import Request, Response, Router, StreamResponse
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result
 from tritium.dataplane.stage_client import StageClient
@@ -43,6 +43,9 @@ JSON = "application/json"
 _GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _V2_TYPES = ("", JSON, "application/octet-stream")
 _HTTP_ONLY_PARAMETERS = ("binary_data_output",)
+_TIMEOUT_KEY = TIMEOUT_HEADER.lower()
+_HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()
 
 
 def parse_timeout(value: str) -> float:
@@ -58,8 +61,8 @@ def parse_timeout(value: str) -> float:
     return seconds
 
 
-def _media_type(request: web.Request) -> str:
-    return request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 @dataclass
@@ -90,7 +93,7 @@ class Gateway:
         self.stages: list[StageClient] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def start(self, app: web.Application) -> None:
+    async def start(self) -> None:
         s = self.settings
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None),
@@ -113,7 +116,7 @@ class Gateway:
             else:
                 self.cache = cache_mod.MemoryCache(cache_spec.ttl_seconds, cache_spec.max_entries)
 
-    async def stop(self, app: web.Application) -> None:
+    async def stop(self) -> None:
         if self.cache is not None:
             await self.cache.close()
         await self.triton.close()
@@ -124,62 +127,51 @@ class Gateway:
         await self.session.close()
 
     # -- request plumbing --------------------------------------------------------------------
-    def deadline(self, request: web.Request) -> Deadline:
+    def deadline(self, request: Request) -> Deadline:
         """The request's deadline, fixed once when it arrives (set by the middleware)."""
-        deadline: Deadline | None = request.get("deadline")
+        deadline: Deadline | None = request.state.get("deadline")
         if deadline is None:
-            header = request.headers.get(TIMEOUT_HEADER) or request.headers.get("grpc-timeout")
+            header = request.headers.get(_TIMEOUT_KEY) or request.headers.get("grpc-timeout")
             seconds = parse_timeout(header) if header else self.default_timeout
-            deadline = request["deadline"] = Deadline(asyncio.get_running_loop().time() + seconds)
+            deadline = request.state["deadline"] = Deadline(asyncio.get_running_loop().time() + seconds)
         return deadline
 
-    async def read_body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > self.max_bytes:
-            raise self.too_large()
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise self.too_large() from None
-
-    def too_large(self) -> ApiError:
-        return ApiError(413, "request_too_large", f"request body is larger than {self.max_bytes} bytes", field="body")
-
-    def headers(self, request: web.Request, cache: str | None = None) -> dict[str, str]:
-        h = {REQUEST_ID_HEADER: request[REQUEST_ID_HEADER], REVISION_HEADER: self.revision}
+    def headers(self, request: Request, cache: str | None = None) -> dict[str, str]:
+        h = {REQUEST_ID_HEADER: request.state[REQUEST_ID_HEADER], REVISION_HEADER: self.revision}
         if cache is not None:
             h[CACHE_HEADER] = cache
         return h
 
-    async def cached(self, request: web.Request, model: str, key: str | None) -> web.Response | None:
+    async def cached(self, request: Request, model: str, key: str | None) -> Response | None:
         if self.cache is None or key is None:
             return None
         hit = await self.cache.get(key)
         self.metrics.cache.labels(model, "hit" if hit else "miss").inc()
         if hit is None:
             return None
-        return web.Response(body=hit.body, content_type=None,
-                            headers={"Content-Type": hit.content_type, **hit.headers, **self.headers(request, "hit")})
+        headers = {"Content-Type": hit.content_type, **hit.headers, **self.headers(request, "hit")}
+        return Response(200, hit.body, headers)
 
     async def remember(self, key: str | None, body: bytes, content_type: str, headers: dict[str, str]) -> None:
         if self.cache is not None and key is not None:
             await self.cache.set(key, cache_mod.CachedResponse(body=body, content_type=content_type, headers=headers))
 
     # -- health and metadata -----------------------------------------------------------------
-    async def live(self, request: web.Request) -> web.Response:
-        return web.Response(status=200, headers=self.headers(request))
+    async def live(self, request: Request) -> Response:
+        return Response(200, b"", self.headers(request))
 
-    async def ready(self, request: web.Request) -> web.Response:
+    async def ready(self, request: Request) -> Response:
         checks = await asyncio.gather(self.triton.ready(), *(s.ready() for s in self.stages))
         names = ["triton", *(s.name for s in self.stages)]
         down = [n for n, ok in zip(names, checks, strict=True) if not ok]
         if down:
             raise ApiError(503, "not_ready", f"not ready: {', '.join(down)}", field=down[0],
                            headers={"Retry-After": "1"})
-        return web.Response(status=200, headers=self.headers(request))
+        return Response(200, b"", self.headers(request))
 
-    async def proxy_get(self, request: web.Request) -> web.Response:
+    async def proxy_get(self, request: Request) -> Response:
         """Metadata, config and statistics come from Triton's own HTTP API, byte for byte."""
-        url = self.settings.triton_http.rstrip("/") + request.rel_url.path
+        url = self.settings.triton_http.rstrip("/") + request.path
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 body = await resp.read()
@@ -189,13 +181,12 @@ class Gateway:
         model = request.match_info.get("model")
         if status == 400 and model and b"unknown model" in body:
             raise ApiError(404, "model_not_found", f"model {model!r} is not served here", field="model")
-        return web.Response(status=status, body=body, content_type=None,
-                            headers={"Content-Type": JSON, **self.headers(request)})
+        return Response(status, body, {"Content-Type": JSON, **self.headers(request)})
 
-    async def repository_index(self, request: web.Request) -> web.Response:
+    async def repository_index(self, request: Request) -> Response:
         """Triton's model repository index (read-only: load/unload stay unexposed), for `models()` listings."""
         url = self.settings.triton_http.rstrip("/") + "/v2/repository/index"
-        body = await request.read()
+        body = request.body
         try:
             async with self.session.post(url, data=body or b"{}", timeout=aiohttp.ClientTimeout(total=5),
                                          headers={"Content-Type": JSON}) as resp:
@@ -204,27 +195,26 @@ class Gateway:
             raise unavailable(f"Triton is unavailable: {exc or type(exc).__name__}") from None
         if status == 400:
             raise ApiError(400, "invalid_input", answer.decode(errors="replace")[:500], field="body")
-        return web.Response(status=status, body=answer, content_type=None,
-                            headers={"Content-Type": JSON, **self.headers(request)})
+        return Response(status, answer, {"Content-Type": JSON, **self.headers(request)})
 
-    async def model_ready(self, request: web.Request) -> web.Response:
+    async def model_ready(self, request: Request) -> Response:
         model, version = request.match_info["model"], request.match_info.get("version", "")
         if await self.triton.model_ready(model, version):
-            return web.Response(status=200, headers=self.headers(request))
+            return Response(200, b"", self.headers(request))
         await self.triton.model_info(model, version)  # raises 404 for an unknown model
         raise ApiError(503, "model_not_ready", f"model {model!r} is not ready", field="model",
                        headers={"Retry-After": "1"})
 
     # -- inference ---------------------------------------------------------------------------
-    async def v2_infer(self, request: web.Request) -> web.Response:
+    async def v2_infer(self, request: Request) -> Response:
         model, version = request.match_info["model"], request.match_info.get("version", "")
         if _media_type(request) not in _V2_TYPES:
             raise ApiError(415, "unsupported_media_type",
                            f"v2 infer takes application/json or the binary extension, not {_media_type(request)}",
                            field="Content-Type")
         deadline = self.deadline(request)
-        body = await self.read_body(request)
-        length = request.headers.get(HEADER_LENGTH)
+        body = request.body
+        length = request.headers.get(_HEADER_LENGTH_KEY)
         try:
             header_length = int(length) if length else None
         except ValueError:
@@ -235,7 +225,7 @@ class Gateway:
         if hit is not None:
             return hit
         info = await self.triton.model_info(model, version)
-        rid = request[REQUEST_ID_HEADER]
+        rid = request.state[REQUEST_ID_HEADER]
         params = {k: v for k, v in req.parameters.items() if k not in _HTTP_ONLY_PARAMETERS}
         tensors = await self.pipeline.prepare_tensors(info, req.inputs, params, rid, deadline)
         wanted = [o["name"] for o in req.outputs] if req.outputs else None
@@ -244,8 +234,7 @@ class Gateway:
         extra = {HEADER_LENGTH: str(header_len)} if header_len is not None else {}
         content_type = "application/octet-stream" if header_len is not None else JSON
         await self.remember(key, payload, content_type, extra)
-        return web.Response(body=payload, content_type=None,
-                            headers={"Content-Type": content_type, **extra, **self.headers(request, "miss")})
+        return Response(200, payload, {"Content-Type": content_type, **extra, **self.headers(request, "miss")})
 
     def v2_key(self, model: str, version: str, req: V2Request) -> str:
         names = sorted(req.inputs)
@@ -255,10 +244,10 @@ class Gateway:
         }, option=orjson.OPT_SORT_KEYS)
         return cache_mod.cache_key(model, version, "v2", shape, *(tensor_to_bytes(req.inputs[n]) for n in names))
 
-    async def parse_invoke(self, request: web.Request) -> tuple[str, bytes, Any, dict[str, Any]]:
+    async def parse_invoke(self, request: Request) -> tuple[str, bytes, Any, dict[str, Any]]:
         """Body of an invoke/stream request: (media type, raw body, inputs, parameters)."""
         media = _media_type(request)
-        body = await self.read_body(request)
+        body = request.body
         if media not in ("", JSON) and not media.endswith("+json"):
             params = {k: v for k, v in request.query.items() if k != "version"}
             return media, body, None, params
@@ -278,7 +267,7 @@ class Gateway:
             raise bad_request("inputs is required", "inputs")
         return JSON, body, doc["inputs"], params
 
-    async def prepare_invoke(self, request: web.Request, parsed: tuple[str, bytes, Any, dict[str, Any]],
+    async def prepare_invoke(self, request: Request, parsed: tuple[str, bytes, Any, dict[str, Any]],
                              deadline: Deadline, streaming: bool) -> tuple[Any, dict[str, Any], dict]:
         media, body, inputs, params = parsed
         model, version = request.match_info["model"], request.query.get("version", "")
@@ -286,9 +275,9 @@ class Gateway:
         if info.decoupled and not streaming:
             raise bad_request(f"model {model!r} streams its responses: use /v1/models/{model}/stream", "model",
                               code="streaming_model")
-        rid = request[REQUEST_ID_HEADER]
+        rid = request.state[REQUEST_ID_HEADER]
         if inputs is None:
-            length = request.headers.get(HEADER_LENGTH)
+            length = request.headers.get(_HEADER_LENGTH_KEY)
             if length is not None and not length.isdigit():
                 raise bad_request(f"{HEADER_LENGTH} must be an integer", HEADER_LENGTH)
             tensors = await self.pipeline.prepare_raw(info, body, media, params, rid, deadline,
@@ -297,7 +286,7 @@ class Gateway:
             tensors = await self.pipeline.prepare_json(info, inputs, params, rid, deadline)
         return info, params, tensors
 
-    async def invoke(self, request: web.Request) -> web.Response:
+    async def invoke(self, request: Request) -> Response:
         model, version = request.match_info["model"], request.query.get("version", "")
         deadline = self.deadline(request)
         key = None
@@ -311,12 +300,11 @@ class Gateway:
             if hit is not None:
                 return hit
         info, params, tensors = await self.prepare_invoke(request, parsed, deadline, streaming=False)
-        rid = request[REQUEST_ID_HEADER]
+        rid = request.state[REQUEST_ID_HEADER]
         result = await self.pipeline.infer(info, version, tensors, params, None, None, "invoke", rid, deadline)
         payload, content_type, extra = self.invoke_body(model, result)
         await self.remember(key, payload, content_type, extra)
-        return web.Response(body=payload, content_type=None,
-                            headers={"Content-Type": content_type, **extra, **self.headers(request, "miss")})
+        return Response(200, payload, {"Content-Type": content_type, **extra, **self.headers(request, "miss")})
 
     def invoke_body(self, model: str, result: Result) -> tuple[bytes, str, dict[str, str]]:
         if result.body is not None and result.content_type:
@@ -324,12 +312,12 @@ class Gateway:
         doc = {"model": model, "revision": self.revision, "outputs": result.json_outputs(), "text": result.text}
         return orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), JSON, {}
 
-    async def stream(self, request: web.Request) -> web.StreamResponse:
+    async def stream(self, request: Request) -> StreamResponse:
         """SSE: one `data:` event per model response, then `event: done` (or `event: error`)."""
         version = request.query.get("version", "")
         deadline = self.deadline(request)
-        rid = request[REQUEST_ID_HEADER]
-        response: web.StreamResponse | None = None
+        rid = request.state[REQUEST_ID_HEADER]
+        response: StreamResponse | None = None
         try:
             async with asyncio.timeout_at(deadline.at):
                 parsed = await self.parse_invoke(request)
@@ -345,78 +333,88 @@ class Gateway:
                 raise
             err = exc if isinstance(exc, ApiError) else ApiError(504, "deadline_exceeded", "the deadline passed")
             await response.write(b"event: error\ndata: " + err.to_json(rid) + b"\n\n")
-            request["status"] = err.status
+            request.state["status"] = err.status
             return response
         if response is None:  # the model answered nothing at all
             response = await self._open_stream(request)
         await response.write(b"event: done\ndata: {}\n\n")
         return response
 
-    async def _open_stream(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(headers={
+    async def _open_stream(self, request: Request) -> StreamResponse:
+        response = StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache", **self.headers(request, "miss")})
         await response.prepare(request)
         return response
 
 
 _FIXED_ENDPOINTS = {"/v2": "server", "/v2/health/live": "live", "/v2/health/ready": "ready"}
+_DEADLINE_ENDPOINTS = ("infer", "invoke")  # the stream handler bounds itself: its headers may already be sent
 
 
-def _endpoint(request: web.Request, labels: dict[Any, str] | None = None) -> str:
-    """Metrics label of the matched route (bounded cardinality: never the raw path).
-
-    `labels` caches the label per route resource (one app's routes are fixed once it runs).
-    """
-    resource = request.match_info.route.resource
-    if resource is None:
+def _endpoint_label(pattern: str) -> str:
+    """Metrics label of a route pattern (bounded cardinality: never the raw path)."""
+    if not pattern:
         return "other"
-    if labels is None:
-        return _endpoint_label(resource.canonical)
-    label = labels.get(resource)
-    if label is None:
-        label = labels[resource] = _endpoint_label(resource.canonical)
-    return label
-
-
-def _endpoint_label(path: str) -> str:
-    if path in _FIXED_ENDPOINTS:
-        return _FIXED_ENDPOINTS[path]
+    if pattern in _FIXED_ENDPOINTS:
+        return _FIXED_ENDPOINTS[pattern]
     for suffix, name in (("/infer", "infer"), ("/invoke", "invoke"), ("/stream", "stream"),
                          ("/ready", "model_ready"), ("/config", "config"), ("/stats", "stats")):
-        if path.endswith(suffix):
+        if pattern.endswith(suffix):
             return name
     return "metadata"
 
 
-def build_app(gateway: Gateway) -> web.Application:
-    labels: dict[Any, str] = {}
+def build_router(gateway: Gateway) -> Router:
+    r = Router()
+    r.add("POST", "/v2/models/{model}/infer", gateway.v2_infer)
+    r.add("POST", "/v2/models/{model}/versions/{version}/infer", gateway.v2_infer)
+    r.add("GET", "/v2", gateway.proxy_get)
+    r.add("POST", "/v2/repository/index", gateway.repository_index)
+    r.add("GET", "/v2/health/live", gateway.live)
+    r.add("GET", "/v2/health/ready", gateway.ready)
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        r.add("GET", prefix, gateway.proxy_get)
+        r.add("GET", prefix + "/ready", gateway.model_ready)
+        r.add("GET", prefix + "/config", gateway.proxy_get)
+        r.add("GET", prefix + "/stats", gateway.proxy_get)
+    r.add("POST", "/v1/models/{model}/invoke", gateway.invoke)
+    r.add("POST", "/v1/models/{model}/stream", gateway.stream)
+    return r
 
-    @web.middleware
-    async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+
+def build_handler(gateway: Gateway) -> Any:
+    """The server's one handler: route, then run the route under the deadline, answer errors as JSON,
+    and count and time every request."""
+    router = build_router(gateway)
+    labels: dict[str, str] = {}
+
+    async def dispatch(request: Request) -> Response | StreamResponse:
         start = time.perf_counter()
-        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        request[REQUEST_ID_HEADER] = rid
-        endpoint = _endpoint(request, labels)
+        rid = request.headers.get(_REQUEST_ID_KEY) or uuid.uuid4().hex
+        request.state[REQUEST_ID_HEADER] = rid
+        handler, request.match_info, pattern, allowed = router.resolve(request.method, request.path)
+        endpoint = labels.get(pattern)
+        if endpoint is None:
+            endpoint = labels[pattern] = _endpoint_label(pattern)
         model = request.match_info.get("model", "")
+        response: Response | StreamResponse
         try:
-            deadline = gateway.deadline(request) if endpoint in ("infer", "invoke", "stream") else None
-            if endpoint == "stream":
-                deadline = None  # the stream handler bounds itself: its headers may already be sent
-            if deadline is not None:
-                async with asyncio.timeout_at(deadline.at):
+            if handler is None:
+                if allowed:
+                    raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here",
+                                   headers={"Allow": ", ".join(allowed)})
+                raise ApiError(404, "not_found", f"no such endpoint: {request.path}")
+            if endpoint in _DEADLINE_ENDPOINTS:
+                async with asyncio.timeout_at(gateway.deadline(request).at):
                     response = await handler(request)
             else:
                 response = await handler(request)
-            status = request.get("status", response.status)
+            status = request.state.get("status", response.status)
         except ApiError as exc:
             response, status = _error_response(exc, request, rid), exc.status
         except TimeoutError:
             exc = ApiError(504, "deadline_exceeded", "the request deadline passed")
             response, status = _error_response(exc, request, rid), 504
-        except web.HTTPException as exc:  # routing: unknown path, wrong method
-            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-            err = ApiError(exc.status, code, exc.reason or code, headers=dict(exc.headers))
-            response, status = _error_response(err, request, rid), exc.status
         except (asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception as exc:  # a bug: still a JSON answer with the request id, and a log line
@@ -429,31 +427,21 @@ def build_app(gateway: Gateway) -> web.Application:
             gateway.metrics.observe(model, endpoint, status, time.perf_counter() - start)
         return response
 
-    app = web.Application(middlewares=[errors], client_max_size=gateway.max_bytes)
-    app.on_startup.append(gateway.start)
-    app.on_cleanup.append(gateway.stop)
-    r = app.router
-    # Inference first: routes under one prefix are tried in registration order, one regex each.
-    r.add_post("/v2/models/{model}/infer", gateway.v2_infer)
-    r.add_post("/v2/models/{model}/versions/{version}/infer", gateway.v2_infer)
-    r.add_get("/v2", gateway.proxy_get)
-    r.add_post("/v2/repository/index", gateway.repository_index)
-    r.add_get("/v2/health/live", gateway.live)
-    r.add_get("/v2/health/ready", gateway.ready)
-    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        r.add_get(prefix, gateway.proxy_get)
-        r.add_get(prefix + "/ready", gateway.model_ready)
-        r.add_get(prefix + "/config", gateway.proxy_get)
-        r.add_get(prefix + "/stats", gateway.proxy_get)
-    r.add_post("/v1/models/{model}/invoke", gateway.invoke)
-    r.add_post("/v1/models/{model}/stream", gateway.stream)
-    return app
+    return dispatch
 
 
-def _error_response(exc: ApiError, request: web.Request, rid: str) -> web.Response:
+def error_body(status: int, code: str, message: str, target: str, headers: dict[str, str]) -> tuple[
+        bytes, dict[str, str]]:
+    """Answers the server gives before a handler runs (malformed request, body too large)."""
+    rid = headers.get(_REQUEST_ID_KEY) or uuid.uuid4().hex
+    err = ApiError(status, code, message, field="body" if status == 413 else None)
+    return err.to_json(rid, v2=target.startswith("/v2")), {REQUEST_ID_HEADER: rid}
+
+
+def _error_response(exc: ApiError, request: Request, rid: str) -> Response:
     v2 = request.path.startswith("/v2")
     headers = {"Content-Type": JSON, REQUEST_ID_HEADER: rid, **exc.headers}
-    return web.Response(status=exc.status, body=exc.to_json(rid, v2=v2), content_type=None, headers=headers)
+    return Response(exc.status, exc.to_json(rid, v2=v2), headers)
 
 
 def redis_url_from_env() -> str | None:

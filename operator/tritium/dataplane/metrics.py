@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -63,8 +62,15 @@ class StageMetrics:
         self.stage = stage
 
 
-def metrics_handler(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+def metrics_route(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
+    """The metrics port's one route, GET /metrics, on the data plane's HTTP server."""
+    from tritium.dataplane.http_server import Request, Response
+
+    async def handler(request: Request) -> Response:
+        if request.path != "/metrics":
+            return Response(404, b"not found\n", {"Content-Type": "text/plain"})
+        if request.method not in ("GET", "HEAD"):
+            return Response(405, b"", {"Allow": "GET"})
+        return Response(200, generate_latest(registry), {"Content-Type": CONTENT_TYPE_LATEST})
 
     return handler
