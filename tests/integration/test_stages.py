@@ -185,3 +185,25 @@ def parse_v2_request_like(r: httpx.Response) -> dict[str, np.ndarray]:
     length = int(r.headers[HEADER_LENGTH])
     body = r.content.replace(b'"outputs"', b'"inputs" ', 1)
     return parse_v2_request(body, length).inputs
+
+
+def test_stages_with_nothing_to_do_are_not_called(triton: TritonServer, tmp_path: Path) -> None:
+    """Plain JSON stages hand v2 tensors back unchanged: the gateway answers v2 without them, while
+    invoke (JSON values -> tensors in pre, xml formatting in post) still goes through each stage."""
+    spec = base_spec("add", preprocess={"builtin": {"format": "json"}}, postprocess={"builtin": {"format": "xml"}})
+    dep = deploy(tmp_path, triton, spec, name="skips")
+    try:
+        v2 = {"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+                         {"name": "INPUT1", "shape": [1, 2], "datatype": "FP32", "data": [3, 4]}]}
+        invoke = {"inputs": {"INPUT0": [[1, 2]], "INPUT1": [[3, 4]]}}
+        for stage in ("pre", "post"):
+            assert httpx.post(f"{dep.url}/v1/models/add/invoke", json=invoke).status_code == 200
+            dep.stages[stage].kill()
+            r = httpx.post(f"{dep.url}/v2/models/add/infer", json=v2)
+            assert r.status_code == 200, r.text
+            assert {o["name"]: o["data"] for o in r.json()["outputs"]}["SUM"] == [4, 6]
+            r = httpx.post(f"{dep.url}/v1/models/add/invoke", json=invoke)
+            assert r.status_code == 503 and r.json()["error"]["field"] == stage, r.text
+            dep.stages[stage].start()
+    finally:
+        dep.stop()

@@ -292,7 +292,11 @@ class OutputFilter(ApiModel):
 
 
 class PreprocessSpec(ApiModel):
-    """The preprocessing sidecar: runs before Triton on every request."""
+    """The preprocessing sidecar: runs before Triton on each request it has work for.
+
+    A v2 request already carries model tensors: with no script and no inputSchema the gateway
+    sends it straight to Triton.
+    """
 
     builtin: PreBuiltin | None = described("Use a built-in preprocessor.", default=None)
     script: ScriptSpec | None = described("Use a user script.", default=None)
@@ -312,7 +316,11 @@ class PreprocessSpec(ApiModel):
 
 
 class PostprocessSpec(ApiModel):
-    """The postprocessing sidecar: runs after Triton on every request."""
+    """The postprocessing sidecar: runs after Triton on each request it has work for.
+
+    With no script, topK or filter it would return the outputs unchanged (its xml and binary
+    formats apply to invoke answers), and the gateway answers without the hop.
+    """
 
     builtin: PostBuiltin | None = described("Use a built-in postprocessor.", default=None)
     script: ScriptSpec | None = described("Use a user script.", default=None)

@@ -30,7 +30,7 @@ from tritium.dataplane.errors import (
 )
 from tritium.dataplane.http_server import Request, Response, Router, StreamResponse
 from tritium.dataplane.metrics import GatewayMetrics
-from tritium.dataplane.pipeline import Deadline, Pipeline, Result
+from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
 from tritium.dataplane.stage_client import StageClient
 from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
 from tritium.dataplane.triton import Triton, TritonHttp, unavailable
@@ -107,7 +107,10 @@ class Gateway:
         if protocol not in ("http", "grpc"):
             raise ValueError(f"{TRITON_PROTOCOL_ENV} must be http or grpc, not {protocol!r}")
         self.unary = TritonHttp(s.triton_http) if protocol == "http" else None
-        self.pipeline = Pipeline(self.triton, pre, post, self.unary)
+        spec = s.config.spec
+        self.pipeline = Pipeline(self.triton, pre, post, self.unary,
+                                 pre_skips_tensors=pre_passes_tensors(spec.preprocess),
+                                 post_skips=post_passes_modes(spec.postprocess))
         cache_spec = s.config.spec.gateway.cache
         if cache_spec.enabled:
             if s.redis_url:

@@ -2,7 +2,9 @@
 
 The gateway's handlers parse their API (v2 infer, invoke, stream) into tensors or JSON values
 and call this; stages are skipped when the spec has none, in which case the same built-in JSON
-conversions run in the gateway process.
+conversions run in the gateway process. A stage is also skipped for a request it would hand
+back unchanged (see `pre_passes_tensors` and `post_passes_modes`): each hop costs two messages
+between processes, which on a small model is most of the gateway's own cost.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tritium.api.spec import PostprocessSpec, PreprocessSpec
 from tritium.dataplane.convert import inputs_from_json, outputs_to_json, text_of, values_to_tensors
 from tritium.dataplane.errors import ApiError
 from tritium.dataplane.stage_client import StageClient
@@ -56,13 +59,43 @@ class Result:
         return out
 
 
+MODES = ("v2", "invoke", "stream")
+
+
+def pre_passes_tensors(section: PreprocessSpec | None) -> bool:
+    """Whether the pre stage returns model tensors (a v2 request) unchanged: no script, no schema.
+
+    Its built-in formats only decode payloads other than tensors (JSON values, XML, binary).
+    """
+    return section is not None and section.script is None and not section.input_schema
+
+
+def post_passes_modes(section: PostprocessSpec | None) -> frozenset[str]:
+    """The request modes for which the post stage's answer equals the gateway's own (no hop needed).
+
+    No script, no top-k, no filter: it returns the outputs as they are, with the same text the
+    gateway derives; its xml and binary formats apply to invoke answers only.
+    """
+    if section is None or section.script is not None or section.filter is not None:
+        return frozenset()
+    builtin = section.builtin
+    if builtin is not None and builtin.top_k is not None:
+        return frozenset()
+    if builtin is not None and builtin.format != "json":
+        return frozenset({"v2", "stream"})
+    return frozenset(MODES)
+
+
 class Pipeline:
     def __init__(self, triton: Triton, pre: StageClient | None, post: StageClient | None,
-                 unary: Triton | TritonHttp | None = None) -> None:
+                 unary: Triton | TritonHttp | None = None, *, pre_skips_tensors: bool = False,
+                 post_skips: frozenset[str] = frozenset()) -> None:
         self.triton = triton
         self.unary = unary or triton  # who answers unary inference (HTTP by default, see TritonHttp)
         self.pre = pre
         self.post = post
+        self.pre_tensors = None if pre_skips_tensors else pre  # who prepares v2 tensors
+        self.post_by_mode = {mode: None if mode in post_skips else post for mode in MODES}
 
     # -- pre ---------------------------------------------------------------------------------
     async def prepare_json(self, info: ModelInfo, inputs: Any, parameters: dict[str, Any], request_id: str,
@@ -89,19 +122,20 @@ class Pipeline:
 
     async def prepare_tensors(self, info: ModelInfo, tensors: dict[str, np.ndarray], parameters: dict[str, Any],
                               request_id: str, deadline: Deadline) -> dict[str, np.ndarray]:
-        if self.pre is None:
+        if self.pre_tensors is None:
             return tensors
         header = {"mode": "tensors", "model": info.wire(), "parameters": parameters}
-        _, out, _ = await self.pre.call(header, tensors, request_id=request_id, timeout=deadline.remaining())
+        _, out, _ = await self.pre_tensors.call(header, tensors, request_id=request_id, timeout=deadline.remaining())
         return out
 
     # -- post --------------------------------------------------------------------------------
     async def finish(self, outputs: dict[str, np.ndarray], parameters: dict[str, Any], mode: str, request_id: str,
                      deadline: Deadline) -> Result:
-        if self.post is None:
-            return Result(tensors=outputs, text=text_of(outputs))
+        post = self.post_by_mode[mode]
+        if post is None:
+            return Result(tensors=outputs, text=text_of(outputs) if mode != "v2" else None)
         header = {"mode": mode, "parameters": parameters}
-        head, tensors, raw = await self.post.call(header, outputs, request_id=request_id,
+        head, tensors, raw = await post.call(header, outputs, request_id=request_id,
                                                   timeout=deadline.remaining())
         return Result(
             tensors=tensors, values=head.get("values") or {}, text=head.get("text"),
@@ -115,7 +149,7 @@ class Pipeline:
                     request_id: str, deadline: Deadline) -> Result:
         """Model tensors (already pre-processed) -> Triton -> post."""
         out, answered = await self.unary.infer(
-            info.name, version, tensors, outputs=outputs if self.post is None else None,
+            info.name, version, tensors, outputs=outputs if self.post_by_mode[mode] is None else None,
             request_id=request_id, timeout=deadline.remaining(), parameters=triton_parameters,
         )
         result = await self.finish(out, parameters, mode, request_id, deadline)
