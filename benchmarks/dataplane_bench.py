@@ -4,9 +4,12 @@ Client: NVIDIA's perf_analyzer from the tritonclient 2.51 wheel (HTTP, KServe v2
 libb64.so.0d and libcudart.so.12: both are taken from the copies vendored in the nvidia-pytriton
 wheel through a directory of symlinks, so nothing is installed system-wide.
 
-Pipeline under test: gateway + built-in JSON pre and post stages (identity on v2 tensors), i.e.
-three hops more than direct Triton. Models: tests/data/models/identity (tiny) and the MiniLM
-example when examples/minilm exists.
+Two pipelines under test, each a gateway with identity pre and post stages, side by side:
+- "gateway": built-in JSON pre and post stages, which have nothing to do for v2 tensors, so the
+  gateway answers without calling them (pipeline.py): gateway -> Triton;
+- "gateway+hops": pass-through script stages (`return inputs` / `return outputs`), which the
+  gateway must call: gateway -> pre -> gateway -> Triton -> gateway -> post -> gateway.
+Models: tests/data/models/identity (tiny) and the MiniLM example when examples/minilm exists.
 
     python benchmarks/dataplane_bench.py [--interval-ms 2000] [--json out.json]
 """
@@ -29,6 +32,23 @@ sys.path.insert(0, str(ROOT))
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
 
 TARGETS = {"added_p50_ms_c1": 1.0, "throughput_ratio_c8": 0.6}
+PATHS = ("direct", "gateway", "gateway+hops")
+IDENTITY_PRE = "def preprocess(inputs, parameters):\n    return inputs\n"
+IDENTITY_POST = "def postprocess(outputs, parameters):\n    return outputs\n"
+
+
+def with_stages(spec: dict[str, Any], workdir: Path, scripts: bool) -> dict[str, Any]:
+    """The spec with identity stages: built-in JSON ones, or pass-through scripts."""
+    spec = dict(spec)
+    if scripts:
+        (workdir / "identity_pre.py").write_text(IDENTITY_PRE)
+        (workdir / "identity_post.py").write_text(IDENTITY_POST)
+        spec["preprocess"] = {"script": {"path": str(workdir / "identity_pre.py")}}
+        spec["postprocess"] = {"script": {"path": str(workdir / "identity_post.py")}}
+    else:
+        spec["preprocess"] = {"builtin": {"format": "json"}}
+        spec["postprocess"] = {"builtin": {"format": "json"}}
+    return spec
 
 
 def perf_analyzer() -> tuple[str, dict[str, str]]:
@@ -74,19 +94,25 @@ def bench_model(pa: tuple[str, dict[str, str]], model: str, repo: Path | None, s
                 interval_ms: int, workdir: Path) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"models": (model,)}
     triton = start_triton(**kwargs) if repo is None else _triton_for(repo, model)
-    dep = deploy(workdir, triton, spec, name=f"bench-{model}")
-    results: dict[str, Any] = {}
+    deps = {}
     try:
+        for path, scripts in (("gateway", False), ("gateway+hops", True)):
+            where = workdir / f"{model}-{'scripts' if scripts else 'builtin'}"
+            where.mkdir(exist_ok=True)
+            deps[path] = deploy(where, triton, with_stages(spec, where, scripts), name=f"bench-{model}")
+        results: dict[str, Any] = {}
         for c in (1, 8):
-            direct = measure(pa, triton.http_url, model, shape, c, interval_ms, workdir)
-            via = measure(pa, dep.url, model, shape, c, interval_ms, workdir)
-            results[f"c{c}"] = {
-                "direct": direct, "gateway": via,
-                "added_p50_ms": round(via["p50_ms"] - direct["p50_ms"], 3),
-                "throughput_ratio": round(via["throughput"] / direct["throughput"], 3),
-            }
+            row: dict[str, Any] = {"direct": measure(pa, triton.http_url, model, shape, c, interval_ms, workdir)}
+            for path, dep in deps.items():
+                row[path] = measure(pa, dep.url, model, shape, c, interval_ms, workdir)
+            for path in deps:
+                suffix = "" if path == "gateway" else "_hops"
+                row["added_p50_ms" + suffix] = round(row[path]["p50_ms"] - row["direct"]["p50_ms"], 3)
+                row["throughput_ratio" + suffix] = round(row[path]["throughput"] / row["direct"]["throughput"], 3)
+            results[f"c{c}"] = row
     finally:
-        dep.stop()
+        for dep in deps.values():
+            dep.stop()
         triton.stop()
     return results
 
@@ -100,8 +126,8 @@ def _triton_for(repo: Path, model: str) -> Any:
 def _minilm(workdir: Path) -> tuple[Path, dict[str, Any]] | None:
     """A model repository for the MiniLM example (its model + the config.pbtxt the operator renders).
 
-    The comparison uses identity (built-in) stages, as for the tiny model: it measures the data
-    plane, not tokenization.
+    The comparison uses identity stages, as for the tiny model: it measures the data plane, not
+    tokenization.
     """
     example = ROOT / "examples" / "minilm"
     if not (example / "isvc.yaml").is_file() or not (example / "model" / "1").is_dir():
@@ -117,8 +143,8 @@ def _minilm(workdir: Path) -> tuple[Path, dict[str, Any]] | None:
     if not (model_dir / "1").exists():
         (model_dir / "1").symlink_to(example / "model" / "1")
     spec = isvc.spec.to_wire()
-    spec["preprocess"] = {"builtin": {"format": "json"}}
-    spec["postprocess"] = {"builtin": {"format": "json"}}
+    spec.pop("preprocess", None)
+    spec.pop("postprocess", None)
     spec["gateway"] = {}
     return repo, spec
 
@@ -127,33 +153,35 @@ def table(name: str, results: dict[str, Any]) -> str:
     lines = [f"### {name}", "", "| concurrency | path | throughput (infer/s) | p50 (ms) | p99 (ms) |",
              "|---|---|---|---|---|"]
     for c, r in results.items():
-        for path in ("direct", "gateway"):
+        for path in PATHS:
             m = r[path]
             lines.append(f"| {c[1:]} | {path} | {m['throughput']:.0f} | {m['p50_ms']:.2f} | {m['p99_ms']:.2f} |")
-        lines.append(f"| {c[1:]} | **gateway/direct** | **{r['throughput_ratio']:.2f}x** | "
-                     f"**+{r['added_p50_ms']:.2f}** | |")
+        for path, suffix in (("gateway", ""), ("gateway+hops", "_hops")):
+            lines.append(f"| {c[1:]} | **{path} / direct** | **{r['throughput_ratio' + suffix]:.2f}x** | "
+                         f"**{r['added_p50_ms' + suffix]:+.2f}** | |")
     return "\n".join(lines)
 
 
 def svg_plot(results: dict[str, Any]) -> str:
     """Grouped bars, direct vs gateway: throughput relative to direct, and p50 latency (ms). No plotting deps."""
     groups = [(model, c, r) for model, by_c in results.items() for c, r in by_c.items()]
-    width, height, top, bottom, left = 140 * len(groups) + 80, 520, 40, 60, 60
+    width, height, top, bottom, left = 160 * len(groups) + 80, 520, 40, 60, 60
     panel = (height - top - bottom - 40) // 2
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              'font-family="sans-serif" font-size="12">',
-             f'<text x="{left}" y="20" font-size="14">Direct Triton vs through the gateway (pre + post stages)</text>']
-    colors = {"direct": "#4c72b0", "gateway": "#dd8452"}
+             f'<text x="{left}" y="20" font-size="14">Direct Triton vs through the gateway (identity pre + post '
+             'stages: skipped / called)</text>']
+    colors = {"direct": "#4c72b0", "gateway": "#dd8452", "gateway+hops": "#55a868"}
     for p_i, (metric, label) in enumerate((("throughput", "throughput, relative to direct"),
                                            ("p50_ms", "p50 latency (ms)"))):
         y0 = top + p_i * (panel + 40) + panel
-        peak = max(max(r["direct"][metric], r["gateway"][metric]) /
+        peak = max(max(r[p][metric] for p in PATHS) /
                    (r["direct"]["throughput"] if metric == "throughput" else 1) for _, _, r in groups) or 1
         parts.append(f'<text x="{left}" y="{y0 - panel - 6}">{label}</text>')
         parts.append(f'<line x1="{left}" y1="{y0}" x2="{width - 20}" y2="{y0}" stroke="#333"/>')
         for g, (model, c, r) in enumerate(groups):
-            x = left + 20 + g * 140
-            for k, path in enumerate(("direct", "gateway")):
+            x = left + 20 + g * 160
+            for k, path in enumerate(PATHS):
                 value = r[path][metric] / (r["direct"]["throughput"] if metric == "throughput" else 1)
                 h = panel * value / peak
                 parts.append(f'<rect x="{x + k * 45}" y="{y0 - h:.1f}" width="40" height="{h:.1f}" '
@@ -162,9 +190,9 @@ def svg_plot(results: dict[str, Any]) -> str:
                 parts.append(f'<text x="{x + k * 45 + 2}" y="{y0 - h - 3:.1f}" font-size="10">{text}</text>')
             if p_i == 1:
                 parts.append(f'<text x="{x}" y="{y0 + 16}">{model} c={c[1:]}</text>')
-    for k, path in enumerate(("direct", "gateway")):
-        parts.append(f'<rect x="{width - 200 + k * 90}" y="8" width="12" height="12" fill="{colors[path]}"/>')
-        parts.append(f'<text x="{width - 184 + k * 90}" y="19">{path}</text>')
+    for k, path in enumerate(PATHS):
+        parts.append(f'<rect x="{left + k * 110}" y="{height - 20}" width="12" height="12" fill="{colors[path]}"/>')
+        parts.append(f'<text x="{left + 16 + k * 110}" y="{height - 9}">{path}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
 
@@ -174,16 +202,16 @@ def main() -> int:
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer measurement window")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--plot", default=None, help="also write an SVG bar chart to this file")
+    parser.add_argument("--tiny-only", action="store_true", help="skip the MiniLM model")
     args = parser.parse_args()
     pa = perf_analyzer()
     workdir = Path(tempfile.mkdtemp(prefix="tritium-bench-"))
-    spec = base_spec("identity", preprocess={"builtin": {"format": "json"}},
-                     postprocess={"builtin": {"format": "json"}})
+    spec = base_spec("identity")
     all_results = {"identity": bench_model(pa, "identity", None, spec, "INPUT0:16", args.interval_ms, workdir)}
     print(table("tiny model (identity, 16 x FP32)", all_results["identity"]))
-    minilm = _minilm(workdir)
+    minilm = None if args.tiny_only else _minilm(workdir)
     if minilm is None:
-        print("\n(MiniLM: examples/minilm not found, skipped)")
+        print("\n(MiniLM: skipped)")
     else:
         repo, mspec = minilm
         name = mspec["model"]["name"]
@@ -191,14 +219,13 @@ def main() -> int:
         all_results["minilm"] = bench_model(pa, name, repo, mspec, shape, args.interval_ms, workdir)
         print("\n" + table("MiniLM (1 sentence, 32 tokens)", all_results["minilm"]))
     tiny = all_results["identity"]
-    verdict = {
-        "added_p50_ms_c1": (tiny["c1"]["added_p50_ms"], tiny["c1"]["added_p50_ms"] <= TARGETS["added_p50_ms_c1"]),
-        "throughput_ratio_c8": (tiny["c8"]["throughput_ratio"],
-                                tiny["c8"]["throughput_ratio"] >= TARGETS["throughput_ratio_c8"]),
-    }
     print("\ntargets (tiny model):")
-    for key, (value, ok) in verdict.items():
-        print(f"  {key}: {value} (target {TARGETS[key]}) -> {'met' if ok else 'NOT met'}")
+    for path, suffix in (("gateway", ""), ("gateway+hops", "_hops")):
+        added, ratio = tiny["c1"]["added_p50_ms" + suffix], tiny["c8"]["throughput_ratio" + suffix]
+        print(f"  {path}: added p50 at c=1 {added:+.2f} ms (target <= {TARGETS['added_p50_ms_c1']}) -> "
+              f"{'met' if added <= TARGETS['added_p50_ms_c1'] else 'NOT met'}; "
+              f"throughput at c=8 {ratio:.2f}x (target >= {TARGETS['throughput_ratio_c8']}) -> "
+              f"{'met' if ratio >= TARGETS['throughput_ratio_c8'] else 'NOT met'}")
     if args.json:
         Path(args.json).write_text(json.dumps(all_results, indent=1))
     if args.plot:

@@ -48,6 +48,22 @@ def test_tritonclient_through_gateway_equals_direct(gw: Deployment, triton: Trit
     np.testing.assert_array_equal(via.as_numpy("SUM"), A + B)
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_v2_answer_is_tritons_own_when_nothing_needs_the_tensors(gw: Deployment, triton: TritonServer,
+                                                                  binary: bool) -> None:
+    """No stage, no cache: the request goes to Triton as sent, and Triton's answer comes back byte for byte."""
+    inputs = _inputs(binary)
+    outputs = [httpclient.InferRequestedOutput("SUM", binary_data=binary)]
+    body, header_length = httpclient.InferenceServerClient.generate_request_body(inputs, outputs, request_id="r-7")
+    headers = {"Inference-Header-Content-Length": str(header_length)} if header_length else {}
+    direct = httpx.post(f"{triton.http_url}/v2/models/add/infer", content=body, headers=headers)
+    via = httpx.post(f"{gw.url}/v2/models/add/infer", content=body, headers=headers)
+    assert direct.status_code == via.status_code == 200
+    assert via.content == direct.content
+    assert via.headers.get("Inference-Header-Content-Length") == direct.headers.get("Inference-Header-Content-Length")
+    assert via.headers["X-Tritium-Revision"] == "r1"
+
+
 def test_tritonclient_metadata_readiness_and_output_selection(gw: Deployment, triton: TritonServer) -> None:
     client = _client(gw.url)
     assert client.is_server_live() and client.is_server_ready()

@@ -147,7 +147,9 @@ def test_connection_refused_is_retried_then_raised() -> None:
 
 @pytest.fixture
 def staged(triton: TritonServer, tmp_path: Path) -> Iterator[Deployment]:
-    spec = base_spec("add", preprocess={"builtin": {"format": "json"}}, postprocess={"builtin": {"format": "json"}})
+    # The filter gives the post stage work on every request (a stage with none is not called).
+    spec = base_spec("add", preprocess={"builtin": {"format": "json"}},
+                     postprocess={"builtin": {"format": "json"}, "filter": {"include": ["SUM"]}})
     dep = deploy(tmp_path, triton, spec, name="sdkstages")
     yield dep
     dep.stop()

@@ -19,7 +19,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tritium.dataplane.errors import ApiError
-from tritium.dataplane.http11 import Http11Pool, HttpError
+from tritium.dataplane.http11 import Http11Pool, HttpError, Response
 from tritium.dataplane.tensors import (
     HEADER_LENGTH,
     deserialize_bytes_tensor,
@@ -275,6 +275,25 @@ class TritonHttp:
         length = resp.headers.get(_HEADER_LENGTH_LOWER)
         header, tensors = parse_v2_response(resp.body, int(length) if length else None)
         return tensors, str(header.get("model_version", version))
+
+
+    async def forward(self, model: str, version: str, body: bytes, content_type: str,
+                      header_length: str | None) -> Response:
+        """A v2 infer request passed to Triton as it came, and Triton's answer as it left.
+
+        Triton speaks the same protocol (JSON and the binary extension): when no stage and no cache
+        needs the tensors, decoding and re-encoding them would only cost time.
+        """
+        headers = {"Content-Type": content_type or "application/json"}
+        if header_length:
+            headers[HEADER_LENGTH] = header_length
+        try:
+            resp = await self._pool.request("POST", self._path(model, version), body, headers)
+        except HttpError as exc:
+            raise unavailable(f"Triton is unavailable: {exc}") from None
+        if resp.status != 200:
+            raise map_http_error(resp.status, resp.body, model)
+        return resp
 
 
 def map_http_error(status: int, body: bytes, model: str) -> ApiError:
