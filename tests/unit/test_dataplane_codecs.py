@@ -8,7 +8,7 @@ import pytest
 
 from tritium.dataplane.convert import inputs_from_json, text_of, values_to_tensors
 from tritium.dataplane.errors import ApiError
-from tritium.dataplane.gateway import parse_timeout
+from tritium.dataplane.gateway import new_request_id, parse_timeout
 from tritium.dataplane.tensors import (
     V2Request,
     deserialize_bytes_tensor,
@@ -116,3 +116,9 @@ def test_timeouts(value: str, seconds: float) -> None:
 def test_bad_timeouts(value: str) -> None:
     with pytest.raises(ApiError):
         parse_timeout(value)
+
+
+def test_generated_request_ids_are_unique_uuid_sized_hex() -> None:
+    ids = [new_request_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)

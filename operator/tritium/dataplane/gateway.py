@@ -8,10 +8,10 @@ is an ApiError rendered as JSON by one dispatcher, which also counts and times e
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,16 @@ _HTTP_ONLY_PARAMETERS = ("binary_data_output",)
 _TIMEOUT_KEY = TIMEOUT_HEADER.lower()
 _HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()
+
+
+_ID_PREFIX = os.urandom(10).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A request id for requests that come without one: unique per process start, then a counter
+    (32 hex digits like a UUID; a uuid4 per request read the random device every time)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 def parse_timeout(value: str) -> float:
@@ -406,7 +416,7 @@ def build_handler(gateway: Gateway) -> Any:
 
     async def dispatch(request: Request) -> Response | StreamResponse:
         start = time.perf_counter()
-        rid = request.headers.get(_REQUEST_ID_KEY) or uuid.uuid4().hex
+        rid = request.headers.get(_REQUEST_ID_KEY) or new_request_id()
         request.state[REQUEST_ID_HEADER] = rid
         handler, request.match_info, pattern, allowed = router.resolve(request.method, request.path)
         endpoint = labels.get(pattern)
@@ -449,7 +459,7 @@ def build_handler(gateway: Gateway) -> Any:
 def error_body(status: int, code: str, message: str, target: str, headers: dict[str, str]) -> tuple[
         bytes, dict[str, str]]:
     """Answers the server gives before a handler runs (malformed request, body too large)."""
-    rid = headers.get(_REQUEST_ID_KEY) or uuid.uuid4().hex
+    rid = headers.get(_REQUEST_ID_KEY) or new_request_id()
     err = ApiError(status, code, message, field="body" if status == 413 else None)
     return err.to_json(rid, v2=target.startswith("/v2")), {REQUEST_ID_HEADER: rid}
 
