@@ -121,7 +121,7 @@ async def test_chunked_responses_are_read_whole() -> None:
 
 
 def test_stage_client_urls() -> None:
-    assert StageClient("pre", "unix:/tmp/tritium-pre.sock")._pool.path == "/tmp/tritium-pre.sock"
+    assert StageClient("pre", "unix:/tmp/tritium-pre.sock")._wire.path == "/tmp/tritium-pre.sock"
     assert StageClient("post", "http://127.0.0.1:9002")._pool.port == 9002
     for bad in ("unix:relative.sock", "https://127.0.0.1:9001", "http://127.0.0.1"):
         with pytest.raises(ValueError):

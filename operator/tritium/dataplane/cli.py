@@ -103,19 +103,20 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 async def _serve_stage(processor: Any, host: str, port: int, socket_path: str | None = None) -> None:
-    from tritium.dataplane.http11_server import serve, serve_unix
-    from tritium.dataplane.stage import stage_handler
+    from tritium.dataplane.http11_server import serve
+    from tritium.dataplane.stage import StageService
+    from tritium.dataplane.stage_wire import serve_wire
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    handler = stage_handler(processor)
+    service = StageService(processor)
     # The TCP port serves probes and scrapes (and any gateway given an http:// URL); the Unix
-    # socket, when asked for, is the gateway's own path to the stage. It is bound first, so that a
-    # stage whose probe answers is reachable both ways.
-    servers = [await serve_unix(handler, socket_path)] if socket_path else []
-    servers.append(await serve(handler, host, port))
+    # socket, when asked for, is the gateway's own path to the stage (framed messages, see
+    # stage_wire.py). It is bound first, so that a stage whose probe answers is reachable both ways.
+    servers = [await serve_wire(service.wire, socket_path)] if socket_path else []
+    servers.append(await serve(service.http, host, port))
     logging.getLogger("tritium").info("%s stage listening on %s:%d%s", processor.stage, host, port,
                                       f" and {socket_path}" if socket_path else "")
     try:

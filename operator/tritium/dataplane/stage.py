@@ -187,54 +187,80 @@ class StageProcessor:
         return head, out_tensors, None
 
 
-def _error(exc: ApiError, rid: str | None) -> Reply:
-    return Reply(exc.status, exc.to_json(rid), {"Content-Type": "application/json", **exc.headers})
+def _error_json(exc: ApiError, rid: str | None) -> bytes:
+    return exc.to_json(rid)
+
+
+class StageService:
+    """One stage process' two doors to its processor, sharing its metrics.
+
+    `wire` answers the gateway on the Unix socket (stage_wire frames); `http` serves probes,
+    Prometheus scrapes and POST /v1/process (a gateway given an http:// URL) on the TCP port.
+    """
+
+    def __init__(self, processor: StageProcessor, metrics: StageMetrics | None = None) -> None:
+        self.processor = processor
+        self.metrics = metrics or StageMetrics(processor.stage)
+        self.stage = processor.stage
+        self._health = orjson.dumps({"status": "ok", "stage": self.stage})
+        self._latency = self.metrics.latency.labels(self.stage)
+        self._counters: dict[int, Any] = {}  # label children by status, looked up once (labels() is not free)
+
+    async def process(self, body: bytes, header_length: int | None, rid: str | None) -> tuple[int, bytes, int]:
+        """One message -> (status, answer, answer's header length); errors become their JSON envelope."""
+        start = time.perf_counter()
+        status = 200
+        try:
+            header, tensors, raw = unpack_message(body, header_length)
+            out_header, out_tensors, out_raw = await self.processor.process(header, tensors, raw)
+            answer, answer_length = pack_message(out_header, out_tensors, out_raw)
+            return 200, answer, answer_length
+        except ApiError as exc:
+            status = exc.status
+            return status, _error_json(exc, rid), 0
+        except Exception as exc:
+            log.exception("%s stage failed", self.stage)
+            status = 500
+            return 500, _error_json(ApiError(500, "stage_error", f"{type(exc).__name__}: {exc}"), rid), 0
+        finally:
+            counter = self._counters.get(status)
+            if counter is None:
+                counter = self._counters[status] = self.metrics.requests.labels(self.stage, str(status))
+            counter.inc()
+            self._latency.observe(time.perf_counter() - start)
+
+    async def wire(self, body: bytes, header_length: int, request_id: str, timeout: float) -> tuple[int, bytes, int]:
+        if not body:
+            return 200, b"", 0  # the gateway's readiness ping: the socket answers
+        return await self.process(body, header_length, request_id or None)
+
+    async def http(self, request: Request) -> Reply:
+        if request.path == "/v1/process":
+            if request.method != "POST":
+                return Reply(405, b"", {"Allow": "POST"})
+            length = request.headers.get(_LENGTH_HEADER)
+            try:
+                header_length = int(length) if length else None
+            except ValueError:
+                return Reply(400, _error_json(bad_request(f"{HEADER_LENGTH} must be an integer", HEADER_LENGTH),
+                                              None), {"Content-Type": "application/json"})
+            status, answer, answer_length = await self.process(request.body, header_length,
+                                                               request.headers.get("x-request-id"))
+            if status != 200:
+                return Reply(status, answer, {"Content-Type": "application/json"})
+            return Reply(200, answer, {"Content-Type": STAGE_CONTENT_TYPE, HEADER_LENGTH: str(answer_length)})
+        if request.method not in ("GET", "HEAD"):
+            return Reply(405, b"", {"Allow": "GET"})
+        if request.path == "/healthz":
+            return Reply(200, self._health, {"Content-Type": "application/json"})
+        if request.path == "/metrics":
+            return Reply(200, generate_latest(self.metrics.registry), {"Content-Type": CONTENT_TYPE_LATEST})
+        return Reply(404, b"", {})
+
+
+_LENGTH_HEADER = HEADER_LENGTH.lower()
 
 
 def stage_handler(processor: StageProcessor, metrics: StageMetrics | None = None) -> Handler:
     """The stage's HTTP routes: POST /v1/process, GET /healthz, GET /metrics."""
-    metrics = metrics or StageMetrics(processor.stage)
-    stage = processor.stage
-    health = orjson.dumps({"status": "ok", "stage": stage})
-    requests, latency = metrics.requests, metrics.latency.labels(stage)
-    counters: dict[int, Any] = {}  # label children by status, looked up once (labels() is not free)
-    length_header = HEADER_LENGTH.lower()
-
-    async def process(request: Request) -> Reply:
-        start = time.perf_counter()
-        status = 200
-        try:
-            length = request.headers.get(length_header)
-            header, tensors, raw = unpack_message(request.body, int(length) if length else None)
-            out_header, out_tensors, out_raw = await processor.process(header, tensors, raw)
-            body, header_length = pack_message(out_header, out_tensors, out_raw)
-            return Reply(200, body, {"Content-Type": STAGE_CONTENT_TYPE, HEADER_LENGTH: str(header_length)})
-        except ApiError as exc:
-            status = exc.status
-            return _error(exc, request.headers.get("x-request-id"))
-        except Exception as exc:
-            log.exception("%s stage failed", stage)
-            status = 500
-            err = ApiError(500, "stage_error", f"{type(exc).__name__}: {exc}")
-            return _error(err, request.headers.get("x-request-id"))
-        finally:
-            counter = counters.get(status)
-            if counter is None:
-                counter = counters[status] = requests.labels(stage, str(status))
-            counter.inc()
-            latency.observe(time.perf_counter() - start)
-
-    async def handle(request: Request) -> Reply:
-        if request.path == "/v1/process":
-            if request.method != "POST":
-                return Reply(405, b"", {"Allow": "POST"})
-            return await process(request)
-        if request.method not in ("GET", "HEAD"):
-            return Reply(405, b"", {"Allow": "GET"})
-        if request.path == "/healthz":
-            return Reply(200, health, {"Content-Type": "application/json"})
-        if request.path == "/metrics":
-            return Reply(200, generate_latest(metrics.registry), {"Content-Type": CONTENT_TYPE_LATEST})
-        return Reply(404, b"", {})
-
-    return handle
+    return StageService(processor, metrics).http

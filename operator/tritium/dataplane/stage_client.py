@@ -1,4 +1,5 @@
-"""The gateway's side of a stage sidecar: one keep-alive HTTP connection pool, binary messages.
+"""The gateway's side of a stage sidecar: binary messages over the stage's Unix socket (framed,
+multiplexed: dataplane/stage_wire.py) or, given an http:// URL, over keep-alive HTTP/1.1.
 
 A stage that cannot be reached is answered with 503 naming the stage, an error the stage
 reports keeps its own status and field, and a stage that overruns the deadline gives 504.
@@ -15,11 +16,12 @@ import orjson
 
 from tritium.dataplane.errors import REQUEST_ID_HEADER, TIMEOUT_HEADER, ApiError
 from tritium.dataplane.http11 import Http11Pool, HttpError
+from tritium.dataplane.stage_wire import StageWireClient, StageWireError
 from tritium.dataplane.tensors import HEADER_LENGTH, STAGE_CONTENT_TYPE, pack_message, unpack_message
 
 PROCESS_PATH = "/v1/process"
 HEALTH_PATH = "/healthz"
-UNIX_PREFIX = "unix:"  # unix:/tmp/tritium-pre.sock: the stage's Unix socket (same HTTP/1.1 messages)
+UNIX_PREFIX = "unix:"  # unix:/tmp/tritium-pre.sock: the stage's Unix socket (stage_wire frames)
 
 
 class StageClient:
@@ -32,15 +34,20 @@ class StageClient:
             path = self.base_url[len(UNIX_PREFIX):]
             if not path.startswith("/"):
                 raise ValueError(f"{name} stage socket must be an absolute path (unix:/PATH), got {base_url!r}")
-            self._pool = Http11Pool("localhost", 0, path=path)
+            self._wire: StageWireClient | None = StageWireClient(path)
+            self._pool: Http11Pool | None = None
             return
         url = urlsplit(self.base_url)
         if url.scheme != "http" or not url.hostname or not url.port:
             raise ValueError(f"{name} stage URL must be http://HOST:PORT or unix:/PATH, got {base_url!r}")
+        self._wire = None
         self._pool = Http11Pool(url.hostname, url.port)
 
     async def close(self) -> None:
-        await self._pool.close()
+        if self._wire is not None:
+            await self._wire.close()
+        if self._pool is not None:
+            await self._pool.close()
 
     def _down(self, why: str) -> ApiError:
         return ApiError(
@@ -52,6 +59,16 @@ class StageClient:
                    raw: bytes | None = None, *, request_id: str, timeout: float) -> tuple[
                        dict[str, Any], dict[str, np.ndarray], bytes | None]:
         body, header_length = pack_message(header, tensors, raw)
+        if self._wire is not None:
+            try:
+                status, answer, answer_length = await self._wire.call(
+                    body, header_length, request_id=request_id, timeout=max(timeout, 0.001))
+            except StageWireError as exc:
+                raise self._down(str(exc)) from None
+            if status != 200:
+                raise self._error(status, answer)
+            return unpack_message(answer, answer_length)
+        assert self._pool is not None
         headers = {
             "Content-Type": STAGE_CONTENT_TYPE,
             HEADER_LENGTH: str(header_length),
@@ -81,9 +98,22 @@ class StageClient:
         return err
 
     async def ready(self, timeout: float = 1.0) -> bool:
+        if self._wire is not None:
+            return await self._wire_ready(timeout)
+        assert self._pool is not None
         try:
             async with asyncio.timeout(timeout):
                 resp = await self._pool.request("GET", HEALTH_PATH)
         except (HttpError, TimeoutError):
             return False
         return resp.status == 200
+
+    async def _wire_ready(self, timeout: float) -> bool:
+        """A ping over the socket: an empty message the stage answers without processing."""
+        assert self._wire is not None
+        try:
+            async with asyncio.timeout(timeout):
+                status, _, _ = await self._wire.call(b"", 0, request_id="", timeout=timeout)
+        except (StageWireError, TimeoutError):
+            return False
+        return status == 200

@@ -1,0 +1,298 @@
+"""The gateway -> stage hop over a Unix socket: one connection, multiplexed calls, coalesced writes.
+
+Over HTTP/1.1 each concurrent call had its own connection, so each call cost its own write, its
+own read and its own event-loop wake-up on both ends; measured, that per-message overhead
+dominated the hop. Here every call travels as a small binary frame on ONE connection, tagged
+with a call id so answers may come back in any order. Frames queued during one event-loop
+iteration leave in one writelines (one writev), on both sides, so at concurrency N several calls
+share a syscall and a wake-up of the peer. The stage's TCP port keeps HTTP for probes and metrics.
+
+Frames (little-endian; the length counts the bytes after the 4-byte length field itself):
+
+    request:  <IIIdH  length, call id, header length, timeout seconds, request id length,
+              then the request id (utf-8), then the body
+    response: <IIHI   length, call id, status, header length, then the body
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("tritium.stage.wire")
+
+_LENGTH = struct.Struct("<I")
+_REQUEST = struct.Struct("<IIIdH")  # length, call id, header length, timeout, request id length
+_RESPONSE = struct.Struct("<IIHI")  # length, call id, status, header length
+MAX_FRAME = (1 << 31) - 1
+ERROR_BODY = b'{"error":{"code":"stage_error","message":"internal error"}}'
+
+WireHandler = Callable[[bytes, int, str, float], Awaitable[tuple[int, bytes, int]]]
+"""handler(body, header_length, request_id, timeout) -> (status, body, header_length)."""
+
+
+class StageWireError(ConnectionError):
+    """The stage cannot be reached or the connection broke."""
+
+
+class _Framed(asyncio.Protocol):
+    """Splits the byte stream into frames; subclasses handle each one in _frame.
+
+    The common case (the buffer is empty and a read holds whole frames) is parsed straight from
+    the bytes read; a partial frame waits in a bytearray until `_need` bytes are there, so a large
+    frame arriving in many reads is copied a constant number of times, not once per read.
+    """
+
+    max_frame = MAX_FRAME
+    min_frame = 0  # the fixed prefix, less the length field
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self._buffer = bytearray()
+        self._need = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def eof_received(self) -> bool:
+        return False  # half-closed by the peer: close our side too (connection_lost follows)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return
+            data = bytes(buffer)
+            buffer.clear()
+        end = len(data)
+        offset = 0
+        while end - offset >= 4:
+            length = _LENGTH.unpack_from(data, offset)[0]
+            if length > self.max_frame or length < self.min_frame:
+                self._malformed(f"frame length {length} outside [{self.min_frame}, {self.max_frame}]")
+                return
+            stop = offset + 4 + length
+            if stop > end:
+                self._need = 4 + length
+                break
+            try:
+                self._frame(data, offset, stop)
+            except (ValueError, struct.error) as exc:
+                self._malformed(str(exc))
+                return
+            offset = stop
+        else:
+            self._need = 4
+        if offset < end:
+            buffer += data[offset:] if offset else data
+
+    def _frame(self, data: bytes, start: int, stop: int) -> None:
+        raise NotImplementedError
+
+    def _malformed(self, why: str) -> None:
+        log.warning("closing the stage connection: %s", why)
+        self.close()
+
+    def close(self) -> None:
+        self.closed = True
+        self._buffer.clear()
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _ClientConnection(_Framed):
+    """The gateway's end: pending calls by id, requests queued and flushed once per loop iteration."""
+
+    max_frame = 0xFFFFFFFF
+    min_frame = _RESPONSE.size - 4
+
+    def __init__(self, client: StageWireClient) -> None:
+        super().__init__()
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+        self.pending: dict[int, asyncio.Future[tuple[int, bytes, int]]] = {}
+        self.outgoing: list[bytes] = []
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.outgoing = []
+        if self.client._conn is self:
+            self.client._conn = None
+        why = f"connection to {self.client.path} closed" + (f": {exc}" if exc else " by the stage")
+        self.fail(StageWireError(why))
+
+    def fail(self, exc: Exception) -> None:
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    def send(self, prefix: bytes, request_id: bytes, body: bytes) -> None:
+        outgoing = self.outgoing
+        if not outgoing:
+            self.loop.call_soon(self._flush)
+        outgoing.append(prefix)
+        if request_id:
+            outgoing.append(request_id)
+        if body:
+            outgoing.append(body)  # the caller's bytes, not a copy: writelines gathers them
+
+    def _flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if self.closed or self.transport is None or self.transport.is_closing() or not outgoing:
+            return  # connection_lost fails the pending calls
+        self.transport.writelines(outgoing)
+        self.client.writes += 1
+
+    def _frame(self, data: bytes, start: int, stop: int) -> None:
+        _, call_id, status, header_length = _RESPONSE.unpack_from(data, start)
+        future = self.pending.pop(call_id, None)
+        if future is not None and not future.done():  # else cancelled: a late answer, dropped
+            future.set_result((status, data[start + _RESPONSE.size:stop], header_length))
+
+
+class StageWireClient:
+    """Calls one stage over its Unix socket; every concurrent call shares one connection.
+
+    No timeout of its own: the caller bounds each call (asyncio.timeout), and a cancelled call
+    only forgets its id, so the connection stays usable. A call already sent when the connection
+    breaks fails with StageWireError and is not retried (the stage may have acted on it); the
+    next call reconnects.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.writes = 0  # writelines calls: fewer than calls when they were coalesced
+        self.connects = 0
+        self._conn: _ClientConnection | None = None
+        self._connecting: asyncio.Task[_ClientConnection] | None = None
+        self._next_id = 0
+        self._epoch = 0  # bumped by close()
+
+    async def _open(self) -> _ClientConnection:
+        loop = asyncio.get_running_loop()
+        epoch = self._epoch
+        try:
+            _, conn = await loop.create_unix_connection(lambda: _ClientConnection(self), self.path)
+        except OSError as exc:
+            raise StageWireError(f"cannot connect to {self.path}: {exc.strerror or exc}") from None
+        finally:
+            if self._connecting is asyncio.current_task():
+                self._connecting = None
+        if epoch != self._epoch:  # close() ran meanwhile: do not leave a connection behind it
+            conn.close()
+            raise StageWireError(f"connection to {self.path} closed by the client")
+        self._conn = conn
+        self.connects += 1
+        return conn
+
+    async def _connection(self) -> _ClientConnection:
+        """The open connection, or one connect attempt shared by every caller that needs it."""
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self._open())
+        # Shielded: one caller's deadline must not cancel the connect the others wait for.
+        return await asyncio.shield(self._connecting)
+
+    async def call(self, body: bytes, header_length: int, *, request_id: str,
+                   timeout: float) -> tuple[int, bytes, int]:
+        """Send one message -> (status, body, header_length) of the stage's answer."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = await self._connection()
+            if conn.closed:
+                raise StageWireError(f"connection to {self.path} closed")
+        call_id = self._next_id
+        rid = request_id.encode()
+        prefix = _REQUEST.pack(_REQUEST.size - 4 + len(rid) + len(body), call_id, header_length, timeout, len(rid))
+        self._next_id = (call_id + 1) & 0xFFFFFFFF
+        future = conn.loop.create_future()
+        conn.pending[call_id] = future
+        conn.send(prefix, rid, body)
+        try:
+            return await future
+        except BaseException:
+            conn.pending.pop(call_id, None)  # cancelled (the caller's deadline): a late answer is dropped
+            raise
+
+    async def close(self) -> None:
+        """Close the connection and fail the calls still waiting; a later call connects again."""
+        self._epoch += 1
+        self._connecting = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+            conn.fail(StageWireError(f"connection to {self.path} closed by the client"))
+
+
+class _ServerConnection(_Framed):
+    """The stage's end: each frame runs the handler in its own task; answers leave coalesced."""
+
+    min_frame = _REQUEST.size - 4
+
+    def __init__(self, handler: WireHandler, max_frame: int) -> None:
+        super().__init__()
+        self.handler = handler
+        self.max_frame = max_frame
+        self.loop = asyncio.get_running_loop()
+        self.tasks: set[asyncio.Task[None]] = set()  # strong references: the loop holds tasks weakly
+        self.outgoing: list[bytes] = []
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.outgoing = []
+        for task in self.tasks:
+            task.cancel()
+
+    def _frame(self, data: bytes, start: int, stop: int) -> None:
+        _, call_id, header_length, timeout, rid_length = _REQUEST.unpack_from(data, start)
+        body_start = start + _REQUEST.size + rid_length
+        if body_start > stop:
+            raise ValueError(f"request id length {rid_length} exceeds the frame")
+        request_id = data[start + _REQUEST.size:body_start].decode()
+        task = self.loop.create_task(self._run(call_id, data[body_start:stop], header_length, request_id, timeout))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run(self, call_id: int, body: bytes, header_length: int, request_id: str, timeout: float) -> None:
+        try:
+            status, out, out_length = await self.handler(body, header_length, request_id, timeout)
+            prefix = _RESPONSE.pack(_RESPONSE.size - 4 + len(out), call_id, status, out_length)
+        except Exception:
+            log.exception("stage handler failed for request %s", request_id)
+            out = ERROR_BODY
+            prefix = _RESPONSE.pack(_RESPONSE.size - 4 + len(out), call_id, 500, 0)
+        if self.closed:
+            return
+        outgoing = self.outgoing
+        if not outgoing:
+            self.loop.call_soon(self._flush)
+        outgoing.append(prefix)
+        if out:
+            outgoing.append(out)
+
+    def _flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if self.closed or self.transport is None or self.transport.is_closing() or not outgoing:
+            return
+        self.transport.writelines(outgoing)
+
+
+async def serve_wire(handler: WireHandler, path: str, max_frame: int = MAX_FRAME) -> asyncio.Server:
+    """Serve handler on a Unix socket; a socket left behind by a previous run is replaced.
+
+    A frame longer than max_frame (or malformed) closes that connection: the stream is out of step.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(lambda: _ServerConnection(handler, max_frame), path, backlog=1024)
