@@ -354,10 +354,18 @@ class Gateway:
                     data = orjson.dumps({"outputs": result.json_outputs(), "text": result.text},
                                         option=orjson.OPT_SERIALIZE_NUMPY)
                     await response.write(b"data: " + data + b"\n\n")
-        except (ApiError, TimeoutError) as exc:
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception as exc:
             if response is None:
                 raise
-            err = exc if isinstance(exc, ApiError) else ApiError(504, "deadline_exceeded", "the deadline passed")
+            if isinstance(exc, ApiError):
+                err = exc
+            elif isinstance(exc, TimeoutError):
+                err = ApiError(504, "deadline_exceeded", "the deadline passed")
+            else:  # a bug: the stream's head is out, so the error travels as an event
+                log.exception("unexpected error in the stream of %s", request.path)
+                err = ApiError(500, "internal_error", f"internal error ({type(exc).__name__})")
             await response.write(b"event: error\ndata: " + err.to_json(rid) + b"\n\n")
             request.state["status"] = err.status
             return response

@@ -129,6 +129,7 @@ class StreamResponse:
         if conn is None or conn.closing:
             raise ConnectionResetError("the client went away")
         self._connection = conn
+        conn.streaming = True
         self._chunked = request.http_version != "1.0"
         extra = b"Transfer-Encoding: chunked\r\n" if self._chunked else b"Connection: close\r\n"
         conn.write(_head(self.status, self.headers, extra))
@@ -215,7 +216,10 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.closing = False
         self.busy = False  # a handler is running for this connection
-        self.queue: deque[tuple[Request, bool]] = deque()
+        # Requests waiting behind the one being answered; a bytes entry is a refusal, sent in turn, then close.
+        self.queue: deque[tuple[Request | bytes, bool]] = deque()
+        self.refused = False  # a refusal is queued: nothing more is read
+        self.streaming = False  # a StreamResponse has sent its head: no other answer may follow
         self.task: asyncio.Task[None] | None = None
         self.paused_reading = False
         self._drain: asyncio.Future[None] | None = None
@@ -225,6 +229,7 @@ class _Connection(asyncio.Protocol):
         self._reset_message()
 
     def _reset_message(self) -> None:
+        self.headers_complete = False
         self.url = b""
         self.raw_headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
@@ -266,16 +271,25 @@ class _Connection(asyncio.Protocol):
                 self._drain = None
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.refused:
             return
         self.last_activity = self.loop.time()
+        in_head = self.in_message and not self.headers_complete
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            # Refused in on_headers_complete already: llhttp would hand over the request without
+            # its body and stop parsing the connection as HTTP/1.1.
             self.reject(400, "bad_request", "protocol upgrades are not supported")
+            return
         except httptools.HttpParserError as exc:
-            if not self.closing:
-                self.reject(400, "bad_request", f"malformed HTTP request: {exc}")
+            self.reject(400, "bad_request", f"malformed HTTP request: {exc}")
+            return
+        if in_head and self.in_message and not self.headers_complete:
+            # llhttp hands over a header only once its line ends: bound a line that never does.
+            self.header_bytes += len(data)
+            if self.header_bytes > MAX_HEADER_BYTES:
+                self.reject(431, "header_too_large", "request line and headers are too large")
 
     def write(self, data: bytes) -> None:
         if not self.closing and self.transport is not None:
@@ -288,12 +302,20 @@ class _Connection(asyncio.Protocol):
 
     def reject(self, status: int, code: str, message: str) -> None:
         """Answer before (or instead of) reading a request, then close: the stream is out of step."""
-        if self.closing:
+        if self.closing or self.refused:
             return
         body, extra = self.server.error_body(status, code, message, self.url.decode("latin-1"), self.headers)
         headers = {"Content-Type": self.server.error_content_type, **extra, "Content-Length": str(len(body)),
                    "Connection": "close"}
-        self.write(_head(status, headers) + body)
+        answer = _head(status, headers) + body
+        if self.busy or self.queue:
+            # Earlier pipelined requests are answered first: this refusal waits its turn.
+            self.refused = True
+            self.queue.append((answer, False))
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        self.write(answer)
         self.close()
 
     def _check_idle(self) -> None:
@@ -327,7 +349,7 @@ class _Connection(asyncio.Protocol):
         self.raw_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self.closing:
+        if self.closing or self.refused:
             return
         headers: dict[str, str] = {}
         for name, value in self.raw_headers:
@@ -335,15 +357,19 @@ class _Connection(asyncio.Protocol):
             text = value.decode("latin-1")
             headers[key] = f"{headers[key]}, {text}" if key in headers else text
         self.headers = headers
+        if "upgrade" in headers and "upgrade" in headers.get("connection", "").lower():
+            self.reject(400, "bad_request", "protocol upgrades are not supported")
+            return
         length = headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.server.max_body:
             self.reject(413, "request_too_large", f"request body is larger than {self.server.max_body} bytes")
             return
-        if headers.get("expect", "").lower() == "100-continue":
+        self.headers_complete = True
+        if headers.get("expect", "").lower() == "100-continue" and self.parser.get_http_version() != "1.0":
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
-        if self.closing:
+        if self.closing or self.refused:
             return
         self.body_size += len(body)
         if self.body_size > self.server.max_body:
@@ -352,7 +378,7 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        if self.closing:
+        if self.closing or self.refused:
             return
         url = httptools.parse_url(self.url)
         path = url.path.decode("latin-1")
@@ -385,6 +411,9 @@ class _Connection(asyncio.Protocol):
             return
         except Exception:
             log.exception("unhandled error in %s %s", request.method, request.path)
+            if self.streaming:
+                self.close()  # the stream's head is out: no answer can follow, end the connection
+                return
             body, extra = self.server.error_body(500, "internal_error", "internal error", request.path,
                                                  request.headers)
             response = Response(500, body, {"Content-Type": self.server.error_content_type, **extra})
@@ -392,6 +421,10 @@ class _Connection(asyncio.Protocol):
             response.finish()
             if request.http_version == "1.0":
                 keep_alive = False
+        elif self.streaming:
+            log.error("%s %s answered after its stream began; closing the connection", request.method, request.path)
+            self.close()
+            return
         elif not self.closing:
             headers = response.headers
             extra = b"Content-Length: %d\r\n" % len(response.body)
@@ -411,8 +444,14 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.busy = False
+        self.streaming = False
         if self.queue and not self.closing:
-            self._start(*self.queue.popleft())
+            nxt, nxt_keep_alive = self.queue.popleft()
+            if isinstance(nxt, bytes):  # a refusal queued behind this answer
+                self.write(nxt)
+                self.close()
+                return
+            self._start(nxt, nxt_keep_alive)
             if self.paused_reading and len(self.queue) < _MAX_QUEUED // 2 and self.transport is not None:
                 self.transport.resume_reading()
                 self.paused_reading = False
