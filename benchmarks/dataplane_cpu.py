@@ -3,9 +3,11 @@
 Throughput on a shared 2-core machine moves with whatever else runs; CPU time per request
 (utime + stime from /proc/PID/stat, Triton including its python backend stubs) moves much less,
 so this is the figure to compare two versions of the data plane by. Pipeline as in
-dataplane_bench.py: tiny identity model, built-in JSON pre and post stages, each its own process.
+dataplane_bench.py: tiny identity model, identity pre and post stages, each its own process:
+pass-through scripts, which the gateway calls (default), or built-in JSON stages (--builtin),
+which it skips for v2 requests.
 
-    python benchmarks/dataplane_cpu.py [--concurrency 1 8] [--interval-ms 2500]
+    python benchmarks/dataplane_cpu.py [--concurrency 1 8] [--interval-ms 2500] [--builtin]
         [--tree DIR --tcp]    # another copy of the operator package (DIR/operator), stages over TCP
 
 --tcp wires the stages as http://127.0.0.1:PORT (what versions without --socket understand);
@@ -30,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dataplane_bench import perf_analyzer  # noqa: E402
+from dataplane_bench import perf_analyzer, with_stages  # noqa: E402
 
 from tests.support.dataplane import base_spec, start_triton, write_config  # noqa: E402
 from tritium.local.tritonserver import free_port  # noqa: E402
@@ -63,6 +65,7 @@ def main() -> int:
     parser.add_argument("--interval-ms", type=int, default=2500)
     parser.add_argument("--tree", default=None, help="run the data plane from DIR/operator instead")
     parser.add_argument("--tcp", action="store_true", help="stages over loopback TCP instead of Unix sockets")
+    parser.add_argument("--builtin", action="store_true", help="built-in JSON stages instead of scripts")
     args = parser.parse_args()
     pa = perf_analyzer()
     env = dict(os.environ)
@@ -70,8 +73,7 @@ def main() -> int:
         env["PYTHONPATH"] = str(Path(args.tree) / "operator")
     work = Path(tempfile.mkdtemp(prefix="tritium-cpu-"))
     triton = start_triton(models=("identity",))
-    spec = base_spec("identity", preprocess={"builtin": {"format": "json"}},
-                     postprocess={"builtin": {"format": "json"}})
+    spec = with_stages(base_spec("identity"), work, scripts=not args.builtin)
     config = write_config(work, spec, name="cpu")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     gateway_port, metrics_port = free_port(), free_port()
