@@ -11,7 +11,11 @@ Two pipelines under test, each a gateway with identity pre and post stages, side
   gateway must call: gateway -> pre -> gateway -> Triton -> gateway -> post -> gateway.
 Models: tests/data/models/identity (tiny) and the MiniLM example when examples/minilm exists.
 
-    python benchmarks/dataplane_bench.py [--interval-ms 2000] [--json out.json]
+    python benchmarks/dataplane_bench.py [--rounds 3] [--interval-ms 3000] [--tiny-only]
+        [--json out.json] [--plot docs/benchmarks/dataplane.svg]
+
+Each path is measured --rounds times per concurrency, alternating; the tables give medians, and
+the ratios are medians of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import csv
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,7 +96,9 @@ def measure(pa: tuple[str, dict[str, str]], url: str, model: str, shape: str, co
 
 
 def bench_model(pa: tuple[str, dict[str, str]], model: str, repo: Path | None, spec: dict[str, Any], shape: str,
-                interval_ms: int, workdir: Path) -> dict[str, Any]:
+                interval_ms: int, workdir: Path, rounds: int = 3) -> dict[str, Any]:
+    """Each path measured `rounds` times per concurrency, alternating; medians of the figures and
+    of the per-round ratios (gateway round i against direct round i)."""
     kwargs: dict[str, Any] = {"models": (model,)}
     triton = start_triton(**kwargs) if repo is None else _triton_for(repo, model)
     deps = {}
@@ -100,15 +107,25 @@ def bench_model(pa: tuple[str, dict[str, str]], model: str, repo: Path | None, s
             where = workdir / f"{model}-{'scripts' if scripts else 'builtin'}"
             where.mkdir(exist_ok=True)
             deps[path] = deploy(where, triton, with_stages(spec, where, scripts), name=f"bench-{model}")
+        urls = {"direct": triton.http_url, **{path: dep.url for path, dep in deps.items()}}
         results: dict[str, Any] = {}
         for c in (1, 8):
-            row: dict[str, Any] = {"direct": measure(pa, triton.http_url, model, shape, c, interval_ms, workdir)}
-            for path, dep in deps.items():
-                row[path] = measure(pa, dep.url, model, shape, c, interval_ms, workdir)
+            runs: dict[str, list[dict[str, float]]] = {path: [] for path in PATHS}
+            for r in range(rounds):
+                # Alternating, each round starting with another path: drift on a shared machine
+                # then lands on every path alike.
+                order = PATHS[r % len(PATHS):] + PATHS[:r % len(PATHS)]
+                for path in order:
+                    runs[path].append(measure(pa, urls[path], model, shape, c, interval_ms, workdir))
+            row: dict[str, Any] = {path: {k: statistics.median(m[k] for m in runs[path]) for k in runs[path][0]}
+                                   for path in PATHS}
+            row["rounds"] = runs
             for path in deps:
                 suffix = "" if path == "gateway" else "_hops"
-                row["added_p50_ms" + suffix] = round(row[path]["p50_ms"] - row["direct"]["p50_ms"], 3)
-                row["throughput_ratio" + suffix] = round(row[path]["throughput"] / row["direct"]["throughput"], 3)
+                row["added_p50_ms" + suffix] = round(statistics.median(
+                    g["p50_ms"] - d["p50_ms"] for g, d in zip(runs[path], runs["direct"], strict=True)), 3)
+                row["throughput_ratio" + suffix] = round(statistics.median(
+                    g["throughput"] / d["throughput"] for g, d in zip(runs[path], runs["direct"], strict=True)), 3)
             results[f"c{c}"] = row
     finally:
         for dep in deps.values():
@@ -203,11 +220,13 @@ def main() -> int:
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("--plot", default=None, help="also write an SVG bar chart to this file")
     parser.add_argument("--tiny-only", action="store_true", help="skip the MiniLM model")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per concurrency (medians)")
     args = parser.parse_args()
     pa = perf_analyzer()
     workdir = Path(tempfile.mkdtemp(prefix="tritium-bench-"))
     spec = base_spec("identity")
-    all_results = {"identity": bench_model(pa, "identity", None, spec, "INPUT0:16", args.interval_ms, workdir)}
+    all_results = {"identity": bench_model(pa, "identity", None, spec, "INPUT0:16", args.interval_ms, workdir,
+                                          args.rounds)}
     print(table("tiny model (identity, 16 x FP32)", all_results["identity"]))
     minilm = None if args.tiny_only else _minilm(workdir)
     if minilm is None:
@@ -216,7 +235,7 @@ def main() -> int:
         repo, mspec = minilm
         name = mspec["model"]["name"]
         shape = " ".join(f"--shape={t}:1,32" for t in ("input_ids", "attention_mask", "token_type_ids"))
-        all_results["minilm"] = bench_model(pa, name, repo, mspec, shape, args.interval_ms, workdir)
+        all_results["minilm"] = bench_model(pa, name, repo, mspec, shape, args.interval_ms, workdir, args.rounds)
         print("\n" + table("MiniLM (1 sentence, 32 tokens)", all_results["minilm"]))
     tiny = all_results["identity"]
     print("\ntargets (tiny model):")

@@ -7,8 +7,11 @@ dataplane_bench.py: tiny identity model, identity pre and post stages, each its 
 pass-through scripts, which the gateway calls (default), or built-in JSON stages (--builtin),
 which it skips for v2 requests.
 
-    python benchmarks/dataplane_cpu.py [--concurrency 1 8] [--interval-ms 2500] [--builtin]
+    python benchmarks/dataplane_cpu.py [--concurrency 1 8] [--interval-ms 2500] [--builtin] [--minilm]
         [--tree DIR --tcp]    # another copy of the operator package (DIR/operator), stages over TCP
+
+Each concurrency is measured straight at Triton ("direct") and through the gateway, in that order;
+perf_analyzer's own CPU is given too. --minilm runs the MiniLM example's model instead.
 
 --tcp wires the stages as http://127.0.0.1:PORT (what versions without --socket understand);
 by default they are wired as in a pod, over Unix sockets.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -32,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dataplane_bench import perf_analyzer, with_stages  # noqa: E402
+from dataplane_bench import _minilm, _triton_for, perf_analyzer, with_stages  # noqa: E402
 
 from tests.support.dataplane import base_spec, start_triton, write_config  # noqa: E402
 from tritium.local.tritonserver import free_port  # noqa: E402
@@ -66,14 +70,28 @@ def main() -> int:
     parser.add_argument("--tree", default=None, help="run the data plane from DIR/operator instead")
     parser.add_argument("--tcp", action="store_true", help="stages over loopback TCP instead of Unix sockets")
     parser.add_argument("--builtin", action="store_true", help="built-in JSON stages instead of scripts")
+    parser.add_argument("--minilm", action="store_true", help="the MiniLM example's model instead of the tiny one")
     args = parser.parse_args()
     pa = perf_analyzer()
     env = dict(os.environ)
     if args.tree:
         env["PYTHONPATH"] = str(Path(args.tree) / "operator")
     work = Path(tempfile.mkdtemp(prefix="tritium-cpu-"))
-    triton = start_triton(models=("identity",))
-    spec = with_stages(base_spec("identity"), work, scripts=not args.builtin)
+    if args.minilm:
+        found = _minilm(work)
+        if found is None:
+            sys.exit("examples/minilm not found")
+        repo, base = found
+        model = base["model"]["name"]
+        inputs = [f"{t}:1,32" for t in ("input_ids", "attention_mask", "token_type_ids")]
+        triton = _triton_for(repo, model)
+    else:
+        model, base, inputs = "identity", base_spec("identity"), ["INPUT0:16"]
+        triton = start_triton(models=("identity",))
+    load = ["-m", model, *[x for shape in inputs for x in ("--shape", shape)]]
+    if args.minilm:
+        load += ["--input-data", "zero"]
+    spec = with_stages(base, work, scripts=not args.builtin)
     config = write_config(work, spec, name="cpu")
     procs: dict[str, subprocess.Popen[bytes]] = {}
     gateway_port, metrics_port = free_port(), free_port()
@@ -104,24 +122,30 @@ def main() -> int:
         pids = {name: p.pid for name, p in procs.items()}
         assert triton.process is not None
         pids["triton"] = triton.process.pid
-        print("| concurrency | infer/s | p50 (ms) | " + " | ".join(f"{n} CPU us/request" for n in pids) + " |")
-        print("|---" * (3 + len(pids)) + "|")
+        print("| concurrency | path | infer/s | p50 (ms) | " + " | ".join(f"{n} CPU us/request" for n in pids)
+              + " | perf_analyzer CPU us/request |")
+        print("|---" * (5 + len(pids)) + "|")
         for c in args.concurrency:
-            out = work / f"c{c}.csv"
-            before = {n: tree_cpu_seconds(p) for n, p in pids.items()}
-            began = time.monotonic()
-            subprocess.run([pa[0], "-m", "identity", "-u", target, "-i", "http", "--concurrency-range", str(c),
-                            "--measurement-interval", str(args.interval_ms), "--stability-percentage", "50",
-                            "--max-trials", "5", "--shape", "INPUT0:16", "-f", str(out)],
-                           env=pa[1], capture_output=True, check=True)
-            elapsed = time.monotonic() - began
-            after = {n: tree_cpu_seconds(p) for n, p in pids.items()}
-            row = next(csv.DictReader(out.open()))
-            rate = float(row["Inferences/Second"])
-            # CPU over the whole perf_analyzer run (warm-up included) / requests at the measured rate.
-            requests = rate * elapsed
-            per = " | ".join(f"{(after[n] - before[n]) / requests * 1e6:.0f}" for n in pids)
-            print(f"| {c} | {rate:.0f} | {float(row['p50 latency']) / 1000:.2f} | {per} |", flush=True)
+            for path, url in (("direct", triton.http_url.removeprefix("http://")), ("gateway", target)):
+                out = work / f"c{c}-{path}.csv"
+                before = {n: tree_cpu_seconds(p) for n, p in pids.items()}
+                children = resource.getrusage(resource.RUSAGE_CHILDREN)
+                began = time.monotonic()
+                subprocess.run([pa[0], *load, "-u", url, "-i", "http", "--concurrency-range", str(c),
+                                "--measurement-interval", str(args.interval_ms), "--stability-percentage", "50",
+                                "--max-trials", "5", "-f", str(out)],
+                               env=pa[1], capture_output=True, check=True)
+                elapsed = time.monotonic() - began
+                after = {n: tree_cpu_seconds(p) for n, p in pids.items()}
+                done = resource.getrusage(resource.RUSAGE_CHILDREN)
+                row = next(csv.DictReader(out.open()))
+                rate = float(row["Inferences/Second"])
+                # CPU over the whole perf_analyzer run (warm-up included) / requests at the measured rate.
+                requests = rate * elapsed
+                per = " | ".join(f"{(after[n] - before[n]) / requests * 1e6:.0f}" for n in pids)
+                client = (done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime) / requests * 1e6
+                print(f"| {c} | {path} | {rate:.0f} | {float(row['p50 latency']) / 1000:.2f} | {per} | {client:.0f} |",
+                      flush=True)
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
