@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps test unit lint crds manifests demo render-examples bench-operator bench-dataplane bench-sdk soak clean
+.PHONY: help venv system-deps test unit lint crds manifests demo render-examples bench-operator bench-dataplane bench-dataplane-paired bench-sdk soak clean
 
 help:
 	@echo "make demo            run the MiniLM example locally with a real Triton server"
@@ -57,6 +57,11 @@ demo: venv
 
 bench-dataplane: venv
 	$(BIN)/python benchmarks/dataplane_bench.py
+
+# MiniLM direct vs gateway under one steady load, paths switched every 4 s (docs/benchmarks.md).
+bench-dataplane-paired: venv
+	$(BIN)/python benchmarks/dataplane_paired.py --model minilm --concurrency 8
+	$(BIN)/python benchmarks/dataplane_paired.py --model minilm --concurrency 1
 
 bench-sdk: venv
 	$(BIN)/python benchmarks/sdk_bench.py

@@ -169,7 +169,8 @@ def main() -> int:
           f"(first {args.settle:g} s of each not counted), failed requests: {load.failed}\n")
     print("| path | blocks | infer/s, median (min-max) | median latency (ms) | vs direct, median of block ratios |")
     print("|---|---|---|---|---|")
-    result: dict[str, Any] = {"model": model, "concurrency": args.concurrency, "blocks": measured, "paths": {}}
+    result: dict[str, Any] = {"model": model, "concurrency": args.concurrency, "failed": load.failed,
+                              "blocks": measured, "paths": {}}
     for path in PATHS:
         values = [r for p, r, _ in measured if p == path]
         lat = statistics.median(x for p, _, x in measured if p == path)
