@@ -426,10 +426,10 @@ def build_handler(gateway: Gateway) -> Any:
         start = time.perf_counter()
         rid = request.headers.get(_REQUEST_ID_KEY) or new_request_id()
         request.state[REQUEST_ID_HEADER] = rid
-        handler, request.match_info, pattern, allowed = router.resolve(request.method, request.path)
-        endpoint = labels.get(pattern)
+        handler, request.match_info, request.route, allowed = router.resolve(request.method, request.path)
+        endpoint = labels.get(request.route)
         if endpoint is None:
-            endpoint = labels[pattern] = _endpoint_label(pattern)
+            endpoint = labels[request.route] = _endpoint_label(request.route)
         model = request.match_info.get("model", "")
         response: Response | StreamResponse
         try:

@@ -265,17 +265,10 @@ class TritonHttp:
                     parameters: dict[str, Any] | None = None) -> tuple[dict[str, np.ndarray], str]:
         body, header_length = encode_v2_request(inputs, outputs, request_id, parameters)
         # `timeout` is not applied here: the request's deadline (asyncio.timeout_at in the gateway) bounds it.
-        headers = {HEADER_LENGTH: str(header_length), "Content-Type": "application/octet-stream"}
-        try:
-            resp = await self._pool.request("POST", self._path(model, version), body, headers)
-        except HttpError as exc:
-            raise unavailable(f"Triton is unavailable: {exc}") from None
-        if resp.status != 200:
-            raise map_http_error(resp.status, resp.body, model)
+        resp = await self.forward(model, version, body, "application/octet-stream", str(header_length))
         length = resp.headers.get(_HEADER_LENGTH_LOWER)
         header, tensors = parse_v2_response(resp.body, int(length) if length else None)
         return tensors, str(header.get("model_version", version))
-
 
     async def forward(self, model: str, version: str, body: bytes, content_type: str,
                       header_length: str | None) -> Response:
