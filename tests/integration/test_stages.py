@@ -207,3 +207,23 @@ def test_stages_with_nothing_to_do_are_not_called(triton: TritonServer, tmp_path
             dep.stages[stage].start()
     finally:
         dep.stop()
+
+
+def test_stage_http_port_processes_messages_too(builtin: Deployment) -> None:
+    """POST /v1/process on the stage's TCP port: what a gateway given an http:// stage URL calls."""
+    from tritium.dataplane.tensors import STAGE_CONTENT_TYPE, pack_message, unpack_message
+
+    pre = builtin.stages["pre"].health_url.removesuffix("/healthz")
+    model = {"name": "add", "max_batch_size": 8, "inputs": {"INPUT0": ["FP32", [-1, -1]], "INPUT1": ["FP32", [-1, -1]]}}
+    body, length = pack_message({"mode": "json", "model": model, "parameters": {},
+                                 "inputs": {"INPUT0": [1, 2], "INPUT1": [3, 4]}})
+    r = httpx.post(f"{pre}/v1/process", content=body,
+                   headers={"Content-Type": STAGE_CONTENT_TYPE, HEADER_LENGTH: str(length)})
+    assert r.status_code == 200, r.text
+    _, tensors, _ = unpack_message(r.content, int(r.headers[HEADER_LENGTH]))
+    assert tensors["INPUT1"].dtype == np.float32 and tensors["INPUT1"].ravel().tolist() == [3, 4]
+    body, length = pack_message({"mode": "json", "model": model, "parameters": {}, "inputs": {"INPUT0": [1]}})
+    r = httpx.post(f"{pre}/v1/process", content=body, headers={HEADER_LENGTH: str(length)})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "schema_violation"
+    r = httpx.post(f"{pre}/v1/process", content=body, headers={HEADER_LENGTH: "x"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == HEADER_LENGTH
