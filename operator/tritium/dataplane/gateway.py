@@ -101,7 +101,7 @@ class Gateway:
         self.pipeline: Pipeline
         self.session: aiohttp.ClientSession
         self.stages: list[StageClient] = []
-        self.passthrough = False
+        self.forward_to: TritonHttp | None = None  # set when v2 requests go to Triton as they came
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -122,16 +122,16 @@ class Gateway:
         self.pipeline = Pipeline(self.triton, pre, post, self.unary,
                                  pre_skips_tensors=pre_passes_tensors(spec.preprocess),
                                  post_skips=post_passes_modes(spec.postprocess))
-        # v2 requests go to Triton byte for byte when nothing on the way needs their tensors.
-        self.passthrough = (self.unary is not None and not spec.gateway.cache.enabled
-                            and self.pipeline.pre_tensors is None and self.pipeline.post_by_mode["v2"] is None)
-        cache_spec = s.config.spec.gateway.cache
+        cache_spec = spec.gateway.cache
         if cache_spec.enabled:
             if s.redis_url:
                 self.cache = cache_mod.RedisCache(s.redis_url, cache_spec.ttl_seconds, cache_spec.max_entries,
                                                   namespace=f"{s.config.namespace}/{s.config.name}/{self.revision}")
             else:
                 self.cache = cache_mod.MemoryCache(cache_spec.ttl_seconds, cache_spec.max_entries)
+        # v2 requests go to Triton byte for byte when nothing on the way needs their tensors.
+        if self.cache is None and self.pipeline.pre_tensors is None and self.pipeline.post_by_mode["v2"] is None:
+            self.forward_to = self.unary
 
     async def stop(self) -> None:
         if self.cache is not None:
@@ -229,7 +229,6 @@ class Gateway:
             raise ApiError(415, "unsupported_media_type",
                            f"v2 infer takes application/json or the binary extension, not {_media_type(request)}",
                            field="Content-Type")
-        deadline = self.deadline(request)
         body = request.body
         length = request.headers.get(_HEADER_LENGTH_KEY)
         try:
@@ -239,8 +238,8 @@ class Gateway:
         # Parsed even when passed through: Triton answers 500 to some malformed requests, the client
         # gets 400 naming the field from here.
         req = parse_v2_request(body, header_length)
-        if self.passthrough and self.unary is not None:
-            resp = await self.unary.forward(model, version, body, request.headers.get("content-type", ""), length)
+        if self.forward_to is not None:
+            resp = await self.forward_to.forward(model, version, body, request.headers.get("content-type", ""), length)
             headers = {"Content-Type": resp.headers.get("content-type", JSON), **self.headers(request, "miss")}
             answered_length = resp.headers.get(_HEADER_LENGTH_KEY)
             if answered_length:
@@ -251,6 +250,7 @@ class Gateway:
         if hit is not None:
             return hit
         info = await self.triton.model_info(model, version)
+        deadline = self.deadline(request)
         rid = request.state[REQUEST_ID_HEADER]
         params = {k: v for k, v in req.parameters.items() if k not in _HTTP_ONLY_PARAMETERS}
         tensors = await self.pipeline.prepare_tensors(info, req.inputs, params, rid, deadline)

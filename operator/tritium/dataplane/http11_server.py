@@ -148,8 +148,13 @@ async def serve_unix(handler: Handler, path: str, max_body: int = 1 << 31) -> as
     the caller a third less CPU than over loopback TCP, and answers sooner.
     A socket left behind by a previous run of the container is replaced.
     """
+    remove_stale_socket(path)
+    loop = asyncio.get_running_loop()
+    return await loop.create_unix_server(lambda: _Protocol(handler, max_body), path, backlog=1024)
+
+
+def remove_stale_socket(path: str) -> None:
+    """A socket file left behind by a previous run of the container; any other file stays."""
     with contextlib.suppress(FileNotFoundError):
         if stat.S_ISSOCK(os.stat(path).st_mode):
             os.unlink(path)
-    loop = asyncio.get_running_loop()
-    return await loop.create_unix_server(lambda: _Protocol(handler, max_body), path, backlog=1024)

@@ -93,7 +93,6 @@ class Pipeline:
         self.triton = triton
         self.unary = unary or triton  # who answers unary inference (HTTP by default, see TritonHttp)
         self.pre = pre
-        self.post = post
         self.pre_tensors = None if pre_skips_tensors else pre  # who prepares v2 tensors
         self.post_by_mode = {mode: None if mode in post_skips else post for mode in MODES}
 
@@ -135,8 +134,7 @@ class Pipeline:
         if post is None:
             return Result(tensors=outputs, text=text_of(outputs) if mode != "v2" else None)
         header = {"mode": mode, "parameters": parameters}
-        head, tensors, raw = await post.call(header, outputs, request_id=request_id,
-                                                  timeout=deadline.remaining())
+        head, tensors, raw = await post.call(header, outputs, request_id=request_id, timeout=deadline.remaining())
         return Result(
             tensors=tensors, values=head.get("values") or {}, text=head.get("text"),
             body=raw if head.get("content_type") else None, content_type=head.get("content_type"),

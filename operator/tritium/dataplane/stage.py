@@ -22,7 +22,7 @@ from tritium.dataplane.builtin_pre import BuiltinPre
 from tritium.dataplane.config import ConfigError
 from tritium.dataplane.convert import as_array, text_of
 from tritium.dataplane.errors import ApiError, bad_request
-from tritium.dataplane.http11_server import Handler, Reply, Request
+from tritium.dataplane.http11_server import Reply, Request
 from tritium.dataplane.metrics import StageMetrics
 from tritium.dataplane.scripts import UserScript, script_path
 from tritium.dataplane.tensors import (
@@ -187,8 +187,7 @@ class StageProcessor:
         return head, out_tensors, None
 
 
-def _error_json(exc: ApiError, rid: str | None) -> bytes:
-    return exc.to_json(rid)
+_LENGTH_HEADER = HEADER_LENGTH.lower()
 
 
 class StageService:
@@ -217,11 +216,11 @@ class StageService:
             return 200, answer, answer_length
         except ApiError as exc:
             status = exc.status
-            return status, _error_json(exc, rid), 0
+            return status, exc.to_json(rid), 0
         except Exception as exc:
             log.exception("%s stage failed", self.stage)
             status = 500
-            return 500, _error_json(ApiError(500, "stage_error", f"{type(exc).__name__}: {exc}"), rid), 0
+            return 500, ApiError(500, "stage_error", f"{type(exc).__name__}: {exc}").to_json(rid), 0
         finally:
             counter = self._counters.get(status)
             if counter is None:
@@ -242,8 +241,8 @@ class StageService:
             try:
                 header_length = int(length) if length else None
             except ValueError:
-                return Reply(400, _error_json(bad_request(f"{HEADER_LENGTH} must be an integer", HEADER_LENGTH),
-                                              None), {"Content-Type": "application/json"})
+                err = bad_request(f"{HEADER_LENGTH} must be an integer", HEADER_LENGTH)
+                return Reply(400, err.to_json(), {"Content-Type": "application/json"})
             status, answer, answer_length = await self.process(request.body, header_length,
                                                                request.headers.get("x-request-id"))
             if status != 200:
@@ -257,10 +256,3 @@ class StageService:
             return Reply(200, generate_latest(self.metrics.registry), {"Content-Type": CONTENT_TYPE_LATEST})
         return Reply(404, b"", {})
 
-
-_LENGTH_HEADER = HEADER_LENGTH.lower()
-
-
-def stage_handler(processor: StageProcessor, metrics: StageMetrics | None = None) -> Handler:
-    """The stage's HTTP routes: POST /v1/process, GET /healthz, GET /metrics."""
-    return StageService(processor, metrics).http

@@ -17,12 +17,11 @@ Frames (little-endian; the length counts the bytes after the 4-byte length field
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import stat
 import struct
 from collections.abc import Awaitable, Callable
+
+from tritium.dataplane.http11_server import remove_stale_socket
 
 log = logging.getLogger("tritium.stage.wire")
 
@@ -52,13 +51,37 @@ class _Framed(asyncio.Protocol):
     min_frame = 0  # the fixed prefix, less the length field
 
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.closed = False
+        self.outgoing: list[bytes] = []
         self._buffer = bytearray()
         self._need = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def queue(self, *pieces: bytes) -> None:
+        """Queue one frame's pieces (not copied: writelines gathers them); the first frame queued
+        in a loop iteration schedules the one write that sends them all."""
+        outgoing = self.outgoing
+        if not outgoing:
+            self.loop.call_soon(self._flush)
+        outgoing.extend(piece for piece in pieces if piece)
+
+    def _flush(self) -> None:
+        outgoing, self.outgoing = self.outgoing, []
+        if self.closed or self.transport is None or self.transport.is_closing() or not outgoing:
+            return  # on the client, connection_lost fails the pending calls
+        self.transport.writelines(outgoing)
+        self.flushed()
+
+    def flushed(self) -> None:
+        """Called after each write (the client counts them)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.outgoing = []
 
     def eof_received(self) -> bool:
         return False  # half-closed by the peer: close our side too (connection_lost follows)
@@ -118,13 +141,10 @@ class _ClientConnection(_Framed):
     def __init__(self, client: StageWireClient) -> None:
         super().__init__()
         self.client = client
-        self.loop = asyncio.get_running_loop()
         self.pending: dict[int, asyncio.Future[tuple[int, bytes, int]]] = {}
-        self.outgoing: list[bytes] = []
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.outgoing = []
+        super().connection_lost(exc)
         if self.client._conn is self:
             self.client._conn = None
         why = f"connection to {self.client.path} closed" + (f": {exc}" if exc else " by the stage")
@@ -136,21 +156,7 @@ class _ClientConnection(_Framed):
             if not future.done():
                 future.set_exception(exc)
 
-    def send(self, prefix: bytes, request_id: bytes, body: bytes) -> None:
-        outgoing = self.outgoing
-        if not outgoing:
-            self.loop.call_soon(self._flush)
-        outgoing.append(prefix)
-        if request_id:
-            outgoing.append(request_id)
-        if body:
-            outgoing.append(body)  # the caller's bytes, not a copy: writelines gathers them
-
-    def _flush(self) -> None:
-        outgoing, self.outgoing = self.outgoing, []
-        if self.closed or self.transport is None or self.transport.is_closing() or not outgoing:
-            return  # connection_lost fails the pending calls
-        self.transport.writelines(outgoing)
+    def flushed(self) -> None:
         self.client.writes += 1
 
     def _frame(self, data: bytes, start: int, stop: int) -> None:
@@ -216,7 +222,7 @@ class StageWireClient:
         self._next_id = (call_id + 1) & 0xFFFFFFFF
         future = conn.loop.create_future()
         conn.pending[call_id] = future
-        conn.send(prefix, rid, body)
+        conn.queue(prefix, rid, body)
         try:
             return await future
         except BaseException:
@@ -242,13 +248,10 @@ class _ServerConnection(_Framed):
         super().__init__()
         self.handler = handler
         self.max_frame = max_frame
-        self.loop = asyncio.get_running_loop()
         self.tasks: set[asyncio.Task[None]] = set()  # strong references: the loop holds tasks weakly
-        self.outgoing: list[bytes] = []
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.outgoing = []
+        super().connection_lost(exc)
         for task in self.tasks:
             task.cancel()
 
@@ -270,20 +273,8 @@ class _ServerConnection(_Framed):
             log.exception("stage handler failed for request %s", request_id)
             out = ERROR_BODY
             prefix = _RESPONSE.pack(_RESPONSE.size - 4 + len(out), call_id, 500, 0)
-        if self.closed:
-            return
-        outgoing = self.outgoing
-        if not outgoing:
-            self.loop.call_soon(self._flush)
-        outgoing.append(prefix)
-        if out:
-            outgoing.append(out)
-
-    def _flush(self) -> None:
-        outgoing, self.outgoing = self.outgoing, []
-        if self.closed or self.transport is None or self.transport.is_closing() or not outgoing:
-            return
-        self.transport.writelines(outgoing)
+        if not self.closed:
+            self.queue(prefix, out)
 
 
 async def serve_wire(handler: WireHandler, path: str, max_frame: int = MAX_FRAME) -> asyncio.Server:
@@ -291,8 +282,6 @@ async def serve_wire(handler: WireHandler, path: str, max_frame: int = MAX_FRAME
 
     A frame longer than max_frame (or malformed) closes that connection: the stream is out of step.
     """
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.stat(path).st_mode):
-            os.unlink(path)
+    remove_stale_socket(path)
     loop = asyncio.get_running_loop()
     return await loop.create_unix_server(lambda: _ServerConnection(handler, max_frame), path, backlog=1024)
