@@ -115,10 +115,49 @@ def _key_order(key: str) -> tuple[int, str]:
     return (_FIRST_KEYS.index(key), "") if key in _FIRST_KEYS else (len(_FIRST_KEYS), key)
 
 
+def _defaulted(value: Any, node: dict[str, Any]) -> Any:
+    """``value`` with the defaults of ``node``'s sub-schema filled in, as kube-apiserver defaults."""
+    if isinstance(value, dict):
+        out = copy.deepcopy(value)
+        props = node.get("properties") or {}
+        for key, prop in props.items():
+            if key not in out and "default" in prop:
+                out[key] = copy.deepcopy(prop["default"])
+        return {k: _defaulted(v, props[k]) if k in props else v for k, v in out.items()}
+    if isinstance(value, list) and isinstance(node.get("items"), dict):
+        return [_defaulted(v, node["items"]) for v in value]
+    return value
+
+
+def _populate_defaults(node: Any) -> None:
+    """Write every object default out in full (``{}`` -> ``{minReplicas: 2, maxReplicas: 10, ...}``).
+
+    kube-apiserver checks each ``default`` against its schema and CEL rules *as written*, without
+    applying the nested defaults first. A bare ``{}`` under a rule such as
+    ``self.minReplicas <= self.maxReplicas`` then fails with "no such key" and the whole CRD is
+    refused. Populated defaults keep every rule exactly as the models state it (no ``has()``
+    guards that only exist for this check), and the stored objects are the same either way,
+    because the server would have filled in those nested defaults anyway.
+    """
+    if isinstance(node, list):
+        for item in node:
+            _populate_defaults(item)
+        return
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        if key != "default":
+            _populate_defaults(value)
+    if isinstance(node.get("default"), dict | list):
+        node["default"] = _defaulted(node["default"], node)
+
+
 def model_schema(model: type[ApiModel]) -> dict[str, Any]:
     """The structural OpenAPI v3 schema of one model."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _structural(raw, raw.get("$defs", {}), _cel_rules_by_title())
+    schema = _structural(raw, raw.get("$defs", {}), _cel_rules_by_title())
+    _populate_defaults(schema)
+    return schema
 
 
 def build_crd() -> dict[str, Any]:
