@@ -8,49 +8,109 @@ after restart, or a change of an owned Deployment.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
+import re
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
 from tritium.api.checks import check_spec, references
 from tritium.api.resource import InferenceService, SpecError, parse_inference_service
+from tritium.api.resource import API_VERSION, GROUP, KIND
 from tritium.controller import metrics
+from tritium.controller.drift import differences
+from tritium.controller.events import EventRecorder
 from tritium.controller.kube import ApiError, KubeClient
 from tritium.images import DEFAULT_IMAGES, Images
 from tritium.render import render_children
 from tritium.render.deployment import replicas_of
-from tritium.render.metadata import ANNOTATION_APPLIED_HASH, LABEL_ISVC, LABEL_REVISION, revision_of, selector_labels
+from tritium.render.metadata import ANNOTATION_APPLIED_HASH, LABEL_REVISION, revision_of, selector_labels
 from tritium.render.service import url_of
 from tritium.rollout.revisions import DeploymentObservation, plan_revisions, serving_status
 
 STATUS_BOOKKEEPING = "kopf"  # status.kopf belongs to kopf, never compared nor overwritten here
 
 
+# Per-revision children are named NAME-REVISION (render.metadata.revision_name), revision 10 hex.
+_REVISION_SUFFIX = re.compile(r"-([0-9a-f]{10})$")
+
+
+def revision_from_name(name: str) -> str:
+    """The revision a per-revision child belongs to, read from its name (labels can be edited)."""
+    match = _REVISION_SUFFIX.search(name)
+    return match.group(1) if match else ""
+
+
+def owner_of(obj: dict[str, Any], namespace: str) -> tuple[str, str] | None:
+    """(namespace, name) of the InferenceService that controls ``obj``, from its owner references.
+
+    Owner references, not labels, say what is ours: a label edited or removed by hand must not
+    hide a child from the operator that has to put the label back.
+    """
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(
+            f"{GROUP}/"
+        ):
+            return (namespace, ref.get("name", ""))
+    return None
+
+
 @dataclass(frozen=True)
 class ChildRef:
-    """A child as the watch cache saw it: enough to decide whether to write or prune it."""
+    """A child as the watch cache saw it: enough to decide whether to write, correct or prune it."""
 
     kind: str
     name: str
     revision: str
     applied_hash: str
     deployment: DeploymentObservation | None = None
+    resource_version: str = ""
+    # The live object (without managedFields): compared field by field with the desired one.
+    body: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @staticmethod
     def from_object(kind: str, obj: dict[str, Any]) -> ChildRef:
         meta = obj.get("metadata") or {}
-        labels = meta.get("labels") or {}
+        name = meta.get("name", "")
+        revision = revision_from_name(name) if kind in PER_REVISION_KINDS else ""
+        slim = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        deployment = None
+        if kind == "Deployment":
+            deployment = dataclasses.replace(DeploymentObservation.from_object(obj, LABEL_REVISION), revision=revision)
         return ChildRef(
             kind=kind,
-            name=meta.get("name", ""),
-            revision=labels.get(LABEL_REVISION, ""),
+            name=name,
+            revision=revision or (meta.get("labels") or {}).get(LABEL_REVISION, ""),
             applied_hash=(meta.get("annotations") or {}).get(ANNOTATION_APPLIED_HASH, ""),
-            deployment=DeploymentObservation.from_object(obj, LABEL_REVISION) if kind == "Deployment" else None,
+            deployment=deployment,
+            resource_version=str(meta.get("resourceVersion", "")),
+            body=slim,
         )
+
+
+PER_REVISION_KINDS = frozenset({"Deployment", "ConfigMap"})
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What this operator process last wrote to one child: its content hash and resourceVersion."""
+
+    digest: str
+    resource_version: str
+
+
+def _older(seen: str, written: str) -> bool:
+    """Whether the cache still holds a version from before our write (resourceVersions are etcd
+    revisions, increasing; when either does not parse, nothing is assumed)."""
+    try:
+        return int(seen) < int(written)
+    except ValueError:
+        return False
 
 
 def _now() -> str:
@@ -72,18 +132,51 @@ class Reconciler:
     def __init__(self, client: KubeClient, images: Images = DEFAULT_IMAGES) -> None:
         self.client = client
         self.images = images
+        self.events = EventRecorder(client)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._generations: dict[tuple[str, str], int] = {}
+        self._queued: set[tuple[str, str]] = set()
+        self._applied: dict[tuple[str, str, str], Applied] = {}  # (namespace, kind, name)
 
     def reset(self, images: Images = DEFAULT_IMAGES) -> None:
         """Forget per-object state (locks are bound to the event loop of one operator run)."""
         self.images = images
         self._locks.clear()
         self._generations.clear()
+        self._queued.clear()
+        self._applied.clear()
+        self.events.reset()
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self._generations.pop((namespace, name), None)
+
+    def forget_child(self, namespace: str, kind: str, name: str) -> None:
+        """A child was deleted: whatever we wrote to it is gone, so the next reconcile writes it anew."""
+        self._applied.pop((namespace, kind, name), None)
+
+    async def reconcile_later(
+        self,
+        key: tuple[str, str],
+        fetch: Callable[[], Awaitable[dict[str, Any] | None]],
+        children: Callable[[], list[ChildRef]],
+        logger: logging.Logger | kopf.Logger,
+    ) -> None:
+        """Reconcile ``key`` from a fresh read, after any reconcile of it that is running now.
+
+        Used for changes seen on children and referenced objects. Triggers that arrive while one
+        is already waiting collapse into it: that one reads the object and the caches after them.
+        """
+        if key in self._queued:
+            return
+        self._queued.add(key)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            self._queued.discard(key)
+            body = await fetch()
+            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                return
+            await self._reconcile_locked(body, children(), logger)
 
     async def reconcile(
         self, body: dict[str, Any], children: list[ChildRef], logger: logging.Logger | kopf.Logger
@@ -91,23 +184,30 @@ class Reconciler:
         meta = body.get("metadata") or {}
         key = (meta.get("namespace", "default"), meta.get("name", ""))
         lock = self._locks.setdefault(key, asyncio.Lock())
-        started = time.perf_counter()
         async with lock:
-            generation = meta.get("generation")
-            if isinstance(generation, int):
-                if generation < self._generations.get(key, 0):
-                    return  # a newer spec was already reconciled; this body is stale
-                self._generations[key] = generation
-            try:
-                result = await self._reconcile(body, children, logger)
-            except ApiError as exc:
-                metrics.RECONCILES.labels(result="error").inc()
-                metrics.ERRORS.labels(kind=f"api_{exc.status}").inc()
-                if exc.retriable:
-                    raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
-                raise kopf.TemporaryError(f"Kubernetes API refused a write: {exc}", delay=60) from exc
-            finally:
-                metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
+            await self._reconcile_locked(body, children, logger)
+
+    async def _reconcile_locked(
+        self, body: dict[str, Any], children: list[ChildRef], logger: logging.Logger | kopf.Logger
+    ) -> None:
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", "default"), meta.get("name", ""))
+        started = time.perf_counter()
+        generation = meta.get("generation")
+        if isinstance(generation, int):
+            if generation < self._generations.get(key, 0):
+                return  # a newer spec was already reconciled; this body is stale
+            self._generations[key] = generation
+        try:
+            result = await self._reconcile(body, children, logger)
+        except ApiError as exc:
+            metrics.RECONCILES.labels(result="error").inc()
+            metrics.ERRORS.labels(kind=f"api_{exc.status}").inc()
+            if exc.retriable:
+                raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
+            raise kopf.TemporaryError(f"Kubernetes API refused a write: {exc}", delay=60) from exc
+        finally:
+            metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(result=result).inc()
 
     async def _reconcile(self, body: dict[str, Any], children: list[ChildRef], logger: Any) -> str:
@@ -126,6 +226,9 @@ class Reconciler:
             # Touch no child: what serves keeps serving. Say which field is wrong.
             message = str(exc)
             logger.warning(f"invalid spec, children left as they are: {message}")
+            was = next((c for c in previous.get("conditions") or [] if c.get("type") == "Ready"), {})
+            if was.get("reason") != "InvalidSpec" or was.get("message") != message:
+                await self.events.post(body, "Warning", "InvalidSpec", message)
             status = serving_status(
                 previous=previous, generation=generation, plan=None, observed=observed,
                 url=previous.get("url", ""), selector=previous.get("selector", ""), now=_now(), spec_error=message,
@@ -139,14 +242,37 @@ class Reconciler:
         have = {(c.kind, c.name): c for c in children}
         for obj in desired:
             seen = have.get((obj["kind"], obj["metadata"]["name"]))
-            if seen is None or seen.applied_hash != obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH]:
-                await self.client.apply(obj)
-                logger.info(f"applied {obj['kind']} {obj['metadata']['name']}")
+            drift = self._drift(namespace, obj, seen)
+            if drift is None:
+                continue
+            result = await self.client.apply(obj)
+            self._applied[(namespace, obj["kind"], obj["metadata"]["name"])] = Applied(
+                obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH],
+                str((result.get("metadata") or {}).get("resourceVersion", "")),
+            )
+            what = f"{obj['kind']} {obj['metadata']['name']}"
+            if drift:
+                logger.warning(f"put back {what}: {', '.join(drift[:5])} had been changed by hand")
+                await self.events.post(body, "Warning", "DriftCorrected",
+                                       f"{what}: {', '.join(drift[:5])} changed outside the operator, put back")
+            else:
+                logger.info(f"applied {what}")
+            if obj["kind"] == "Deployment" and seen is None:
+                await self.events.post(body, "Normal", "RevisionCreated", _revision_message(revision, plan.stable))
+            if obj["kind"] == "Deployment" and (seen is None or any(".spec.template" in d for d in drift)):
+                # What runs is not yet what was applied: not ready until the Deployment controller says so.
+                rev = revision_from_name(obj["metadata"]["name"])
+                if rev in observed:
+                    observed[rev] = dataclasses.replace(observed[rev], current=False)
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
         for child in children:
             if (child.kind, child.name) not in wanted and child.revision not in plan.keep:
                 await self.client.delete(child.kind, namespace, child.name)
+                self.forget_child(namespace, child.kind, child.name)
                 logger.info(f"pruned {child.kind} {child.name} (revision {child.revision})")
+                if child.kind == "Deployment":
+                    await self.events.post(body, "Normal", "RevisionRemoved",
+                                           f"revision {child.revision} removed; revision {plan.stable} serves")
 
         status = serving_status(
             previous=previous, generation=generation, plan=plan, observed=observed,
@@ -154,6 +280,28 @@ class Reconciler:
         )
         await self._write_status(namespace, name, previous, status)
         return "success"
+
+    def _drift(self, namespace: str, obj: dict[str, Any], seen: ChildRef | None) -> list[str] | None:
+        """None when the child holds what ``obj`` says; else the fields to put back ([] for a new
+        child or a change of the desired content, which are writes but not drift).
+
+        The watch cache can lag behind our own writes; what this process wrote (content hash and
+        the resourceVersion the server answered) tells a lagging cache from a hand edit, so a
+        child is not written twice for one change.
+        """
+        digest = obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH]
+        mine = self._applied.get((namespace, obj["kind"], obj["metadata"]["name"]))
+        ours = mine is not None and mine.digest == digest
+        if seen is None:
+            return None if ours else []  # ours: created, not in the cache yet (a deletion forgets it)
+        if mine is not None and ours:
+            lagging = _older(seen.resource_version, mine.resource_version)
+            if seen.resource_version == mine.resource_version or lagging:
+                return None
+        if seen.applied_hash != digest:
+            return []  # the desired content changed: an ordinary update
+        found = differences(obj, seen.body)
+        return found or None
 
     async def _check_references(self, isvc: InferenceService) -> None:
         for ref in references(isvc):
@@ -179,6 +327,7 @@ class Reconciler:
             await self.client.delete(child.kind, namespace, child.name)
 
 
-def child_key(labels: dict[str, str], namespace: str) -> tuple[str, str] | None:
-    isvc = labels.get(LABEL_ISVC)
-    return (namespace, isvc) if isvc else None
+def _revision_message(revision: str, stable: str | None) -> str:
+    if stable and stable != revision:
+        return f"revision {revision} created; it runs beside stable revision {stable} until ready"
+    return f"revision {revision} created"
