@@ -1,40 +1,111 @@
-"""e2e tests run against a real cluster: only when KUBECONFIG points at one (skipped otherwise).
+"""e2e tests: against a real Kubernetes API server, never skipped in CI.
 
-They need the CRD installed (`kubectl apply --server-side -f crds/`) and a namespace they may use
-(TRITIUM_E2E_NAMESPACE, default "tritium-e2e"). The operator runs in this process, as in the
-integration tests, so the code under test is the same.
+Without KUBECONFIG the session starts its own control plane on loopback (tests/support/cluster.py:
+etcd, kube-apiserver, kube-controller-manager built from k8s.io/kubernetes, simulated nodes); the
+first run builds the binaries into .cache/kube (several minutes), later runs reuse them.
+With KUBECONFIG set, the same tests run against that cluster instead; they install the CRD and
+work in namespaces of their own (prefix ``tritium-e2e-``), which they delete afterwards.
+
+The operator runs in the test process (tests/support/operator_runner.py), or as `tritium operator`
+under the chart's own ServiceAccount where RBAC is what is tested.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import secrets
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from tests.support.cluster import ROOT, ControlPlane, ControlPlaneError
+from tests.support.dataplane import missing
 from tests.support.operator_runner import api_client, running_operator
 from tritium.controller.kube import KubeClient
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@dataclass
+class Kube:
+    """How tests reach the cluster under test."""
+
+    kubeconfig: Path
+    env: dict[str, str]
+    plane: ControlPlane | None  # None: the user's own cluster
+
+    @property
+    def simulated(self) -> bool:
+        """Pods are simulated (tests/support/nodesim.py): Ready within a second, images never pulled."""
+        return self.plane is not None
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            ["kubectl", *args], env=self.env, input=input, capture_output=True, text=True, timeout=120, check=False
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+
+def start_control_plane(workdir: Path) -> ControlPlane:
+    plane = ControlPlane(workdir)
+    try:
+        plane.start()
+    except (ControlPlaneError, FileNotFoundError) as exc:
+        missing(f"no test control plane: {exc}")
+    return plane
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[Kube]:
     if os.environ.get("KUBECONFIG"):
+        yield Kube(Path(os.environ["KUBECONFIG"]), dict(os.environ), None)
         return
-    skip = pytest.mark.skip(reason="e2e: set KUBECONFIG to a cluster with the Tritium CRD installed")
-    for item in items:
-        if "tests/e2e/" in str(item.fspath):
-            item.add_marker(skip)
+    with tempfile.TemporaryDirectory(prefix="tritium-e2e-") as workdir:
+        plane = start_control_plane(Path(workdir))
+        try:
+            access = Kube(plane.kubeconfig, plane.env, plane)
+            access.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+            access.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                           "crd/inferenceservices.serving.tritium.dev")
+            yield access
+        finally:
+            plane.stop()
+
+
+@pytest.fixture(autouse=True)
+def _use_cluster(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kopf, KubeClient, kubectl and helm in this test talk to the cluster under test."""
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))
+    monkeypatch.setenv("PATH", kube.env["PATH"])
 
 
 @pytest.fixture
-def namespace() -> str:
-    return os.environ.get("TRITIUM_E2E_NAMESPACE", "tritium-e2e")
+def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace of the test's own, deleted afterwards (what is in it goes with it)."""
+    stem = request.node.name.replace("_", "-").lower()[:40].strip("-")
+    name = f"tritium-e2e-{stem}-{secrets.token_hex(2)}"
+    kube.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture
-async def cluster(namespace: str) -> AsyncIterator[KubeClient]:
+async def api() -> AsyncIterator[KubeClient]:
     client = api_client()
     try:
-        async with running_operator(namespaces=[namespace]):
-            yield client
+        yield client
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def operator(namespace: str) -> AsyncIterator[None]:
+    """The operator, watching the test's namespace, for the length of the test."""
+    async with running_operator(namespaces=[namespace]):
+        yield

@@ -9,7 +9,8 @@ write on every reconcile).
 
 Lists whose items carry a ``name`` (containers, env, ports, volumes) are matched by name, as
 server-side apply merges them; an item someone else added is theirs, not drift. Quantities are
-compared by value ("1000m" and "1" are one CPU), since the API server may store another spelling.
+compared by value ("1000m" and "1" are one CPU), since the API server may store another spelling,
+and a zero value (false, 0, "") the server leaves out, as Go's omitempty does, is no drift.
 """
 
 from __future__ import annotations
@@ -54,6 +55,10 @@ def _same_scalar(want: Any, have: Any, in_quantities: bool) -> bool:
     return False
 
 
+def _is_zero(value: Any) -> bool:
+    return value is False or (not isinstance(value, bool) and value in (0, "", {}, []))
+
+
 def differences(desired: Any, live: Any, path: str = "", key: str = "", parent: str = "") -> list[str]:
     """The paths where ``live`` does not hold what ``desired`` says (empty: no drift).
 
@@ -71,8 +76,8 @@ def differences(desired: Any, live: Any, path: str = "", key: str = "", parent: 
                 continue
             sub = f"{path}.{name}"
             if name not in live:
-                if value in ({}, []):
-                    continue  # an empty map or list is stored as absent
+                if _is_zero(value):
+                    continue  # Go's omitempty: false, 0, "", {} and [] are stored as absent
                 out.append(sub)
                 continue
             out.extend(differences(value, live[name], sub, name, key))

@@ -1,7 +1,9 @@
 """kopf handlers: tiny functions that hand the event to the Reconciler.
 
 Children are seen through kopf indexes (watch-fed caches), so a reconcile reads nothing from the
-API server to know what exists, and a steady state makes no API calls at all.
+API server to know what exists, and a steady state makes no API calls at all. Every child kind is
+watched: a hand edit or a deletion re-reconciles its owner, which puts it back. Secrets and
+ConfigMaps a service refers to are watched too, so one created after the service is noticed.
 """
 
 from __future__ import annotations
@@ -11,11 +13,11 @@ from typing import Any
 
 import kopf
 
-from tritium.api.resource import GROUP, PLURAL, VERSION
+from tritium.api.checks import references
+from tritium.api.resource import GROUP, PLURAL, VERSION, SpecError, parse_inference_service
 from tritium.controller.kube import ApiError, KubeClient
-from tritium.controller.reconcile import ChildRef, Reconciler, child_key
+from tritium.controller.reconcile import ChildRef, Reconciler, owner_of
 from tritium.images import Images
-from tritium.render.metadata import LABEL_ISVC
 
 FINALIZER = "serving.tritium.dev/finalizer"
 CHILD_KINDS = {
@@ -25,8 +27,6 @@ CHILD_KINDS = {
     "Deployment": ("apps", "v1", "deployments"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
 }
-OWNED = {LABEL_ISVC: kopf.PRESENT}
-
 client = KubeClient()
 reconciler = Reconciler(client)
 
@@ -62,18 +62,36 @@ async def close_client(**_: Any) -> None:
     await client.close()
 
 
+def _owned(body: kopf.Body, namespace: str, **_: Any) -> bool:
+    return owner_of(dict(body), namespace) is not None
+
+
+def _not_owned(body: kopf.Body, namespace: str, **_: Any) -> bool:
+    return owner_of(dict(body), namespace) is None
+
+
 def _child_index(kind: str):  # type: ignore[no-untyped-def]
     group, version, plural = CHILD_KINDS[kind]
 
-    def index(namespace: str, labels: dict[str, str], body: kopf.Body, **_: Any) -> dict[Any, ChildRef]:
-        key = child_key(dict(labels), namespace)
+    def index(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, ChildRef]:
+        key = owner_of(dict(body), namespace)
         return {key: ChildRef.from_object(kind, dict(body))} if key else {}
 
     index.__name__ = f"children_{plural}"
-    return kopf.index(group, version, plural, labels=OWNED, id=f"children_{plural}")(index)
+    return kopf.index(group, version, plural, when=_owned, id=f"children_{plural}")(index)
 
 
 CHILD_INDEXES = {kind: _child_index(kind) for kind in CHILD_KINDS}
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id="references")
+def references_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, tuple[str, str]]:
+    """(namespace, kind, name) of every Secret/ConfigMap a service needs -> that service."""
+    try:
+        isvc = parse_inference_service({k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")})
+    except SpecError:
+        return {}
+    return {(namespace, ref.kind, ref.name): (namespace, name) for ref in references(isvc)}
 
 
 def children_of(namespace: str, name: str, indexes: dict[str, Any]) -> list[ChildRef]:
@@ -102,19 +120,56 @@ async def delete_isvc(namespace: str, name: str, logger: kopf.Logger, **kw: Any)
     logger.info(f"deleted {len(children)} child object(s)")
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
-async def deployment_changed(
-    namespace: str, labels: kopf.Labels, type: str | None, logger: kopf.Logger, **kw: Any
-) -> None:
-    """A revision's pods came up or went away: re-plan (e.g. let the old revision go) and update status."""
-    key = child_key(dict(labels), namespace)
-    if key is None or type is None:  # type None: the initial listing, already covered by resume
-        return
+async def _reconcile_owner(key: tuple[str, str], why: str, logger: Any, indexes: dict[str, Any]) -> None:
+    """Re-reconcile a service after a change kopf does not report on the service itself."""
     try:
-        body = await client.get("InferenceService", *key)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return
-        await reconciler.reconcile(body, children_of(*key, kw), logger)
+        await reconciler.reconcile_later(
+            key,
+            fetch=lambda: client.get("InferenceService", *key),
+            children=lambda: children_of(*key, indexes),
+            logger=logger,
+        )
     except (ApiError, kopf.TemporaryError) as exc:
-        # Event handlers are not retried by kopf; the next Deployment event or resume will be.
-        logger.warning(f"reconcile after a Deployment change of {key[1]} failed: {exc}")
+        # Event handlers are not retried by kopf; the next event or the resume will be.
+        logger.warning(f"reconcile of {key[1]} after {why} failed: {exc}")
+
+
+def _child_event_handler(kind: str):  # type: ignore[no-untyped-def]
+    group, version, plural = CHILD_KINDS[kind]
+
+    async def child_changed(
+        namespace: str, name: str, body: kopf.Body, type: str | None, logger: kopf.Logger, **kw: Any
+    ) -> None:
+        """A child changed or went away (its pods came up, or a hand edit): re-plan and put it right."""
+        key = owner_of(dict(body), namespace)
+        if key is None or type is None:  # type None: the initial listing, already covered by resume
+            return
+        if type == "DELETED":
+            reconciler.forget_child(namespace, kind, name)
+        await _reconcile_owner(key, f"a {kind} change", logger, kw)
+
+    child_changed.__name__ = f"{plural}_changed"
+    return kopf.on.event(group, version, plural, when=_owned, id=f"{plural}_changed")(child_changed)
+
+
+CHILD_HANDLERS = {kind: _child_event_handler(kind) for kind in CHILD_KINDS}
+
+
+def _referenced_handler(kind: str, group: str, version: str, plural: str):  # type: ignore[no-untyped-def]
+    async def referenced_changed(
+        namespace: str, name: str, type: str | None, logger: kopf.Logger, references: Any, **kw: Any
+    ) -> None:
+        """A Secret or ConfigMap that services refer to appeared, changed or went away."""
+        if type is None:
+            return
+        for key in references.get((namespace, kind, name), []):
+            await _reconcile_owner(key, f"a change of {kind} {name}", logger, kw)
+
+    referenced_changed.__name__ = f"referenced_{plural}_changed"
+    return kopf.on.event(group, version, plural, when=_not_owned, id=f"referenced_{plural}")(referenced_changed)
+
+
+REFERENCE_HANDLERS = [
+    _referenced_handler("Secret", "", "v1", "secrets"),
+    _referenced_handler("ConfigMap", "", "v1", "configmaps"),
+]

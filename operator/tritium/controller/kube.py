@@ -35,6 +35,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
     "InferenceService": ("/apis/serving.tritium.dev/v1alpha1", "inferenceservices"),
+    "Event": ("/api/v1", "events"),
 }
 
 
@@ -171,6 +172,12 @@ class KubeClient:
             "PATCH", object_path(obj["kind"], meta["namespace"], meta["name"]),
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=obj, content_type="application/apply-patch+yaml", write_kind=obj["kind"],
+        )
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create (POST) a new object, e.g. an Event with a generated name."""
+        return await self._request(
+            "POST", object_path(obj["kind"], obj["metadata"]["namespace"]), body=obj, write_kind=obj["kind"]
         )
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:

@@ -20,8 +20,7 @@ from typing import Any
 import kopf
 
 from tritium.api.checks import check_spec, references
-from tritium.api.resource import InferenceService, SpecError, parse_inference_service
-from tritium.api.resource import API_VERSION, GROUP, KIND
+from tritium.api.resource import GROUP, KIND, InferenceService, SpecError, parse_inference_service
 from tritium.controller import metrics
 from tritium.controller.drift import differences
 from tritium.controller.events import EventRecorder

@@ -1,0 +1,125 @@
+"""The operator's lifecycle on a real API server: children, revisions, invalid specs, Secrets, deletion."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tests.e2e.conftest import Kube
+from tests.support.operator_runner import eventually
+from tests.support.operator_scenarios import (
+    CHILD_KINDS,
+    children,
+    condition,
+    create,
+    get_isvc,
+    make_isvc,
+    patch_spec,
+    wait_children,
+    wait_status,
+)
+from tritium.controller.kube import KubeClient
+from tritium.render.metadata import LABEL_REVISION
+
+READY_TIMEOUT = 60  # simulated pods are Ready within a second or two; a real cluster pulls images
+
+
+def ready(obj: dict[str, Any]) -> bool:
+    return condition(obj, "Ready").get("status") == "True" and obj["status"].get("phase") == "Ready"
+
+
+async def revisions(api: KubeClient, namespace: str, name: str) -> list[str]:
+    return sorted(d["metadata"]["labels"][LABEL_REVISION] for d in await children(api, namespace, name, "Deployment"))
+
+
+async def events_of(api: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
+    data = await api._request("GET", f"/api/v1/namespaces/{namespace}/events",
+                              params={"fieldSelector": f"involvedObject.name={name}"})
+    return list(data.get("items") or [])
+
+
+async def wait_event(api: KubeClient, namespace: str, name: str, reason: str) -> dict[str, Any]:
+    async def posted() -> dict[str, Any] | None:
+        return next((e for e in await events_of(api, namespace, name) if e["reason"] == reason), None)
+
+    return await eventually(posted, timeout=20)
+
+
+async def test_lifecycle(kube: Kube, api: KubeClient, namespace: str, operator: None) -> None:
+    name = "lifecycle"
+    created = await create(api, make_isvc(name, namespace))
+    uid = created["metadata"]["uid"]
+
+    # create -> every child, owned by the service, and status.
+    found = await wait_children(api, namespace, name, uid)
+    first = found["Deployment"][0]["metadata"]["labels"][LABEL_REVISION]
+    assert found["Deployment"][0]["spec"]["replicas"] == 1
+    obj = await wait_status(api, namespace, name, ready, timeout=READY_TIMEOUT)
+    assert obj["status"]["stableRevision"] == first
+    assert obj["status"]["readyReplicas"] == 1
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert condition(obj, "SpecValid")["status"] == "True"
+    assert condition(obj, "RolloutProgressing")["status"] == "False"
+    await wait_event(api, namespace, name, "RevisionCreated")
+
+    # A scaling change applies in place: same revision, new replica count, pods follow.
+    await patch_spec(api, namespace, name, {"autoscaling": {"minReplicas": 2, "maxReplicas": 3}})
+    obj = await wait_status(api, namespace, name, lambda o: ready(o) and o["status"]["readyReplicas"] == 2,
+                            timeout=READY_TIMEOUT)
+    assert await revisions(api, namespace, name) == [first]
+
+    # A pod change is a new revision beside the stable one; once it is ready the old one goes.
+    await patch_spec(api, namespace, name, {"model": {"maxBatchSize": 16}})
+
+    async def replaced() -> str | None:
+        revs = await revisions(api, namespace, name)
+        obj = await get_isvc(api, namespace, name)
+        if len(revs) == 1 and revs[0] != first and obj and ready(obj) and obj["status"]["stableRevision"] == revs[0]:
+            return revs[0]
+        return None
+
+    second = await eventually(replaced, timeout=READY_TIMEOUT)
+    cms = await children(api, namespace, name, "ConfigMap")
+    assert [c["metadata"]["labels"][LABEL_REVISION] for c in cms] == [second], "the old ConfigMap is pruned too"
+    assert "max_batch_size: 16" in cms[0]["data"]["config.pbtxt"]
+    obj = await get_isvc(api, namespace, name)
+    assert obj is not None and "canaryRevision" not in obj["status"]
+    await wait_event(api, namespace, name, "RevisionRemoved")
+
+    # A spec the schema accepts but that cannot work: InvalidSpec naming the field, nothing touched.
+    before = {d["metadata"]["name"]: (d["metadata"]["resourceVersion"], copy.deepcopy(d["spec"]))
+              for d in await children(api, namespace, name, "Deployment")}
+    await patch_spec(api, namespace, name, {"model": {"storageUri": "ftp://models/iris"}})
+    obj = await wait_status(api, namespace, name, lambda o: condition(o, "Ready").get("reason") == "InvalidSpec")
+    assert "spec.model.storageUri" in condition(obj, "Ready")["message"]
+    assert obj["status"]["phase"] == "Degraded", "the old revision still serves"
+    event = await wait_event(api, namespace, name, "InvalidSpec")
+    assert event["type"] == "Warning" and "spec.model.storageUri" in event["message"]
+    after = {d["metadata"]["name"]: (d["metadata"]["resourceVersion"], d["spec"])
+             for d in await children(api, namespace, name, "Deployment")}
+    assert after == before, "an invalid spec must leave the running Deployment untouched"
+
+    # Deleting the service: the finalizer runs, the garbage collector takes what is left.
+    await api.delete("InferenceService", namespace, name)
+
+    async def gone() -> bool:
+        if await get_isvc(api, namespace, name) is not None:
+            return False
+        return not any([await children(api, namespace, name, k) for k in CHILD_KINDS])
+
+    await eventually(gone, timeout=30)
+
+
+async def test_a_secret_created_later_is_noticed(api: KubeClient, namespace: str, operator: None) -> None:
+    name = "needs-secret"
+    obj = make_isvc(name, namespace)
+    obj["spec"]["security"] = {"apiKeysSecretRef": {"name": "api-keys", "key": "keys"}}
+    await create(api, obj)
+    found = await wait_status(api, namespace, name, lambda o: condition(o, "Ready").get("reason") == "InvalidSpec")
+    assert "spec.security.apiKeysSecretRef" in condition(found, "Ready")["message"]
+    assert await children(api, namespace, name, "Deployment") == []
+
+    await api.create({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api-keys", "namespace": namespace},
+                      "stringData": {"keys": "ci:0123"}})
+    obj = await wait_status(api, namespace, name, ready, timeout=15)
+    assert condition(obj, "SpecValid")["status"] == "True"
