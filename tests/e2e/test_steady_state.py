@@ -1,0 +1,122 @@
+"""Nothing changes, nothing is written; an operator restarted in the middle of a change finishes it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from tests.e2e.test_lifecycle import READY_TIMEOUT, ready, revisions
+from tests.support.operator_runner import eventually, running_operator
+from tests.support.operator_scenarios import (
+    CHILD_KINDS,
+    children,
+    condition,
+    create,
+    get_isvc,
+    make_isvc,
+    patch_spec,
+    wait_status,
+)
+from tritium.controller.kube import KubeClient
+
+# The issue's figure is 60 s; TRITIUM_E2E_STEADY_SECONDS shortens it for a quick local run.
+STEADY_SECONDS = float(os.environ.get("TRITIUM_E2E_STEADY_SECONDS", "60"))
+
+
+def operator_writes() -> float:
+    """API writes the in-process operator has made so far (its own metric, every verb and kind)."""
+    total = 0.0
+    for metric in REGISTRY.collect():
+        if metric.name == "tritium_operator_api_writes":
+            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
+    return total
+
+
+async def versions(api: KubeClient, namespace: str, name: str) -> dict[str, str]:
+    """resourceVersion of the service and of every child."""
+    out: dict[str, str] = {}
+    obj = await get_isvc(api, namespace, name)
+    assert obj is not None
+    out[f"InferenceService/{name}"] = obj["metadata"]["resourceVersion"]
+    for kind in CHILD_KINDS:
+        for child in await children(api, namespace, name, kind):
+            out[f"{kind}/{child['metadata']['name']}"] = child["metadata"]["resourceVersion"]
+    return out
+
+
+async def test_steady_state_writes_nothing(api: KubeClient, namespace: str, operator: None) -> None:
+    for name in ("steady-a", "steady-b"):
+        await create(api, make_isvc(name, namespace))
+    for name in ("steady-a", "steady-b"):
+        await wait_status(api, namespace, name, ready, timeout=READY_TIMEOUT)
+    await asyncio.sleep(3)  # the last events of the rollout settle
+    before = {n: await versions(api, namespace, n) for n in ("steady-a", "steady-b")}
+    writes = operator_writes()
+    assert writes > 0, "the metric counts the operator's writes"
+    await asyncio.sleep(STEADY_SECONDS)
+    after = {n: await versions(api, namespace, n) for n in ("steady-a", "steady-b")}
+    assert after == before, "an object changed while nothing was asked of the operator"
+    assert operator_writes() == writes, "the operator wrote while nothing changed"
+
+
+async def test_restart_in_the_middle_of_a_change(api: KubeClient, namespace: str) -> None:
+    """Stopped while a new revision cannot start, restarted: it resumes where it was, writing nothing;
+    the next change completes as if it had never stopped."""
+    name = "restarted"
+    async with running_operator(namespaces=[namespace]):
+        await create(api, make_isvc(name, namespace))
+        first_obj = await wait_status(api, namespace, name, ready, timeout=READY_TIMEOUT)
+        first = first_obj["status"]["stableRevision"]
+        # A revision whose image cannot be pulled: it starts beside the stable one and never gets ready.
+        await patch_spec(api, namespace, name, {"runtime": {"image": "registry.invalid/triton:never"}})
+        mid = await wait_status(api, namespace, name, lambda o: o["status"].get("canaryRevision"), timeout=30)
+        assert len(await revisions(api, namespace, name)) == 2
+    stopped: dict[str, Any] = await versions(api, namespace, name)
+
+    async with running_operator(namespaces=[namespace]):
+        writes = operator_writes()
+        await asyncio.sleep(5)
+        assert await versions(api, namespace, name) == stopped, "the resumed operator rewrote something"
+        assert operator_writes() == writes
+        obj = await get_isvc(api, namespace, name)
+        assert obj is not None
+        assert obj["status"]["stableRevision"] == first
+        assert obj["status"]["canaryRevision"] == mid["status"]["canaryRevision"]
+        assert condition(obj, "Ready")["reason"] == "StableServing"
+
+        # A fixed image: the new revision becomes ready and replaces the stable one.
+        await patch_spec(api, namespace, name, {"runtime": {"image": "nvcr.io/nvidia/tritonserver:24.10-py3"}})
+
+        async def replaced() -> bool:
+            revs = await revisions(api, namespace, name)
+            current = await get_isvc(api, namespace, name)
+            return (len(revs) == 1 and revs[0] not in (first, mid["status"]["canaryRevision"])
+                    and current is not None and ready(current))
+
+        await eventually(replaced, timeout=READY_TIMEOUT)
+
+
+def writes_by_kind() -> dict[str, float]:
+    out: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        if metric.name == "tritium_operator_api_writes":
+            for s in metric.samples:
+                if s.name.endswith("_total"):
+                    key = f"{s.labels['verb']} {s.labels['kind']}"
+                    out[key] = out.get(key, 0.0) + s.value
+    return out
+
+
+async def test_a_new_service_writes_each_child_once(api: KubeClient, namespace: str, operator: None) -> None:
+    await asyncio.sleep(1)
+    before = writes_by_kind()
+    await create(api, make_isvc("once", namespace))
+    await wait_status(api, namespace, "once", ready, timeout=READY_TIMEOUT)
+    await asyncio.sleep(3)
+    after = writes_by_kind()
+    made = {k: after[k] - before.get(k, 0.0) for k in after if after[k] != before.get(k, 0.0)}
+    for kind in CHILD_KINDS:
+        assert made.get(f"patch {kind}") == 1, f"{kind} written {made.get(f'patch {kind}', 0)} times: {made}"
