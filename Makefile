@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps test unit lint crds manifests demo render-examples bench-operator bench-dataplane bench-dataplane-paired bench-sdk soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo render-examples bench-operator bench-dataplane bench-dataplane-paired bench-sdk soak clean
 
 help:
 	@echo "make demo            run the MiniLM example locally with a real Triton server"
 	@echo "make test            lint + every test (unit, integration with real parts)"
 	@echo "make crds            regenerate crds/ from the API models"
 	@echo "make bench-operator  operator benchmark (200 InferenceServices against an API mock)"
+	@echo "make cluster-up      a real Kubernetes control plane on loopback (cluster-down stops it)"
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +25,25 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # Debian packages the integration tests start for real (installed when running as root).
-# redis-server: the shared response cache; prometheus: promtool checks the generated alert rules.
+# redis-server: the shared response cache; prometheus: promtool checks the generated alert rules;
+# etcd-server: the storage of the e2e tests' control plane.
 system-deps:
-	@if [ "$$(id -u)" = "0" ] && { ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null; }; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus >/dev/null; \
+	@if [ "$$(id -u)" = "0" ] && { ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null \
+		|| ! command -v etcd >/dev/null; }; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus etcd-server >/dev/null; \
 	fi
+
+# kube-apiserver, kube-controller-manager and kubectl from the k8s.io/kubernetes Go module, built
+# once into .cache/kube/<version> (several minutes the first time); KUBEBUILDER_ASSETS skips it.
+control-plane:
+	@bash scripts/build-control-plane.sh >/dev/null
+
+# A control plane on loopback for people: etcd, kube-apiserver, kube-controller-manager, simulated nodes.
+cluster-up: venv control-plane
+	$(BIN)/python -m tests.support.cluster up
+
+cluster-down: venv
+	$(BIN)/python -m tests.support.cluster down
 
 lint: venv
 	$(BIN)/ruff check operator tests scripts benchmarks examples
@@ -42,11 +57,15 @@ crds: venv
 manifests: venv
 	$(BIN)/python scripts/manifests.py
 
-test: venv lint
+test: venv lint control-plane
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+
+# The e2e suite alone: against KUBECONFIG when set, else against a control plane of its own.
+e2e: venv control-plane
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 
 render-examples: venv
 	@for f in examples/*.yaml; do echo "# --- $$f"; $(BIN)/tritium render -f $$f; done

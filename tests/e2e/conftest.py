@@ -13,6 +13,7 @@ under the chart's own ServiceAccount where RBAC is what is tested.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import subprocess
 import tempfile
@@ -76,6 +77,33 @@ def kube() -> Iterator[Kube]:
             plane.stop()
 
 
+def optional_crds_dir() -> Path:
+    """Gateway API, Prometheus Operator and KEDA CRDs from their Go modules (scripts/optional-crds.sh)."""
+    result = subprocess.run(["bash", str(ROOT / "scripts" / "optional-crds.sh")], capture_output=True, text=True,
+                            check=False)
+    if result.returncode != 0:
+        missing(f"the optional CRDs could not be fetched: {result.stderr.strip()[-500:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def optional_crds(kube: Kube) -> list[str]:
+    """Install the optional CRDs on our own control plane; on a user's cluster, use what it has."""
+    names = [
+        "httproutes.gateway.networking.k8s.io", "servicemonitors.monitoring.coreos.com",
+        "podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com", "scaledobjects.keda.sh",
+    ]
+    if kube.simulated:
+        kube.kubectl("apply", "--server-side", "-f", str(optional_crds_dir()))
+        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+    else:
+        present = kube.kubectl("get", "crd", "-o", "name").stdout.split()
+        absent = [n for n in names if f"customresourcedefinition.apiextensions.k8s.io/{n}" not in present]
+        if absent:
+            pytest.skip(f"this cluster lacks {', '.join(absent)}")
+    return names
+
+
 @pytest.fixture(autouse=True)
 def _use_cluster(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> None:
     """kopf, KubeClient, kubectl and helm in this test talk to the cluster under test."""
@@ -86,7 +114,7 @@ def _use_cluster(kube: Kube, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def namespace(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
     """A namespace of the test's own, deleted afterwards (what is in it goes with it)."""
-    stem = request.node.name.replace("_", "-").lower()[:40].strip("-")
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.originalname.lower())[:40].strip("-")
     name = f"tritium-e2e-{stem}-{secrets.token_hex(2)}"
     kube.kubectl("create", "namespace", name)
     try:

@@ -1,0 +1,99 @@
+"""Third-party kinds (Gateway API, Prometheus Operator, KEDA) validated by the API server itself.
+
+Their CRDs come from the Go modules that ship them (scripts/optional-crds.sh), so an object of
+ours that one of these projects would refuse is refused here too: the chart's ServiceMonitor and
+PrometheusRule now, and the HTTPRoute, PodMonitor and ScaledObject children as render/ grows them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Kube
+from tests.support.cluster import ROOT
+
+
+def server_dry_run(kube: Kube, namespace: str, objects: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    text = yaml.safe_dump_all(objects)
+    return kube.kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=tritium-e2e",
+                        "-n", namespace, "-f", "-", input=text, check=False)
+
+
+def chart_objects(values: str, kinds: set[str]) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "helm"), "template", "tritium", str(ROOT / "charts" / "tritium"),
+         "-f", str(ROOT / "tests" / "data" / "chart-values" / values), "--kube-version", "1.36.0"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d and d.get("kind") in kinds]
+
+
+def test_the_charts_monitoring_objects_pass_the_server(kube: Kube, namespace: str, optional_crds: list[str]) -> None:
+    objects = chart_objects("monitoring.yaml", {"ServiceMonitor", "PrometheusRule"})
+    assert {o["kind"] for o in objects} == {"ServiceMonitor", "PrometheusRule"}
+    for obj in objects:
+        obj["metadata"]["namespace"] = namespace
+    result = server_dry_run(kube, namespace, objects)
+    assert result.returncode == 0, result.stderr
+
+
+def _route(name: str, weight: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": name},
+        "spec": {"parentRefs": [{"name": "public"}], "rules": [{"backendRefs": [
+            {"name": f"{name}-stable", "port": 80, "weight": 100 - weight},
+            {"name": f"{name}-canary", "port": 80, "weight": weight},
+        ]}]},
+    }
+
+
+def _scaled_object(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": name},
+        "spec": {"scaleTargetRef": {"name": f"{name}-abc"}, "minReplicaCount": 1, "maxReplicaCount": 4,
+                 "triggers": [{"type": "prometheus", "metadata": {
+                     "serverAddress": "http://prometheus.monitoring:9090", "threshold": "5",
+                     "query": "sum(rate(nv_inference_queue_duration_us[1m]))"}}], **spec},
+    }
+
+
+ACCEPTED = {
+    "HTTPRoute with a 5 % canary": _route("split", 5),
+    "ScaledObject on a Prometheus query": _scaled_object("scaled"),
+    "PodMonitor of the gateway": {
+        "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor", "metadata": {"name": "pods"},
+        "spec": {"selector": {"matchLabels": {"app.kubernetes.io/instance": "m"}},
+                 "podMetricsEndpoints": [{"port": "metrics", "interval": "15s"}]},
+    },
+}
+REFUSED = {
+    "HTTPRoute weight below 0": (_route("negative", -5), "weight"),
+    "ScaledObject without a target": (
+        {**_scaled_object("untargeted"), "spec": {"triggers": _scaled_object("x")["spec"]["triggers"]}},
+        "scaleTargetRef",
+    ),
+    "PrometheusRule with a non-list groups": (
+        {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule", "metadata": {"name": "bad"},
+         "spec": {"groups": {"name": "g"}}},
+        "groups",
+    ),
+}
+
+
+@pytest.mark.parametrize("obj", ACCEPTED.values(), ids=ACCEPTED.keys())
+def test_valid_objects_are_accepted(kube: Kube, namespace: str, optional_crds: list[str], obj: dict[str, Any]) -> None:
+    result = server_dry_run(kube, namespace, [obj])
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("obj", "field"), REFUSED.values(), ids=REFUSED.keys())
+def test_invalid_objects_are_refused(
+    kube: Kube, namespace: str, optional_crds: list[str], obj: dict[str, Any], field: str
+) -> None:
+    result = server_dry_run(kube, namespace, [obj])
+    assert result.returncode != 0, f"the server accepted {obj['kind']} {obj['metadata']['name']}"
+    assert field in result.stderr, result.stderr
