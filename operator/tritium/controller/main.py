@@ -4,9 +4,77 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from typing import Any
 
 import kopf
 from prometheus_client import start_http_server
+
+from tritium.controller.kube import ApiError, KubeClient
+
+PEERING_API = "/apis/kopf.dev/v1"
+GLOB_CHARACTERS = frozenset("*?[!")
+
+
+def peering_paths(name: str, namespaces: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, object) of each peering object an operator with these namespaces joins.
+
+    Cluster-wide (no namespaces): one ClusterKopfPeering. Namespaced: one KopfPeering in each
+    watched namespace, as kopf looks for it there; namespace patterns (globs, exclusions) name no
+    namespace, so nothing is created for them.
+    """
+    if not namespaces:
+        return [(f"{PEERING_API}/clusterkopfpeerings",
+                 {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": name}})]
+    return [
+        (f"{PEERING_API}/namespaces/{ns}/kopfpeerings",
+         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": name, "namespace": ns}})
+        for ns in namespaces if not GLOB_CHARACTERS & set(ns)
+    ]
+
+
+async def ensure_peering(client: KubeClient, name: str, namespaces: list[str], logger: Any) -> None:
+    """Create the peering objects that are missing; existing ones (made by a peer or by hand) stay.
+
+    The installation ships only the peering CRDs: a custom object cannot be applied together with
+    its CRD in one `kubectl apply`, so the operator makes its own. Without permission to create
+    it, the operator says so and waits for it, as kopf does for a missing peering object.
+    """
+    for collection, body in peering_paths(name, namespaces):
+        what = f"{body['kind']} {name!r}" + (f" in {body['metadata']['namespace']!r}" if namespaces else "")
+        try:
+            await client._request("GET", f"{collection}/{name}")
+            continue
+        except ApiError as exc:
+            if exc.retriable:
+                raise kopf.TemporaryError(f"cannot read {what}: {exc}", delay=2) from exc
+            if exc.status != 404:
+                logger.warning(f"cannot read {what} ({exc}); kopf waits for it")
+                continue
+        try:
+            await client._request("POST", collection, body=body)
+            logger.info(f"created {what}")
+        except ApiError as exc:
+            if exc.status == 409:
+                continue  # another replica was first
+            if exc.retriable:
+                raise kopf.TemporaryError(f"cannot create {what}: {exc}", delay=2) from exc
+            logger.warning(f"cannot create {what} ({exc}): create it, or allow the operator to; kopf waits for it")
+
+
+def register_peering_startup(name: str, namespaces: list[str]) -> None:
+    """A startup handler that makes the peering objects: it runs before kopf starts peering."""
+
+    @kopf.on.startup(id="tritium-peering-object")
+    async def make_peering(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
+        info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+        if info is None:
+            raise kopf.TemporaryError("no Kubernetes credentials (in-cluster or KUBECONFIG)", delay=5)
+        client = KubeClient()
+        client.set_credentials(info)
+        try:
+            await ensure_peering(client, name, namespaces, logger)
+        finally:
+            await client.close()
 
 
 def run_operator(
@@ -17,6 +85,8 @@ def run_operator(
     if metrics_port:
         start_http_server(metrics_port)
     kopf.configure(verbose=verbose)
+    if peering is not None:
+        register_peering_startup(peering, namespaces)
     asyncio.run(
         kopf.operator(
             clusterwide=not namespaces,
