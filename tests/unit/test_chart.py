@@ -72,7 +72,8 @@ CLUSTER_READ_RULES: dict[tuple[str, str], list[str]] = {
     ("apiextensions.k8s.io", "customresourcedefinitions"): READ,
     ("", "namespaces"): READ,
 }
-PEERING_VERBS = ["get", "list", "watch", "patch"]
+# kopf reads, watches and patches its peering object; `tritium operator` creates it when missing.
+PEERING_VERBS = ["get", "list", "watch", "create", "patch"]
 
 
 # --- helm -----------------------------------------------------------------------------------
@@ -306,12 +307,21 @@ def test_user_roles_aggregate_into_view_and_edit(helm: str) -> None:
     assert not [r for r in of_kind(full, "ClusterRole") if "aggregate-to-view" in str(r["metadata"]["labels"])]
 
 
-def test_default_peering_pdb_and_metrics(helm: str) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_no_peering_object_is_rendered(helm: str, mode: str) -> None:
+    """The operator creates its peering object: one rendered with its CRD breaks a one-step apply."""
+    assert [o for o in render(helm, mode) if (o["apiVersion"], o["kind"]) in PEERING_KINDS] == []
+
+
+def test_peering_create_grants_create(helm: str) -> None:
+    args = _template_args(CHART, (), ("peering.create=false",))
+    objs = [d for d in yaml.safe_load_all(_run(helm, *args).stdout) if d]
+    role = next(r for r in of_kind(objs, "ClusterRole") if r["metadata"]["name"] == "tritium")
+    assert rules_of(role)[("kopf.dev", "clusterkopfpeerings")] == sorted(["get", "list", "watch", "patch"])
+
+
+def test_default_pdb_and_metrics(helm: str) -> None:
     objs = render(helm)
-    peering = one(objs, "ClusterKopfPeering")
-    assert (peering["apiVersion"], peering["metadata"]["name"]) == ("kopf.dev/v1", "tritium")
-    assert "namespace" not in peering["metadata"]
-    assert of_kind(objs, "KopfPeering") == []
     selector = one(objs, "Deployment")["spec"]["selector"]["matchLabels"]
     pdb = one(objs, "PodDisruptionBudget")
     assert pdb["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": selector}}
@@ -343,11 +353,6 @@ def test_namespaced_mode(helm: str) -> None:
     binding = one(objs, "ClusterRoleBinding")
     cluster_role = next(r for r in of_kind(objs, "ClusterRole") if r["metadata"]["name"] == binding["roleRef"]["name"])
     assert rules_of(cluster_role) == _sorted(CLUSTER_READ_RULES)
-    peerings = of_kind(objs, "KopfPeering")
-    assert sorted((p["metadata"]["namespace"], p["metadata"]["name"]) for p in peerings) == [
-        ("team-a", "tritium-teams"), ("team-b", "tritium-teams"),
-    ]
-    assert of_kind(objs, "ClusterKopfPeering") == []
 
 
 def test_minimal_mode_creates_no_identity(helm: str) -> None:
@@ -386,8 +391,6 @@ def test_full_mode_applies_every_option(helm: str) -> None:
     assert sa["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].startswith("tritium@")
     assert one(objs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 2
     assert one(objs, "Service")["spec"]["ports"][0]["port"] == 9292
-    peering = one(objs, "KopfPeering")["metadata"]
-    assert (peering["namespace"], peering["name"]) == ("inference", "serving")
     rule = one(objs, "PrometheusRule")
     exprs = " ".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
     assert 'job="serving-operator-metrics"' in exprs and "namespace=" not in exprs
@@ -708,7 +711,7 @@ def test_install_yaml_objects(helm: str) -> None:
     assert {o["metadata"]["name"] for o in objs[:3]} == set(chart_crds())
     assert objs[3]["metadata"]["name"] == NAMESPACE
     assert all(o["metadata"].get("namespace", NAMESPACE) == NAMESPACE for o in objs)
-    assert "ClusterKopfPeering" in kinds and "Role" not in kinds
+    assert "ClusterKopfPeering" not in kinds and "Role" not in kinds
     assert container(objs)["image"] == OPERATOR_IMAGE
     assert all(o["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") != "Helm" for o in objs)
 

@@ -124,3 +124,16 @@ into the ClusterRole; in namespaced mode into one Role per watched namespace.
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/*
+Verbs on the kopf peering object. The chart ships no peering object (a custom object cannot be
+applied in the same step as its CRD); `tritium operator --peering` creates it at start-up when it
+is missing, which needs "create" (peering.create). kopf itself reads, watches and patches it.
+*/}}
+{{- define "tritium.peeringVerbs" -}}
+{{- if .Values.peering.create -}}
+["get", "list", "watch", "create", "patch"]
+{{- else -}}
+["get", "list", "watch", "patch"]
+{{- end }}
+{{- end }}
