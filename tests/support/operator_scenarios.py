@@ -1,16 +1,12 @@
-"""Operator scenarios shared by the integration tests (API emulator) and the e2e tests (real cluster).
-
-Each scenario talks to the API only through KubeClient, so it runs unchanged on both.
-"""
+"""Helpers to drive the operator through the API, shared by the e2e tests (real API server), the
+fault-injection tests (API emulator) and the operator benchmark: all through KubeClient."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from tests.support.operator_runner import eventually
 from tritium.controller.kube import KubeClient
-from tritium.render.metadata import LABEL_REVISION
 
 CHILD_KINDS = ("ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy")
 
@@ -85,120 +81,3 @@ async def wait_status(client: KubeClient, namespace: str, name: str, predicate, 
     return await eventually(check, timeout=timeout)
 
 
-async def mark_deployment_ready(client: KubeClient, namespace: str, deployment: dict[str, Any]) -> None:
-    """Play the Deployment controller: report every replica ready (only where no real one runs)."""
-    meta = deployment["metadata"]
-    replicas = deployment["spec"].get("replicas", 1)
-    status = {"observedGeneration": meta.get("generation", 1), "replicas": replicas, "readyReplicas": replicas,
-              "availableReplicas": replicas, "updatedReplicas": replicas}
-    await client.patch_status("Deployment", namespace, meta["name"], status)
-
-
-async def scenario_create_update_invalid_delete(
-    client: KubeClient, namespace: str, simulate_pods: bool, pods_become_ready: bool | None = None
-) -> None:
-    """create -> children + status; update -> re-applied (new revision beside the old one);
-    invalid spec -> InvalidSpec while the old Deployment stays; delete -> cleaned up.
-
-    ``simulate_pods``: report Deployments ready ourselves (where no Deployment controller runs).
-    ``pods_become_ready``: whether pods will be Ready at all (on a real cluster only when the images
-    can be pulled and scheduled); when not, the readiness-dependent steps are left out.
-    """
-    ready = simulate_pods if pods_become_ready is None else pods_become_ready
-    name = "lifecycle"
-    created = await create(client, make_isvc(name, namespace))
-    uid = created["metadata"]["uid"]
-
-    found = await wait_children(client, namespace, name, uid)
-    deployment = found["Deployment"][0]
-    first_revision = deployment["metadata"]["labels"][LABEL_REVISION]
-    assert deployment["spec"]["replicas"] == 1
-    obj = await wait_status(client, namespace, name, lambda o: (o.get("status") or {}).get("observedGeneration") == 1)
-    status = obj["status"]
-    assert status["url"] == f"http://{name}.{namespace}.svc.cluster.local"
-    assert condition(obj, "SpecValid")["status"] == "True"
-    assert status["selector"] == f"app.kubernetes.io/instance={name},app.kubernetes.io/component=predictor"
-
-    if simulate_pods:
-        await mark_deployment_ready(client, namespace, deployment)
-    if ready:
-        obj = await wait_status(client, namespace, name, lambda o: condition(o, "Ready").get("status") == "True",
-                                timeout=300 if not simulate_pods else 20)
-        assert obj["status"]["phase"] == "Ready"
-        assert obj["status"]["stableRevision"] == first_revision
-    else:
-        assert obj["status"]["phase"] == "Progressing"
-
-    # A scaling change is applied in place: same revision, new replica count.
-    await patch_spec(client, namespace, name, {"autoscaling": {"minReplicas": 2, "maxReplicas": 3}})
-
-    async def scaled() -> bool:
-        deps = await children(client, namespace, name, "Deployment")
-        return len(deps) == 1 and deps[0]["spec"]["replicas"] == 2
-
-    await eventually(scaled)
-
-    # A pod-relevant change is a new revision, run beside the stable one until it is ready.
-    await patch_spec(client, namespace, name, {"model": {"maxBatchSize": 16}})
-
-    async def two_revisions() -> list[dict[str, Any]] | None:
-        deps = await children(client, namespace, name, "Deployment")
-        # A stable revision stays beside the new one; one that never became ready is simply replaced.
-        return deps if len(deps) == (2 if ready else 1) and any(
-            d["metadata"]["labels"][LABEL_REVISION] != first_revision for d in deps) else None
-
-    deps = await eventually(two_revisions)
-    new = next(d for d in deps if d["metadata"]["labels"][LABEL_REVISION] != first_revision)
-    new_revision = new["metadata"]["labels"][LABEL_REVISION]
-    cms = await children(client, namespace, name, "ConfigMap")
-    new_cm = next(c for c in cms if c["metadata"]["labels"][LABEL_REVISION] == new_revision)
-    assert "max_batch_size: 16" in new_cm["data"]["config.pbtxt"]
-    if ready:
-        obj = await wait_status(client, namespace, name, lambda o: (o.get("status") or {}).get("canaryRevision"))
-        assert obj["status"]["stableRevision"] == first_revision
-        assert condition(obj, "RolloutProgressing")["status"] == "True"
-
-    if simulate_pods:
-        await mark_deployment_ready(client, namespace, new)
-
-        async def old_pruned() -> bool:
-            deps = await children(client, namespace, name, "Deployment")
-            return [d["metadata"]["labels"][LABEL_REVISION] for d in deps] == [new_revision]
-
-        await eventually(old_pruned)
-        obj = await wait_status(client, namespace, name, lambda o: o["status"].get("stableRevision") == new_revision)
-        assert obj["status"]["phase"] == "Ready"
-        assert condition(obj, "RolloutProgressing")["status"] == "False"
-
-    # A spec that passes the schema but cannot work: Ready=False/InvalidSpec, nothing touched.
-    deployments = await children(client, namespace, name, "Deployment")
-    before = {d["metadata"]["name"]: copy.deepcopy(d["spec"]) for d in deployments}
-    await patch_spec(client, namespace, name, {"model": {"storageUri": "ftp://models/iris"}})
-    obj = await wait_status(client, namespace, name, lambda o: condition(o, "Ready").get("reason") == "InvalidSpec")
-    assert "spec.model.storageUri" in condition(obj, "Ready")["message"]
-    assert condition(obj, "SpecValid")["status"] == "False"
-    after = {d["metadata"]["name"]: d["spec"] for d in await children(client, namespace, name, "Deployment")}
-    assert after == before, "an invalid spec must leave the running Deployments untouched"
-
-    # Deleting the service deletes its children.
-    await client.delete("InferenceService", namespace, name)
-
-    async def gone() -> bool:
-        if await get_isvc(client, namespace, name) is not None:
-            return False
-        return not any([await children(client, namespace, name, k) for k in CHILD_KINDS])
-
-    await eventually(gone, timeout=30)
-
-
-async def scenario_missing_secret(client: KubeClient, namespace: str) -> None:
-    """A referenced Secret that does not exist: InvalidSpec naming the field, no children."""
-    name = "needs-secret"
-    obj = make_isvc(name, namespace)
-    obj["spec"]["security"] = {"apiKeysSecretRef": {"name": "no-such-secret", "key": "keys"}}
-    await create(client, obj)
-    found = await wait_status(client, namespace, name, lambda o: condition(o, "Ready").get("reason") == "InvalidSpec")
-    assert "spec.security.apiKeysSecretRef" in condition(found, "Ready")["message"]
-    assert found["status"]["phase"] == "Failed"
-    assert await children(client, namespace, name, "Deployment") == []
-    await client.delete("InferenceService", namespace, name)
