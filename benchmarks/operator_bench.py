@@ -1,9 +1,22 @@
-"""Operator benchmark: N InferenceServices created at once (`make bench-operator`).
+"""Operator benchmark: N InferenceServices created at once (`make bench-operator`, `make bench-operator-real`).
 
-Runs the API emulator and `tritium operator` as two separate processes (so the operator's RSS is
-its own), creates N services concurrently, and reports: seconds until every one has all its
-children and its status written, the operator's peak RSS, API write calls per service, and write
-calls during a steady-state window. With KUBECONFIG set (and --real), it runs against that cluster.
+Runs `tritium operator` as a process of its own (so its RSS is its own) against one of:
+
+- the API emulator (default; kmock, `benchmarks/emulator_server.py`), another process;
+- with --real and no KUBECONFIG: a control plane of its own (tests/support/cluster.py: etcd,
+  kube-apiserver, kube-controller-manager, simulated nodes that run pods Ready), started in a temp
+  directory with the CRD installed and a namespace created, stopped afterwards;
+- with --real and KUBECONFIG set: that cluster (CRD installed), as the e2e tests do.
+
+It creates N services concurrently and reports: seconds until every one has all its children and
+a status (observedGeneration 1 and a phase), and on its own control plane also until every one is
+Ready (status phase Ready, condition Ready=True: the simulated pods come up); the operator's peak
+RSS; write calls per service; and, over a steady-state window, write calls and the objects whose
+resourceVersion changed (the services and all their children, listed before and after).
+
+Writes are counted in the operator process itself (every non-GET HTTP call it makes, kopf's
+bookkeeping included; `aiohttp.ClientSession._request` wrapped), and also read from the operator's
+own metric (tritium_operator_api_writes_total); with the emulator, also from the emulator.
 """
 
 from __future__ import annotations
@@ -11,13 +24,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import kopf
@@ -30,6 +48,39 @@ from tests.support.operator_scenarios import make_isvc  # noqa: E402
 from tritium.controller.kube import KubeClient  # noqa: E402
 
 CHILDREN = ("ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy")
+MANAGED = "app.kubernetes.io/managed-by=tritium-operator"
+OWNER_LABEL = "serving.tritium.dev/inferenceservice"
+ISVCS = "/apis/serving.tritium.dev/v1alpha1/namespaces/{ns}/inferenceservices"
+
+# Started instead of `python -m tritium.cli`: counts every write call the operator process makes
+# (kopf's and the operator's own) in a metric on the operator's metrics port, then runs the CLI.
+OPERATOR_MAIN = '''\
+import re
+import sys
+
+import aiohttp
+from prometheus_client import Counter
+from yarl import URL
+
+WRITES = Counter("bench_operator_process_writes_total", "Write calls of this process.", ["verb", "resource"])
+_PATH = re.compile(r"^(?:/api/v1|/apis/[^/]+/[^/]+)(?:/namespaces/[^/]+)?/([^/?]+)(?:/[^/?]+(/[^/?]+)?)?")
+_request = aiohttp.ClientSession._request
+
+
+async def _counted(self, method, str_or_url, *args, **kwargs):
+    if str(method).upper() not in ("GET", "HEAD", "OPTIONS"):
+        found = _PATH.match(URL(str_or_url).path)
+        resource = (found.group(1) + (found.group(2) or "")) if found else "other"
+        WRITES.labels(str(method).lower(), resource).inc()
+    return await _request(self, method, str_or_url, *args, **kwargs)
+
+
+aiohttp.ClientSession._request = _counted
+
+from tritium.cli import main  # noqa: E402
+
+sys.exit(main(sys.argv[1:]))
+'''
 
 
 def free_port() -> int:
@@ -45,129 +96,326 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def emulator_writes(session: aiohttp.ClientSession, url: str) -> int:
-    """Every write the API emulator served (the operator's, kopf's and the benchmark's own)."""
-    async with session.get(f"{url}/_writes") as resp:
-        return int((await resp.json())["writes"])
+def nodes_for(n: int) -> int:
+    """Simulated nodes enough for the pods of n services (the test plane's 2 at least, one spare)."""
+    from tests.support.nodesim import CAPACITY, parse_quantity, pod_requests
+    from tritium.api.resource import parse_inference_service
+    from tritium.images import DEFAULT_IMAGES
+    from tritium.render import render_children
+    from tritium.render.metadata import revision_of
+
+    body = make_isvc("sizing", "sizing")
+    isvc = parse_inference_service(body)
+    deployment = next(o for o in render_children(isvc, revision_of(isvc.spec, DEFAULT_IMAGES), DEFAULT_IMAGES)
+                      if o["kind"] == "Deployment")
+    wanted = pod_requests(deployment["spec"]["template"])
+    per_node = min([int(parse_quantity(CAPACITY["pods"]))] + [
+        int(parse_quantity(CAPACITY[k]) // v) for k, v in wanted.items() if k in CAPACITY and v > 0])
+    pods = n * int(body["spec"]["autoscaling"]["minReplicas"])
+    return max(2, math.ceil(pods / per_node) + 1)
 
 
-async def operator_writes(session: aiohttp.ClientSession, metrics_url: str) -> int:
-    """The operator's own writes (tritium_operator_api_writes_total); kopf's bookkeeping is not counted."""
-    async with session.get(metrics_url) as resp:
-        text = await resp.text()
-    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("tritium_operator_api_writes_total{")))
+def parse_metrics(text: str) -> dict[str, dict[str, float]]:
+    """{metric name: {label string: value}} of a Prometheus text exposition."""
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        name, _, labels = series.partition("{")
+        out.setdefault(name, {})[labels.rstrip("}")] = float(value)
+    return out
 
 
-async def count_done(client: KubeClient, namespace: str, n: int) -> int:
-    isvcs = await client._request("GET", f"/apis/serving.tritium.dev/v1alpha1/namespaces/{namespace}/inferenceservices")
-    with_status = {
-        i["metadata"]["name"] for i in isvcs.get("items", [])
-        if (i.get("status") or {}).get("observedGeneration") == 1 and (i.get("status") or {}).get("phase")
-    }
-    have: dict[str, set[str]] = {}
-    for kind in CHILDREN:
-        for item in await client.list(kind, namespace, "app.kubernetes.io/managed-by=tritium-operator"):
-            owner = (item["metadata"].get("labels") or {}).get("serving.tritium.dev/inferenceservice")
-            if owner:
-                have.setdefault(owner, set()).add(kind)
-    return sum(1 for name in with_status if have.get(name, set()) >= set(CHILDREN))
+def labelled(samples: dict[str, float], *names: str) -> dict[str, float]:
+    """Samples keyed by the values of the given labels, joined with a space."""
+    out: dict[str, float] = {}
+    for labels, value in samples.items():
+        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        key = " ".join(found.get(n, "") for n in names)
+        out[key] = out.get(key, 0.0) + value
+    return out
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], str, str]:
-    """The API emulator in its own process, and a kubeconfig pointing at it."""
-    python_args = os.environ.get("BENCH_EMULATOR_PY_ARGS", "").split()  # e.g. "-m cProfile -o emu.prof"
-    emulator = subprocess.Popen([sys.executable, *python_args, str(ROOT / "benchmarks/emulator_server.py"),
-                                 str(free_port())], stdout=subprocess.PIPE, text=True)
-    url = emulator.stdout.readline().strip() if emulator.stdout else ""
-    with tempfile.NamedTemporaryFile("w", suffix=".kubeconfig", delete=False) as kubeconfig:
-        yaml.safe_dump({
+class Target:
+    """What the operator runs against: the emulator, a control plane of our own, or KUBECONFIG's cluster."""
+
+    def __init__(self, mode: str, workdir: Path, n: int, namespace: str) -> None:
+        self.mode, self.workdir, self.namespace = mode, workdir, namespace
+        self.emulator: subprocess.Popen[str] | None = None
+        self.plane: Any = None
+        self.url = ""
+        self.env = dict(os.environ)
+        if mode == "emulator":
+            self._start_emulator()
+        elif mode == "plane":
+            self._start_plane(n)
+        else:
+            self.kubeconfig = os.environ["KUBECONFIG"]
+
+    def _start_emulator(self) -> None:
+        python_args = os.environ.get("BENCH_EMULATOR_PY_ARGS", "").split()  # e.g. "-m cProfile -o emu.prof"
+        self.emulator = subprocess.Popen([sys.executable, *python_args, str(ROOT / "benchmarks/emulator_server.py"),
+                                          str(free_port())], stdout=subprocess.PIPE, text=True)
+        self.url = self.emulator.stdout.readline().strip() if self.emulator.stdout else ""
+        self.kubeconfig = str(self.workdir / "kubeconfig")
+        Path(self.kubeconfig).write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "bench", "cluster": {"server": url}}],
+            "clusters": [{"name": "bench", "cluster": {"server": self.url}}],
             "users": [{"name": "bench", "user": {"token": "bench"}}],
             "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
-        }, kubeconfig)
-    return emulator, url, kubeconfig.name
+        }))
+
+    def _start_plane(self, n: int) -> None:
+        from tests.support.cluster import ControlPlane
+
+        nodes = nodes_for(n)
+        started = time.perf_counter()
+        self.plane = ControlPlane(self.workdir / "plane", nodes=nodes)
+        self.plane.start()
+        self.env = self.plane.env
+        self.kubeconfig = str(self.plane.kubeconfig)
+        self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                     "crd/inferenceservices.serving.tritium.dev")
+        self.kubectl("create", "namespace", self.namespace)
+        print(f"control plane with {nodes} simulated nodes ready in {time.perf_counter() - started:.1f} s "
+              f"(logs in {self.workdir / 'plane'})", file=sys.stderr)
+
+    def kubectl(self, *args: str) -> str:
+        result = subprocess.run(["kubectl", *args], env=self.env, capture_output=True, text=True, timeout=120,
+                                check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    @property
+    def real(self) -> bool:
+        return self.mode != "emulator"
+
+    def stop(self) -> None:
+        if self.emulator is not None:
+            self.emulator.terminate()
+            self.emulator.wait(30)
+        if self.plane is not None:
+            self.plane.stop()
 
 
-async def run(n: int, steady_seconds: float, timeout: float, real: bool, ns: str) -> dict[str, float]:
-    emulator, url, kubeconfig = (None, "", os.environ["KUBECONFIG"]) if real else start_emulator()
+class Progress:
+    """Polls the API: how many services are done (children + status) and how many are Ready."""
+
+    def __init__(self, client: KubeClient, namespace: str) -> None:
+        self.client, self.namespace = client, namespace
+        self.complete: set[str] = set()  # services with every child kind seen
+        self.expected: set[str] = set()
+
+    async def poll(self) -> tuple[int, int]:
+        isvcs = (await self.client._request("GET", ISVCS.format(ns=self.namespace))).get("items") or []
+        if self.complete < self.expected or not self.expected:
+            have: dict[str, set[str]] = {}
+            for kind in CHILDREN:  # children are only listed until every service has all of them
+                for item in await self.client.list(kind, self.namespace, MANAGED):
+                    owner = (item["metadata"].get("labels") or {}).get(OWNER_LABEL)
+                    if owner:
+                        have.setdefault(owner, set()).add(kind)
+            self.complete = {name for name, kinds in have.items() if kinds >= set(CHILDREN)}
+        done = ready = 0
+        for item in isvcs:
+            if item["metadata"]["name"] not in self.complete:
+                continue
+            status = item.get("status") or {}
+            if status.get("observedGeneration") == 1 and status.get("phase"):
+                done += 1
+            if status.get("phase") == "Ready" and any(
+                    c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
+                ready += 1
+        return done, ready
+
+
+async def versions(client: KubeClient, namespace: str) -> dict[str, str]:
+    """resourceVersion of every service and every child in the namespace, by 'Kind/name'."""
+    out: dict[str, str] = {}
+    for item in (await client._request("GET", ISVCS.format(ns=namespace))).get("items") or []:
+        out[f"InferenceService/{item['metadata']['name']}"] = str(item["metadata"]["resourceVersion"])
+    for kind in CHILDREN:
+        for item in await client.list(kind, namespace, MANAGED):
+            out[f"{kind}/{item['metadata']['name']}"] = str(item["metadata"]["resourceVersion"])
+    return out
+
+
+def log_summary(path: Path) -> dict[str, Any]:
+    """Warning and error lines of the operator's log, counted, with the most frequent messages."""
+    if not path.exists():
+        return {}
+    levels: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        found = re.search(r"\b(WARNING|ERROR|CRITICAL)\b\s*(.*)", line)
+        if found:
+            levels[found.group(1)] += 1
+            # One entry per kind of message: names and numbers vary between services.
+            messages[re.sub(r"\b(svc-\d+\S*|[0-9a-f]{6,}|\d+(\.\d+)?)\b", "#", found.group(2))[:160]] += 1
+        elif "Traceback" in line:
+            levels["Traceback"] += 1
+    return {"levels": dict(levels), "top": dict(messages.most_common(5))}
+
+
+async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="tritium-opbench-"))
+    target = Target(mode, workdir, n, ns)
     metrics_port = free_port()
-    log = open(os.environ.get("BENCH_OPERATOR_LOG", os.devnull), "w")  # noqa: SIM115
+    log_path = Path(os.environ.get("BENCH_OPERATOR_LOG") or workdir / "operator.log")
+    log = open(log_path, "w")  # noqa: SIM115
+    main_script = workdir / "operator_main.py"
+    main_script.write_text(OPERATOR_MAIN)
     operator = subprocess.Popen(
-        [sys.executable, *os.environ.get("BENCH_OPERATOR_PY_ARGS", "").split(), "-m", "tritium.cli",
+        [sys.executable, *os.environ.get("BENCH_OPERATOR_PY_ARGS", "").split(), str(main_script),
          "operator", "--metrics-port", str(metrics_port), "--liveness-port", str(free_port()),
-         *(["--namespace", ns] if real else [])],
-        env={**os.environ, "KUBECONFIG": kubeconfig}, stdout=subprocess.DEVNULL, stderr=log,
+         *(["--namespace", ns] if target.real else [])],
+        env={**target.env, "KUBECONFIG": target.kubeconfig}, stdout=subprocess.DEVNULL, stderr=log,
     )
-    os.environ["KUBECONFIG"] = kubeconfig
+    os.environ["KUBECONFIG"] = target.kubeconfig
     client = KubeClient()
     info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
     assert info is not None
     client.set_credentials(info)
-    results: dict[str, float] = {"n": n}
+    results: dict[str, Any] = {"n": n, "target": {"emulator": "API emulator", "plane": "own control plane",
+                                                  "kubeconfig": "KUBECONFIG cluster"}[mode]}
+    if target.plane is not None:
+        results["simulated_nodes"] = target.plane.nodes
     names = [f"svc-{i:04d}" for i in range(n)]
     try:
         async with aiohttp.ClientSession() as session:
-            async def writes() -> int:
-                if real:
-                    return await operator_writes(session, f"http://127.0.0.1:{metrics_port}/metrics")
-                return await emulator_writes(session, url) - n  # less the benchmark's own creates
+            async def metrics() -> dict[str, dict[str, float]]:
+                async with session.get(f"http://127.0.0.1:{metrics_port}/metrics") as resp:
+                    return parse_metrics(await resp.text())
 
+            async def counts() -> dict[str, float]:
+                """Write calls so far: the operator process's, the operator's own metric, the emulator's."""
+                m = await metrics()
+                out = {"process": sum(m.get("bench_operator_process_writes_total", {}).values()),
+                       "own": sum(m.get("tritium_operator_api_writes_total", {}).values())}
+                if target.emulator is not None:
+                    async with session.get(f"{target.url}/_writes") as resp:
+                        out["emulator"] = float((await resp.json())["writes"])
+                return out
+
+            deadline = time.monotonic() + 60
+            while True:  # the operator's metrics answer once it has imported and started
+                try:
+                    await metrics()
+                    break
+                except aiohttp.ClientError:
+                    if operator.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the operator did not start; its log: {log_path}") from None
+                    await asyncio.sleep(0.2)
             await asyncio.sleep(3)  # operator start-up (login, discovery, watches)
-            base = await writes() + (n if not real else 0)
+            base = await counts()
+            base_by_kind = await metrics()
             started = time.perf_counter()
             await asyncio.gather(*(
-                client._request("POST", f"/apis/serving.tritium.dev/v1alpha1/namespaces/{ns}/inferenceservices",
-                                body=make_isvc(name, ns))
-                for name in names
+                client._request("POST", ISVCS.format(ns=ns), body=make_isvc(name, ns)) for name in names
             ))
-            done = 0
-            while done < n and time.perf_counter() - started < timeout:
+            if "emulator" in base:
+                base["emulator"] += n  # the benchmark's own creates
+            progress = Progress(client, ns)
+            progress.expected = set(names)
+            done = ready = 0
+            wait_ready = mode == "plane"  # only simulated pods are sure to come up
+            while time.perf_counter() - started < timeout:
                 await asyncio.sleep(0.5)
-                done = await count_done(client, ns, n)
-            results["seconds_to_all_done"] = round(time.perf_counter() - started, 2)
+                done, ready = await progress.poll()
+                if done == n and "seconds_to_all_done" not in results:
+                    results["seconds_to_all_done"] = round(time.perf_counter() - started, 2)
+                if done == n and (not wait_ready or ready == n):
+                    break
+            results.setdefault("seconds_to_all_done", None)
             results["done"] = done
+            if wait_ready:
+                results["seconds_to_all_ready"] = round(time.perf_counter() - started, 2) if ready == n else None
+                results["ready"] = ready
             await asyncio.sleep(5)  # late events (e.g. watch echoes of our own writes)
-            after_create = await writes()
-            results["writes_per_service"] = round((after_create - base) / n, 2)
+            after_create = await counts()
+            by_kind = await metrics()
+            for key in after_create:
+                label = {"process": "writes_per_service", "own": "operator_own_writes_per_service",
+                         "emulator": "emulator_writes_per_service"}[key]
+                results[label] = round((after_create[key] - base[key]) / n, 2)
+            for name, labels, field in (("bench_operator_process_writes_total", ("verb", "resource"),
+                                         "writes_by_call"),
+                                        ("tritium_operator_api_writes_total", ("verb", "kind"), "own_writes_by_kind")):
+                now, before = labelled(by_kind.get(name, {}), *labels), labelled(base_by_kind.get(name, {}), *labels)
+                results[field] = {k: round(v - before.get(k, 0.0)) for k, v in sorted(now.items())
+                                  if v != before.get(k, 0.0)}
+
+            before_versions = await versions(client, ns)
+            before_steady = await counts()
             await asyncio.sleep(steady_seconds)
+            after_steady = await counts()
+            after_versions = await versions(client, ns)
+            changed = sorted(k for k in before_versions.keys() | after_versions.keys()
+                             if before_versions.get(k) != after_versions.get(k))
             results["steady_state_seconds"] = steady_seconds
-            results["steady_state_writes"] = await writes() - after_create
+            results["steady_state_writes"] = round(after_steady["process"] - before_steady["process"])
+            results["steady_state_operator_own_writes"] = round(after_steady["own"] - before_steady["own"])
+            if "emulator" in after_steady:
+                results["steady_state_emulator_writes"] = round(after_steady["emulator"] - before_steady["emulator"])
+            results["steady_state_objects_sampled"] = len(before_versions)
+            results["steady_state_changed_objects"] = len(changed)
+            if changed:
+                results["steady_state_changed_by_kind"] = dict(Counter(k.split("/")[0] for k in changed))
+                results["steady_state_changed_examples"] = changed[:5]
             results["operator_peak_rss_mb"] = round(peak_rss_mb(operator.pid), 1)
-            if real:  # leave the cluster as it was
+
+            final = await metrics()
+            duration = final.get("tritium_operator_reconcile_duration_seconds_count", {})
+            total = final.get("tritium_operator_reconcile_duration_seconds_sum", {})
+            count = sum(duration.values())
+            results["reconciles"] = labelled(final.get("tritium_operator_reconciles_total", {}), "result")
+            results["reconcile_mean_ms"] = round(1000 * sum(total.values()) / count, 1) if count else None
+            results["operator_errors"] = labelled(final.get("tritium_operator_errors_total", {}), "kind")
+            if target.real:
+                events = await client.list("Event", ns, "")
+                results["events_by_source_reason"] = dict(Counter(
+                    f"{(e.get('source') or {}).get('component', '')} {e.get('reason', '')}" for e in events))
+            if mode == "kubeconfig":  # leave the cluster as it was
                 await asyncio.gather(*(client.delete("InferenceService", ns, name) for name in names))
     finally:
         await client.close()
         operator.terminate()
         operator.wait(30)
         log.close()
-        if emulator is not None:
-            emulator.terminate()
-            emulator.wait(30)
-            os.unlink(kubeconfig)
+        results["operator_log"] = log_summary(log_path)
+        target.stop()
+        keep = os.environ.get("BENCH_KEEP_DIR")
+        if keep:
+            print(f"benchmark files kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
     return results
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="InferenceServices to create at once")
     parser.add_argument("--steady", type=float, default=60, help="seconds of steady state to watch for writes")
-    parser.add_argument("--timeout", type=float, default=180)
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="seconds to wait for all done (and Ready); default 180, 600 on an own control plane")
     parser.add_argument("--real", action="store_true",
-                        help="use the cluster KUBECONFIG points at (CRD installed) instead of the emulator; "
-                        "writes are then the operator's own, from its metrics")
+                        help="a real API server instead of the emulator: KUBECONFIG's cluster (CRD installed) "
+                        "when set, else a control plane of its own (tests/support/cluster.py)")
     parser.add_argument("--namespace", default="bench", help="namespace to create the services in")
     args = parser.parse_args()
-    if args.real and not os.environ.get("KUBECONFIG"):
-        parser.error("--real needs KUBECONFIG")
-    results = asyncio.run(run(args.n, args.steady, args.timeout, args.real, args.namespace))
+    mode = ("kubeconfig" if os.environ.get("KUBECONFIG") else "plane") if args.real else "emulator"
+    timeout = args.timeout if args.timeout is not None else (600 if mode == "plane" else 180)
+    results = asyncio.run(run(args.n, args.steady, timeout, mode, args.namespace))
     width = max(len(k) for k in results)
     print(f"{'metric'.ljust(width)}  value")
     for key, value in results.items():
-        print(f"{key.ljust(width)}  {value}")
+        print(f"{key.ljust(width)}  {json.dumps(value) if isinstance(value, dict | list) else value}")
     print(json.dumps(results))
-    ok = (results["done"] == args.n and results["steady_state_writes"] == 0)
+    ok = (results["done"] == args.n and results.get("ready", args.n) == args.n
+          and results["steady_state_writes"] == 0 and results["steady_state_changed_objects"] == 0)
     return 0 if ok else 1
 
 
