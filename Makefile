@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo render-examples bench-operator bench-dataplane bench-dataplane-paired bench-sdk soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo render-examples bench-operator bench-operator-real bench-dataplane bench-dataplane-paired bench-sdk soak clean
 
 help:
 	@echo "make demo            run the MiniLM example locally with a real Triton server"
 	@echo "make test            lint + every test (unit, integration with real parts)"
 	@echo "make crds            regenerate crds/ from the API models"
 	@echo "make bench-operator  operator benchmark (200 InferenceServices against an API mock)"
+	@echo "make bench-operator-real  the same against a real API server (own control plane, or KUBECONFIG)"
 	@echo "make cluster-up      a real Kubernetes control plane on loopback (cluster-down stops it)"
 
 $(STAMP): pyproject.toml
@@ -90,6 +91,11 @@ soak: venv
 
 bench-operator: venv
 	$(BIN)/python benchmarks/operator_bench.py
+
+# The same 200 services against a real kube-apiserver: a control plane of its own (simulated
+# nodes, pods Ready) when KUBECONFIG is unset, else KUBECONFIG's cluster (docs/benchmarks.md).
+bench-operator-real: venv control-plane
+	$(BIN)/python benchmarks/operator_bench.py --real
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
