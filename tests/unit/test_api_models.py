@@ -28,7 +28,7 @@ from tests.support.specs import (
 )
 from tritium.api import spec as spec_module
 from tritium.api.base import ApiModel
-from tritium.api.checks import Reference, check_spec, check_storage_uri, references
+from tritium.api.checks import Reference, check_spec, check_storage_uri, check_values, references
 from tritium.api.resource import (
     InferenceService,
     SpecError,
@@ -284,7 +284,7 @@ def test_bad_cidrs_are_rejected(security: dict[str, Any], field: str) -> None:
 
 
 def test_good_cidrs_pass() -> None:
-    check_spec(
+    check_values(
         parse(
             manifest(
                 {

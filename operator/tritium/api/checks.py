@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from tritium.api.resource import InferenceService, SpecError
+from tritium.api.support import check_supported
 
 STORAGE_SCHEMES = ("s3", "gs", "http", "https", "file", "pvc")
 
@@ -55,7 +56,14 @@ def _check_cidrs(values: list[str] | None, field: str) -> None:
 
 
 def check_spec(isvc: InferenceService) -> None:
-    """Raise SpecError for the first problem the schema could not catch."""
+    """Raise SpecError for the first problem the schema could not catch, or a field that does
+    nothing yet (api/support.py)."""
+    check_values(isvc)
+    check_supported(isvc)
+
+
+def check_values(isvc: InferenceService) -> None:
+    """Raise SpecError for the first value the schema could not judge (schemes, CIDRs, outputs)."""
     spec = isvc.spec
     check_storage_uri(spec.model.storage_uri)
     _check_cidrs(spec.security.ip_allowlist, "spec.security.ipAllowlist")

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from tritium.api.crd import build_crd
+from tritium.api.support import NOT_SUPPORTED
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -67,6 +68,12 @@ def reference_markdown() -> str:
     collect(schema["spec"], "spec")
     lines += ["## Validation rules (CEL, checked by the API server and by `tritium render`)", "",
               "| on | rule | message |", "|---|---|---|", *rules, ""]
+    lines += ["## Not supported yet", "",
+              "These fields are part of the API but do nothing yet. A spec that sets one of them to anything but "
+              "its default is refused with `Ready=False, reason InvalidSpec` naming the field (and by "
+              "`tritium render` and `tritium up`), rather than silently ignored.", "",
+              "| fields | why |", "|---|---|",
+              *(f"| `{prefix}` | {why} |" for prefix, why in NOT_SUPPORTED.items()), ""]
     return "\n".join(lines)
 
 

@@ -1,0 +1,70 @@
+"""Fields the API accepts whose behaviour has not landed yet: a spec that sets one is refused.
+
+The rule: a field does what its description says, or a spec that sets it is refused with
+InvalidSpec "not supported yet", naming it. Never a silent no-op: a rate limit that limits
+nothing, or TLS probes against a plain-HTTP gateway, is worse than an honest refusal.
+
+"Sets" means "differs from the default": the API server writes every default into the stored
+object, so a default value cannot be told from an unset one, and a default promises nothing the
+operator does not already do (each entry below says what the default means today). An entry is
+removed in the change that makes its field work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritium.api.resource import InferenceService, SpecError, spec_to_wire
+from tritium.api.spec import InferenceServiceSpec, ModelSpec
+
+# Spec path prefix -> why it is refused. Checked in this order; the first field set is named.
+NOT_SUPPORTED: dict[str, str] = {
+    "spec.autoscaling.metric": "only cpu drives scaling for now",
+    "spec.autoscaling.autoscaler": "only the HorizontalPodAutoscaler (hpa) drives scaling for now",
+    "spec.rollout": "a new revision replaces the stable one once Ready; canary traffic, analysis, "
+    "deadlines and delays are not implemented yet",
+    "spec.traffic": "traffic reaches every Ready pod through one Service; no other router exists yet",
+    "spec.security": "the gateway does not enforce API keys, rate limits, allowlists, TLS, redaction, "
+    "audit or signing yet",
+    "spec.monitoring": "no ServiceMonitor, alert rules or webhook notifications are rendered yet",
+}
+
+
+def _default_wire() -> dict[str, Any]:
+    minimal = InferenceServiceSpec(model=ModelSpec(name="m", storage_uri="s3://b/m", format="onnx"))
+    return spec_to_wire(minimal)
+
+
+_DEFAULTS = _default_wire()
+
+
+def _lookup(wire: dict[str, Any], path: str) -> tuple[bool, Any]:
+    node: Any = wire
+    for part in path.split(".")[1:]:
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _first_set(value: Any, default: Any, path: str) -> str | None:
+    """The first path under ``path`` whose value differs from its default."""
+    if isinstance(value, dict) and isinstance(default, dict):
+        for key, sub in value.items():
+            found = _first_set(sub, default.get(key), f"{path}.{key}")
+            if found:
+                return found
+        return None
+    return None if value == default else path
+
+
+def check_supported(isvc: InferenceService) -> None:
+    """Raise SpecError "not supported yet" for the first field set that does nothing yet."""
+    wire = spec_to_wire(isvc.spec)
+    for prefix, why in NOT_SUPPORTED.items():
+        present, value = _lookup(wire, prefix)
+        if not present:
+            continue
+        field = _first_set(value, _lookup(_DEFAULTS, prefix)[1], prefix)
+        if field:
+            raise SpecError(field, f"not supported yet ({why})")

@@ -1,0 +1,56 @@
+"""A field that does nothing yet is refused when set, naming it; its default is accepted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support.specs import manifest
+from tritium.api.checks import check_spec
+from tritium.api.resource import SpecError, parse_inference_service
+from tritium.api.support import NOT_SUPPORTED
+
+SET_FIELDS: dict[str, dict[str, Any]] = {
+    "spec.autoscaling.metric": {"autoscaling": {"metric": "gpu"}},
+    "spec.autoscaling.autoscaler": {"autoscaling": {"autoscaler": "keda"}},
+    "spec.rollout.canaryPercent": {"rollout": {"canaryPercent": 10}},
+    "spec.rollout.analysis.maxP99LatencyMs": {"rollout": {"analysis": {"maxP99LatencyMs": 250}}},
+    "spec.rollout.progressDeadlineSeconds": {"rollout": {"progressDeadlineSeconds": 60}},
+    "spec.rollout.scaleDownDelaySeconds": {"rollout": {"scaleDownDelaySeconds": 0}},
+    "spec.traffic.router": {"traffic": {"router": "gatewayAPI", "parentRefs": [{"name": "public"}]}},
+    "spec.security.apiKeysSecretRef": {"security": {"apiKeysSecretRef": {"name": "keys", "key": "keys"}}},
+    "spec.security.tls": {"security": {"tls": {"secretName": "cert"}}},
+    "spec.security.rateLimit": {"security": {"rateLimit": {"requestsPerSecond": 5}}},
+    "spec.security.ipAllowlist": {"security": {"ipAllowlist": ["10.0.0.0/8"]}},
+    "spec.security.redactPII": {"security": {"redactPII": True}},
+    "spec.security.audit.enabled": {"security": {"audit": {"enabled": True}}},
+    "spec.monitoring.serviceMonitor": {"monitoring": {"serviceMonitor": True}},
+    "spec.monitoring.alerts": {"monitoring": {"alerts": [{"metric": "errorRatio", "threshold": 0.05}]}},
+}
+
+
+def _check(patch: dict[str, Any]) -> None:
+    check_spec(parse_inference_service(manifest(patch)))
+
+
+@pytest.mark.parametrize(("field", "patch"), SET_FIELDS.items(), ids=SET_FIELDS.keys())
+def test_a_field_that_does_nothing_yet_is_refused(field: str, patch: dict[str, Any]) -> None:
+    with pytest.raises(SpecError) as caught:
+        _check(patch)
+    assert caught.value.field.startswith(field), caught.value
+    assert "not supported yet" in caught.value.message
+
+
+def test_every_entry_is_exercised() -> None:
+    assert {next(p for p in NOT_SUPPORTED if f.startswith(p)) for f in SET_FIELDS} == set(NOT_SUPPORTED)
+
+
+@pytest.mark.parametrize("patch", [
+    {},
+    {"rollout": {"canaryPercent": 5, "strategy": "BlueGreen"}},  # the defaults, written out
+    {"autoscaling": {"metric": "cpu", "minReplicas": 1, "maxReplicas": 3}},
+    {"security": {"audit": {"enabled": False}}, "monitoring": {"serviceMonitor": False}},
+])
+def test_defaults_and_working_fields_are_accepted(patch: dict[str, Any]) -> None:
+    _check(patch)
