@@ -28,6 +28,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -55,6 +56,7 @@ ISVCS = "/apis/serving.tritium.dev/v1alpha1/namespaces/{ns}/inferenceservices"
 # Started instead of `python -m tritium.cli`: counts every write call the operator process makes
 # (kopf's and the operator's own) in a metric on the operator's metrics port, then runs the CLI.
 OPERATOR_MAIN = '''\
+import os
 import re
 import sys
 
@@ -77,6 +79,25 @@ async def _counted(self, method, str_or_url, *args, **kwargs):
 
 aiohttp.ClientSession._request = _counted
 
+if os.environ.get("BENCH_OPERATOR_TRACEMALLOC"):  # a file: SIGUSR1 writes Python allocations there
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(int(os.environ.get("BENCH_OPERATOR_TRACEMALLOC_FRAMES", "1")))
+
+    def _dump(*_):
+        current, peak = tracemalloc.get_traced_memory()
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
+        with open(os.environ["BENCH_OPERATOR_TRACEMALLOC"], "w") as out:
+            out.write(f"traced now {current / 2**20:.1f} MiB, peak {peak / 2**20:.1f} MiB\\n")
+            for group in ("filename", "traceback"):
+                out.write(f"--- by {group}\\n")
+                for stat in snapshot.statistics(group)[:25]:
+                    where = " > ".join(str(frame) for frame in stat.traceback)
+                    out.write(f"{stat.size / 2**20:8.2f} MiB {stat.count:8d} blocks  {where}\\n")
+
+    signal.signal(signal.SIGUSR1, _dump)
+
 from tritium.cli import main  # noqa: E402
 
 sys.exit(main(sys.argv[1:]))
@@ -94,6 +115,25 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far (not its children)."""
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
 
 
 def nodes_for(n: int) -> int:
@@ -188,6 +228,13 @@ class Target:
         if result.returncode != 0:
             raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
+
+    def pids(self) -> dict[str, int]:
+        if self.emulator is not None:
+            return {"emulator": self.emulator.pid}
+        if self.plane is not None:
+            return {name: proc.pid for name, proc in self.plane.processes.items()}
+        return {}
 
     @property
     def real(self) -> bool:
@@ -312,6 +359,9 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
             await asyncio.sleep(3)  # operator start-up (login, discovery, watches)
             base = await counts()
             base_by_kind = await metrics()
+            pids = {"operator": operator.pid, **target.pids(), "benchmark": os.getpid()}
+            cpu_before = cpu_seconds(pids)
+            results["operator_rss_before_mb"] = round(rss_mb(operator.pid), 1)
             started = time.perf_counter()
             await asyncio.gather(*(
                 client._request("POST", ISVCS.format(ns=ns), body=make_isvc(name, ns)) for name in names
@@ -329,6 +379,8 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
                     results["seconds_to_all_done"] = round(time.perf_counter() - started, 2)
                 if done == n and (not wait_ready or ready == n):
                     break
+            cpu_after = cpu_seconds(pids)
+            results["cpu_seconds_until_then"] = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()}
             results.setdefault("seconds_to_all_done", None)
             results["done"] = done
             if wait_ready:
@@ -350,7 +402,9 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
 
             before_versions = await versions(client, ns)
             before_steady = await counts()
+            cpu_before = cpu_seconds(pids)
             await asyncio.sleep(steady_seconds)
+            cpu_after = cpu_seconds(pids)
             after_steady = await counts()
             after_versions = await versions(client, ns)
             changed = sorted(k for k in before_versions.keys() | after_versions.keys()
@@ -365,7 +419,13 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
             if changed:
                 results["steady_state_changed_by_kind"] = dict(Counter(k.split("/")[0] for k in changed))
                 results["steady_state_changed_examples"] = changed[:5]
+            results["steady_state_cpu_seconds"] = {k: round(v - cpu_before.get(k, 0.0), 1)
+                                                   for k, v in cpu_after.items()}
             results["operator_peak_rss_mb"] = round(peak_rss_mb(operator.pid), 1)
+            results["operator_rss_at_end_mb"] = round(rss_mb(operator.pid), 1)
+            if os.environ.get("BENCH_OPERATOR_TRACEMALLOC"):
+                operator.send_signal(signal.SIGUSR1)
+                await asyncio.sleep(5)
 
             final = await metrics()
             duration = final.get("tritium_operator_reconcile_duration_seconds_count", {})
