@@ -8,6 +8,7 @@ its configuration and cache in the plane's work directory, never in $HOME.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -28,8 +29,10 @@ INSTALL_YAML = ROOT / "deploy" / "install.yaml"
 VALUES_DIR = ROOT / "tests" / "data" / "chart-values"
 RELEASE = "tritium"
 NAMESPACE = "tritium-system"
-# Words of an authorization failure in a client's output (kopf logs the API's answers verbatim).
-DENIED_WORDS = ("403", "forbidden", "401", "unauthorized")
+# An authorization failure in a client's output (kopf logs the API's answers verbatim), looked for
+# after the log line's timestamp, whose milliseconds could read 403.
+DENIED = re.compile(r"\b(403|401)\b|forbidden|unauthorized", re.IGNORECASE)
+TIMESTAMP = re.compile(r"^\[[^\]]*\]")
 
 
 def _tool(name: str) -> str:
@@ -196,7 +199,7 @@ class OperatorProcess:
 
 def denied_lines(text: str) -> list[str]:
     """The lines of an operator log that tell of an authorization failure."""
-    return [line for line in text.splitlines() if any(w in line.lower() for w in DENIED_WORDS)]
+    return [line for line in text.splitlines() if DENIED.search(TIMESTAMP.sub("", line))]
 
 
 def operator_command(deployment: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
