@@ -17,6 +17,7 @@ import re
 import secrets
 import subprocess
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,20 @@ class Kube:
         return result
 
 
+def wait_established(kube: Kube, *crds: str, timeout: float = 60) -> None:
+    """Poll until each CRD is Established (`kubectl wait` errors while a new CRD has no conditions yet)."""
+    deadline = time.monotonic() + timeout
+    for crd in crds:
+        while True:
+            result = kube.kubectl("get", f"crd/{crd}", "-o",
+                                  'jsonpath={.status.conditions[?(@.type=="Established")].status}', check=False)
+            if result.stdout.strip() == "True":
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"CRD {crd} not Established within {timeout:.0f} s: {result.stderr.strip()}")
+            time.sleep(0.2)
+
+
 def start_control_plane(workdir: Path) -> ControlPlane:
     plane = ControlPlane(workdir)
     try:
@@ -70,8 +85,7 @@ def kube() -> Iterator[Kube]:
         try:
             access = Kube(plane.kubeconfig, plane.env, plane)
             access.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            access.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                           "crd/inferenceservices.serving.tritium.dev")
+            wait_established(access, "inferenceservices.serving.tritium.dev")
             yield access
         finally:
             plane.stop()
@@ -95,7 +109,7 @@ def optional_crds(kube: Kube) -> list[str]:
     ]
     if kube.simulated:
         kube.kubectl("apply", "--server-side", "-f", str(optional_crds_dir()))
-        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+        wait_established(kube, *names)
     else:
         present = kube.kubectl("get", "crd", "-o", "name").stdout.split()
         absent = [n for n in names if f"customresourcedefinition.apiextensions.k8s.io/{n}" not in present]

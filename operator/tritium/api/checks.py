@@ -65,6 +65,9 @@ def check_spec(isvc: InferenceService) -> None:
 def check_values(isvc: InferenceService) -> None:
     """Raise SpecError for the first value the schema could not judge (schemes, CIDRs, outputs)."""
     spec = isvc.spec
+    if spec.autoscaling.enabled and spec.replicas is not None:
+        raise SpecError("spec.replicas", "the HorizontalPodAutoscaler sets the replica count while "
+                        "autoscaling.enabled is true; set autoscaling.enabled: false to scale by hand")
     check_storage_uri(spec.model.storage_uri)
     _check_cidrs(spec.security.ip_allowlist, "spec.security.ipAllowlist")
     _check_cidrs(spec.security.trusted_proxies, "spec.security.trustedProxies")

@@ -338,7 +338,10 @@ class PostprocessSpec(ApiModel):
 class AutoscalingSpec(ApiModel):
     """Horizontal autoscaling of the serving pods."""
 
-    enabled: bool = described("Scale automatically between minReplicas and maxReplicas.", default=True)
+    enabled: bool = described(
+        "Scale automatically between minReplicas and maxReplicas: one HorizontalPodAutoscaler per revision.",
+        default=True,
+    )
     min_replicas: int = described("Fewest serving pods.", default=2, ge=0, le=1000)
     max_replicas: int = described("Most serving pods.", default=10, ge=1, le=1000)
     target_utilization: float = described(
@@ -546,8 +549,8 @@ class InferenceServiceSpec(ApiModel):
     postprocess: PostprocessSpec | None = described("Postprocessing sidecar; skipped when unset.", default=None)
     gateway: GatewaySpec = nested(GatewaySpec, "The gateway in front of the pipeline.")
     replicas: int | None = described(
-        "Serving pods; written by the autoscaler through the scale subresource, "
-        "autoscaling.minReplicas when unset.",
+        "Serving pods when autoscaling.enabled is false (kubectl scale writes it through the scale "
+        "subresource); autoscaling.minReplicas when unset. Refused while autoscaling is enabled.",
         default=None, ge=0, le=1000,
     )
     autoscaling: AutoscalingSpec = nested(AutoscalingSpec, "Horizontal autoscaling.")

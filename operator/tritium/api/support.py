@@ -21,6 +21,8 @@ from tritium.api.spec import InferenceServiceSpec, ModelSpec
 NOT_SUPPORTED: dict[str, str] = {
     "spec.autoscaling.metric": "only cpu drives scaling for now",
     "spec.autoscaling.autoscaler": "only the HorizontalPodAutoscaler (hpa) drives scaling for now",
+    "spec.autoscaling.scaleUpSeconds": "the HPA answers a rise in about 30 s (15 s metric resolution + 15 s "
+    "sync) plus pod start-up; that figure cannot be tuned yet",
     "spec.rollout": "a new revision replaces the stable one once Ready; canary traffic, analysis, "
     "deadlines and delays are not implemented yet",
     "spec.traffic": "traffic reaches every Ready pod through one Service; no other router exists yet",
@@ -60,6 +62,10 @@ def _first_set(value: Any, default: Any, path: str) -> str | None:
 
 def check_supported(isvc: InferenceService) -> None:
     """Raise SpecError "not supported yet" for the first field set that does nothing yet."""
+    scaling = isvc.spec.autoscaling
+    if scaling.enabled and scaling.min_replicas == 0:
+        raise SpecError("spec.autoscaling.minReplicas", "0 is not supported yet (scale to zero needs the keda "
+                        "autoscaler, which is not implemented yet); use 1 or more, or autoscaling.enabled: false")
     wire = spec_to_wire(isvc.spec)
     for prefix, why in NOT_SUPPORTED.items():
         present, value = _lookup(wire, prefix)

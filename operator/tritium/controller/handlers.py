@@ -26,6 +26,7 @@ CHILD_KINDS = {
     "Service": ("", "v1", "services"),
     "Deployment": ("apps", "v1", "deployments"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+    "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
 }
 client = KubeClient()
 reconciler = Reconciler(client)

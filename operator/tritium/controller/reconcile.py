@@ -30,7 +30,7 @@ from tritium.render import render_children
 from tritium.render.deployment import replicas_of
 from tritium.render.metadata import ANNOTATION_APPLIED_HASH, LABEL_REVISION, revision_of, selector_labels
 from tritium.render.service import url_of
-from tritium.rollout.revisions import DeploymentObservation, plan_revisions, serving_status
+from tritium.rollout.revisions import DeploymentObservation, plan_revisions, serving_status, target_replicas
 
 STATUS_BOOKKEEPING = "kopf"  # status.kopf belongs to kopf, never compared nor overwritten here
 
@@ -92,7 +92,7 @@ class ChildRef:
         )
 
 
-PER_REVISION_KINDS = frozenset({"Deployment", "ConfigMap"})
+PER_REVISION_KINDS = frozenset({"Deployment", "ConfigMap", "HorizontalPodAutoscaler"})
 
 
 @dataclass(frozen=True)
@@ -236,8 +236,13 @@ class Reconciler:
             return "invalid_spec"
 
         revision = revision_of(isvc.spec, self.images)
-        desired = render_children(isvc, revision, self.images)
         plan = plan_revisions(revision, previous.get("stableRevision"), observed)
+        scaling = isvc.spec.autoscaling
+        replicas = target_replicas(
+            base=replicas_of(isvc), autoscaled=scaling.enabled, lowest=scaling.min_replicas,
+            highest=scaling.max_replicas, target=revision, stable=plan.stable, observed=observed,
+        )
+        desired = render_children(isvc, revision, self.images, replicas=replicas)
         have = {(c.kind, c.name): c for c in children}
         for obj in desired:
             seen = have.get((obj["kind"], obj["metadata"]["name"]))
@@ -275,7 +280,7 @@ class Reconciler:
 
         status = serving_status(
             previous=previous, generation=generation, plan=plan, observed=observed,
-            url=url_of(isvc), selector=_selector(isvc), now=_now(), desired_replicas=replicas_of(isvc),
+            url=url_of(isvc), selector=_selector(isvc), now=_now(), desired_replicas=replicas,
         )
         await self._write_status(namespace, name, previous, status)
         return "success"

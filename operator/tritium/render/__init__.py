@@ -13,22 +13,25 @@ import yaml
 
 from tritium.api.resource import InferenceService
 from tritium.images import DEFAULT_IMAGES, Images
-from tritium.render import configmap, deployment, networkpolicy, service, serviceaccount
+from tritium.render import configmap, deployment, hpa, networkpolicy, service, serviceaccount
 from tritium.render.metadata import revision_of, stamp_applied_hash
 
 
 def render_children(
-    isvc: InferenceService, revision: str | None = None, images: Images = DEFAULT_IMAGES
+    isvc: InferenceService, revision: str | None = None, images: Images = DEFAULT_IMAGES,
+    replicas: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every child the service wants, in apply order, each stamped with the hash of its content.
 
-    ``images`` are the operator's defaults for containers whose image the spec leaves unset.
+    ``images`` are the operator's defaults for containers whose image the spec leaves unset;
+    ``replicas`` the revision's replica count when the operator knows better than the spec (the
+    autoscaler's current count), see rollout.revisions.target_replicas.
     """
     rev = revision or revision_of(isvc.spec, images)
     # Order matters for the first apply: the ServiceAccount and ConfigMap exist before pods need them.
     renderers = (
-        serviceaccount.render, configmap.render, partial(deployment.render, images=images), service.render,
-        networkpolicy.render,
+        serviceaccount.render, configmap.render, partial(deployment.render, images=images, replicas=replicas),
+        hpa.render, service.render, networkpolicy.render,
     )
     children = [r(isvc, rev) for r in renderers]
     return [stamp_applied_hash(c) for c in children if c is not None]

@@ -229,14 +229,17 @@ def _pod_spec(isvc: InferenceService, revision: str, images: dict[str, str]) -> 
     return pod
 
 
-def render(isvc: InferenceService, revision: str, images: Images = DEFAULT_IMAGES) -> dict[str, Any]:
+def render(
+    isvc: InferenceService, revision: str, images: Images = DEFAULT_IMAGES, replicas: int | None = None
+) -> dict[str, Any]:
+    """``replicas``: what the revision runs now when an autoscaler decides (else from the spec)."""
     match = {**selector_labels(isvc), LABEL_REVISION: revision}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": object_meta(isvc, revision_name(isvc, revision), revision),
         "spec": {
-            "replicas": replicas_of(isvc),
+            "replicas": replicas if replicas is not None else replicas_of(isvc),
             "revisionHistoryLimit": 2,
             "selector": {"matchLabels": match},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

@@ -70,6 +70,25 @@ def plan_revisions(
     return RevisionPlan(target=target, stable=stable, keep=frozenset(keep))
 
 
+def target_replicas(
+    *, base: int, autoscaled: bool, lowest: int, highest: int, target: str, stable: str | None,
+    observed: dict[str, DeploymentObservation],
+) -> int:
+    """How many pods the target revision's Deployment is given.
+
+    Without autoscaling: ``base`` (spec.replicas, else minReplicas). With it, the HPA decides,
+    so the operator writes back what the Deployment already has (never fighting the HPA), only
+    brought into [lowest, highest] when the bounds changed; and a new revision starts at the
+    stable revision's current size, so that replacing it takes no capacity away.
+    """
+    if not autoscaled:
+        return base
+    for revision in (target, stable):
+        if revision and revision in observed:
+            return max(lowest, min(highest, observed[revision].desired))
+    return lowest
+
+
 def serving_status(
     *,
     previous: dict[str, Any],
