@@ -45,10 +45,10 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.operator_scenarios import make_isvc  # noqa: E402
+from tests.support.operator_scenarios import CHILD_KINDS, make_isvc  # noqa: E402
 from tritium.controller.kube import KubeClient  # noqa: E402
 
-CHILDREN = ("ServiceAccount", "ConfigMap", "Deployment", "Service", "NetworkPolicy")
+CHILDREN = tuple(CHILD_KINDS)  # every kind the operator makes for one service (the e2e tests' list)
 MANAGED = "app.kubernetes.io/managed-by=tritium-operator"
 OWNER_LABEL = "serving.tritium.dev/inferenceservice"
 ISVCS = "/apis/serving.tritium.dev/v1alpha1/namespaces/{ns}/inferenceservices"
@@ -229,6 +229,27 @@ class Target:
             raise RuntimeError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
+    def apiserver_requests(self) -> dict[str, dict[str, float]]:
+        """kube-apiserver's request counts and seconds so far, by 'VERB resource[/subresource]'
+        (own control plane only; watches, which stay open, are left out of the seconds)."""
+        if self.plane is None:
+            return {}
+        status, body = self.plane.get("/metrics")
+        if status != 200:
+            return {}
+        found = parse_metrics(body.decode(errors="replace"))
+        out: dict[str, dict[str, float]] = {"count": {}, "seconds": {}}
+        metrics = (("count", "apiserver_request_total"), ("seconds", "apiserver_request_duration_seconds_sum"))
+        for field, metric in metrics:
+            for labels, value in found.get(metric, {}).items():
+                tags = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+                if field == "seconds" and tags.get("verb") in ("WATCH", "WATCHLIST", "CONNECT"):
+                    continue
+                key = f"{tags.get('verb', '')} {tags.get('resource', '')}" + (
+                    f"/{tags['subresource']}" if tags.get("subresource") else "")
+                out[field][key] = out[field].get(key, 0.0) + value
+        return out
+
     def pids(self) -> dict[str, int]:
         if self.emulator is not None:
             return {"emulator": self.emulator.pid}
@@ -361,6 +382,7 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
             base_by_kind = await metrics()
             pids = {"operator": operator.pid, **target.pids(), "benchmark": os.getpid()}
             cpu_before = cpu_seconds(pids)
+            requests_before = target.apiserver_requests()
             results["operator_rss_before_mb"] = round(rss_mb(operator.pid), 1)
             started = time.perf_counter()
             await asyncio.gather(*(
@@ -381,6 +403,11 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
                     break
             cpu_after = cpu_seconds(pids)
             results["cpu_seconds_until_then"] = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()}
+            requests_after = target.apiserver_requests()
+            for field in requests_after:  # what the API server was busy with meanwhile (everyone's requests)
+                grown = {k: v - requests_before.get(field, {}).get(k, 0.0) for k, v in requests_after[field].items()}
+                top = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
+                results[f"apiserver_top_requests_by_{field}"] = {k: round(v, 1) for k, v in top}
             results.setdefault("seconds_to_all_done", None)
             results["done"] = done
             if wait_ready:
