@@ -80,8 +80,10 @@ async def test_lifecycle(kube: Kube, api: KubeClient, namespace: str, operator: 
         return None
 
     second = await eventually(replaced, timeout=READY_TIMEOUT)
+    for kind in ("ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
+        names = [c["metadata"]["name"] for c in await children(api, namespace, name, kind)]
+        assert len(names) == 1 and names[0].endswith(second), f"the old revision's {kind} is pruned too: {names}"
     cms = await children(api, namespace, name, "ConfigMap")
-    assert [c["metadata"]["labels"][LABEL_REVISION] for c in cms] == [second], "the old ConfigMap is pruned too"
     assert "max_batch_size: 16" in cms[0]["data"]["config.pbtxt"]
     obj = await get_isvc(api, namespace, name)
     assert obj is not None and "canaryRevision" not in obj["status"]

@@ -8,7 +8,10 @@ from typing import Any
 from tests.support.operator_runner import eventually
 from tritium.controller.kube import KubeClient
 
-CHILD_KINDS = ("ServiceAccount", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "Service", "NetworkPolicy")
+CHILD_KINDS = (
+    "ServiceAccount", "ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
+    "NetworkPolicy",
+)
 
 
 def make_isvc(name: str, namespace: str, **spec_overrides: Any) -> dict[str, Any]:

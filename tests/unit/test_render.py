@@ -71,7 +71,8 @@ def test_children_in_apply_order(case: dict[str, Any]) -> None:
     """The ServiceAccount and ConfigMap must exist before the pods that use them."""
     kinds = [c["kind"] for c in render(case)]
     hpa = ["HorizontalPodAutoscaler"] if parse(case).spec.autoscaling.enabled else []
-    assert kinds == ["ServiceAccount", "ConfigMap", "Deployment", *hpa, "Service", "NetworkPolicy"]
+    assert kinds == ["ServiceAccount", "ConfigMap", "Deployment", *hpa, "PodDisruptionBudget", "Service",
+                     "NetworkPolicy"]
 
 
 def test_owner_references_only_with_a_uid(case: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ CHILD_KINDS = {
     "Deployment": ("apps", "v1", "deployments"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
     "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
+    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
 }
 client = KubeClient()
 reconciler = Reconciler(client)

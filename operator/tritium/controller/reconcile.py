@@ -92,7 +92,7 @@ class ChildRef:
         )
 
 
-PER_REVISION_KINDS = frozenset({"Deployment", "ConfigMap", "HorizontalPodAutoscaler"})
+PER_REVISION_KINDS = frozenset({"Deployment", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"})
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import yaml
 
 from tritium.api.resource import InferenceService
 from tritium.images import DEFAULT_IMAGES, Images
-from tritium.render import configmap, deployment, hpa, networkpolicy, service, serviceaccount
+from tritium.render import configmap, deployment, hpa, networkpolicy, pdb, service, serviceaccount
 from tritium.render.metadata import revision_of, stamp_applied_hash
 
 
@@ -31,7 +31,7 @@ def render_children(
     # Order matters for the first apply: the ServiceAccount and ConfigMap exist before pods need them.
     renderers = (
         serviceaccount.render, configmap.render, partial(deployment.render, images=images, replicas=replicas),
-        hpa.render, service.render, networkpolicy.render,
+        hpa.render, pdb.render, service.render, networkpolicy.render,
     )
     children = [r(isvc, rev) for r in renderers]
     return [stamp_applied_hash(c) for c in children if c is not None]

@@ -221,6 +221,13 @@ def _pod_spec(isvc: InferenceService, revision: str, images: dict[str, str]) -> 
         "initContainers": [_fetch_container(isvc, images)],
         "containers": [c for c in containers if c is not None],
         "volumes": _volumes(isvc, revision),
+        # Soft spread over zones, then nodes: one zone or node lost takes as few pods as the
+        # cluster allows, and a cluster that cannot spread still schedules (ScheduleAnyway).
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": {**selector_labels(isvc), LABEL_REVISION: revision}}}
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        ],
     }
     if runtime.node_selector:
         pod["nodeSelector"] = dict(sorted(runtime.node_selector.items()))
