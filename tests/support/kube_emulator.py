@@ -41,6 +41,8 @@ RESOURCES = {
     "apps/v1/deployments": _info("Deployment", subresources=frozenset({"status", "scale"})),
     "v1/services": _info("Service"),
     "networking.k8s.io/v1/networkpolicies": _info("NetworkPolicy"),
+    "autoscaling/v2/horizontalpodautoscalers": _info("HorizontalPodAutoscaler", subresources=frozenset({"status"})),
+    "policy/v1/poddisruptionbudgets": _info("PodDisruptionBudget", subresources=frozenset({"status"})),
     "v1/configmaps": _info("ConfigMap"),
     "v1/serviceaccounts": _info("ServiceAccount"),
     "v1/secrets": _info("Secret"),
