@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.operator_scenarios import CHILD_KINDS, make_isvc  # noqa: E402
-from tritium.controller.kube import KubeClient  # noqa: E402
+from tritium.controller.kube import ApiError, KubeClient  # noqa: E402
 
 CHILDREN = tuple(CHILD_KINDS)  # every kind the operator makes for one service (the e2e tests' list)
 MANAGED = "app.kubernetes.io/managed-by=tritium-operator"
@@ -269,6 +269,17 @@ class Target:
             self.plane.stop()
 
 
+async def children(client: KubeClient, kind: str, namespace: str) -> list[dict[str, Any]]:
+    """The operator's children of one kind; none while the API does not know the kind yet (the
+    emulator declares a kind on its first write)."""
+    try:
+        return await client.list(kind, namespace, MANAGED)
+    except ApiError as exc:
+        if exc.status == 404:
+            return []
+        raise
+
+
 class Progress:
     """Polls the API: how many services are done (children + status) and how many are Ready."""
 
@@ -282,7 +293,7 @@ class Progress:
         if self.complete < self.expected or not self.expected:
             have: dict[str, set[str]] = {}
             for kind in CHILDREN:  # children are only listed until every service has all of them
-                for item in await self.client.list(kind, self.namespace, MANAGED):
+                for item in await children(self.client, kind, self.namespace):
                     owner = (item["metadata"].get("labels") or {}).get(OWNER_LABEL)
                     if owner:
                         have.setdefault(owner, set()).add(kind)
@@ -306,7 +317,7 @@ async def versions(client: KubeClient, namespace: str) -> dict[str, str]:
     for item in (await client._request("GET", ISVCS.format(ns=namespace))).get("items") or []:
         out[f"InferenceService/{item['metadata']['name']}"] = str(item["metadata"]["resourceVersion"])
     for kind in CHILDREN:
-        for item in await client.list(kind, namespace, MANAGED):
+        for item in await children(client, kind, namespace):
             out[f"{kind}/{item['metadata']['name']}"] = str(item["metadata"]["resourceVersion"])
     return out
 
