@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 
 from tests.e2e.test_lifecycle import READY_TIMEOUT, ready, wait_event
 from tests.support.operator_runner import eventually
-from tests.support.operator_scenarios import children, create, get_isvc, make_isvc, wait_children, wait_status
+from tests.support.operator_scenarios import children, create, make_isvc, wait_children, wait_status
 from tritium.controller.kube import KubeClient
 from tritium.render.metadata import LABEL_REVISION
 
@@ -35,23 +36,27 @@ async def strategic_patch(api: KubeClient, kind: str, namespace: str, name: str,
 
 @contextlib.asynccontextmanager
 async def watching_status(api: KubeClient, namespace: str, name: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every distinct status the service shows while the block runs (polled every 50 ms)."""
+    """Every status the service had while the block ran: a watch (`kubectl get -w`) sees each
+    version the API server stored, however briefly it lasted."""
     seen: list[dict[str, Any]] = []
-    stop = asyncio.Event()
-
-    async def poll() -> None:
-        while not stop.is_set():
-            obj = await get_isvc(api, namespace, name)
-            if obj and (not seen or seen[-1] != obj.get("status")):
-                seen.append(obj.get("status") or {})
-            await asyncio.sleep(0.05)
-
-    task = asyncio.create_task(poll())
+    proc = await asyncio.create_subprocess_exec(
+        "kubectl", "get", "inferenceservice", name, "-n", namespace, "--watch", "--output-watch-events", "-o", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1)  # the watch is established
     try:
         yield seen
+        await asyncio.sleep(1)  # the last events arrive
     finally:
-        stop.set()
-        await task
+        proc.terminate()
+        out, _ = await proc.communicate()
+        decoder, text, pos = json.JSONDecoder(), out.decode(), 0
+        while pos < len(text.rstrip()):
+            event, pos = decoder.raw_decode(text, pos)
+            pos += len(text[pos:]) - len(text[pos:].lstrip())
+            status = (event.get("object") or {}).get("status") or {}
+            if not seen or seen[-1] != status:
+                seen.append(status)
 
 
 @pytest.fixture
@@ -61,6 +66,10 @@ async def serving(api: KubeClient, namespace: str, operator: None) -> dict[str, 
     await wait_children(api, namespace, "owned", created["metadata"]["uid"])
     await wait_status(api, namespace, "owned", ready, timeout=READY_TIMEOUT)
     return {k: (await children(api, namespace, "owned", k))[0] for k in ("Deployment", "ConfigMap", "Service")}
+
+
+def _ready_reason(status: dict[str, Any]) -> str:
+    return next((c["reason"] for c in status.get("conditions") or [] if c["type"] == "Ready"), "")
 
 
 def _triton_image(deployment: dict[str, Any]) -> str:
@@ -86,6 +95,12 @@ async def test_image_changed_by_hand_is_put_back(api: KubeClient, namespace: str
         obj = await wait_status(api, namespace, "owned", ready, timeout=READY_TIMEOUT)
     assert obj["status"]["stableRevision"] == dep["metadata"]["labels"][LABEL_REVISION]
     assert all(s.get("stableRevision") for s in statuses), "the stable revision was never forgotten"
+    # While the hacked template was being undone, the service did not claim to be Ready.
+    reasons = [_ready_reason(s) for s in statuses]
+    assert "DriftCorrected" in reasons, reasons
+    first = reasons.index("DriftCorrected")
+    back = reasons.index("Serving", first)
+    assert all(r in ("DriftCorrected", "PodsReplaced") for r in reasons[first:back]), reasons
     event = await wait_event(api, namespace, "owned", "DriftCorrected")
     assert "containers[triton].image" in event["message"]
 

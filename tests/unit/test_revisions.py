@@ -100,3 +100,24 @@ def test_status_does_not_change_when_the_deployment_is_first_seen() -> None:
     after = serving_status(previous=before, generation=1, plan=plan_revisions("a", None, seen), observed=seen,
                            url="u", selector="s", now="2030-01-01T00:00:00Z", desired_replicas=2)
     assert after == before
+
+
+def test_a_template_put_back_after_a_hand_edit_is_not_ready_until_rolled_out() -> None:
+    plan = plan_revisions("a", "a", {"a": obs("a")})
+    corrected = status_for(plan, {"a": obs("a")}, corrected=".spec.template.spec.containers[triton].image put back")
+    assert cond(corrected, "Ready")["status"] == "False" and cond(corrected, "Ready")["reason"] == "DriftCorrected"
+    assert "containers[triton].image" in cond(corrected, "Ready")["message"]
+    assert corrected["phase"] == "Degraded", "its old pods still answer"
+    replacing = DeploymentObservation(revision="a", desired=2, replicas=3, ready=3, current=True, updated=1)
+    status = status_for(plan, {"a": replacing})
+    assert cond(status, "Ready")["reason"] == "PodsReplaced" and "1 of 3" in cond(status, "Ready")["message"]
+    done = DeploymentObservation(revision="a", desired=2, replicas=2, ready=2, current=True, updated=2)
+    assert cond(status_for(plan, {"a": done}), "Ready")["reason"] == "Serving"
+
+
+def test_scaling_the_stable_revision_keeps_it_ready() -> None:
+    """An HPA scale-up bumps the Deployment's generation and adds pods not yet ready: still serving."""
+    plan = plan_revisions("a", "a", {"a": obs("a")})
+    scaling = DeploymentObservation(revision="a", desired=5, replicas=5, ready=2, current=False, updated=5)
+    status = status_for(plan, {"a": scaling})
+    assert cond(status, "Ready")["status"] == "True" and status["phase"] == "Ready"

@@ -244,6 +244,7 @@ class Reconciler:
         )
         desired = render_children(isvc, revision, self.images, replicas=replicas)
         have = {(c.kind, c.name): c for c in children}
+        corrected: str | None = None
         for obj in desired:
             seen = have.get((obj["kind"], obj["metadata"]["name"]))
             drift = self._drift(namespace, obj, seen)
@@ -263,11 +264,14 @@ class Reconciler:
                 logger.info(f"applied {what}")
             if obj["kind"] == "Deployment" and seen is None:
                 await self.events.post(body, "Normal", "RevisionCreated", _revision_message(revision, plan.stable))
-            if obj["kind"] == "Deployment" and (seen is None or any(".spec.template" in d for d in drift)):
+            template = [d for d in drift if d.startswith(".spec.template")]
+            if obj["kind"] == "Deployment" and (seen is None or template):
                 # What runs is not yet what was applied: not ready until the Deployment controller says so.
                 rev = revision_from_name(obj["metadata"]["name"])
                 if rev in observed:
                     observed[rev] = dataclasses.replace(observed[rev], current=False)
+                if template:
+                    corrected = f"{', '.join(template[:3])} had been changed by hand and was put back"
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
         for child in children:
             if (child.kind, child.name) not in wanted and child.revision not in plan.keep:
@@ -280,7 +284,7 @@ class Reconciler:
 
         status = serving_status(
             previous=previous, generation=generation, plan=plan, observed=observed,
-            url=url_of(isvc), selector=_selector(isvc), now=_now(), desired_replicas=replicas,
+            url=url_of(isvc), selector=_selector(isvc), now=_now(), desired_replicas=replicas, corrected=corrected,
         )
         await self._write_status(namespace, name, previous, status)
         return "success"

@@ -24,10 +24,17 @@ class DeploymentObservation:
     replicas: int
     ready: int
     current: bool  # the Deployment controller has seen its latest spec
+    updated: int | None = None  # pods of the current pod template (None: all of them)
 
     @property
     def is_ready(self) -> bool:
         return self.current and self.ready >= self.desired and (self.ready > 0 or self.desired == 0)
+
+    @property
+    def rolled_out(self) -> bool:
+        """No pod of an older pod template is left (a revision's template only changes when a
+        hand edit is put back, or the operator's own rendering changed)."""
+        return self.updated is None or self.updated >= self.replicas
 
     @staticmethod
     def from_object(obj: dict[str, Any], revision_label: str) -> DeploymentObservation:
@@ -42,6 +49,7 @@ class DeploymentObservation:
             replicas=int(status.get("replicas") or 0),
             ready=int(status.get("readyReplicas") or 0),
             current=generation is None or (observed is not None and observed >= generation),
+            updated=int(status.get("updatedReplicas") or 0),
         )
 
 
@@ -100,6 +108,7 @@ def serving_status(
     now: str,
     spec_error: str | None = None,
     desired_replicas: int | None = None,
+    corrected: str | None = None,
 ) -> dict[str, Any]:
     """The status to write (without operator bookkeeping), from the plan and what was observed.
 
@@ -108,6 +117,8 @@ def serving_status(
     first seen (one status write instead of two).
     ``spec_error`` set means the new spec was refused: Ready=False/InvalidSpec while whatever
     already serves keeps serving (phase Degraded when pods still answer, Failed otherwise).
+    ``corrected`` says what of the target's pod template was just put back after a hand edit:
+    until every pod runs the restored template again, the service is not reported Ready.
     """
     conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
     kept = [o for o in observed.values() if plan is None or o.revision in plan.keep]
@@ -130,10 +141,22 @@ def serving_status(
         assert plan is not None
         cond(st.SPEC_VALID, "True", "Valid", "the spec was accepted")
         target = observed.get(plan.target)
-        if target is not None and target.is_ready:
+        same = plan.stable == plan.target
+        if target is not None and corrected:
+            cond(st.READY, "False", "DriftCorrected", f"revision {plan.target}: {corrected}")
+            phase = "Degraded" if ready > 0 else "Progressing"
+        elif target is not None and same and not target.rolled_out:
+            cond(st.READY, "False", "PodsReplaced",
+                 f"revision {plan.target}: {target.updated} of {target.replicas} pod(s) run its current template")
+            phase = "Degraded" if ready > 0 else "Progressing"
+        elif target is not None and target.is_ready:
             cond(st.READY, "True", "Serving", f"revision {plan.target}: {target.ready} pod(s) ready")
             phase = "Ready"
-        elif plan.stable and plan.stable in observed and observed[plan.stable].ready > 0:
+        elif target is not None and same and target.ready > 0:
+            # Scaling (or the Deployment controller has not caught up yet): it serves meanwhile.
+            cond(st.READY, "True", "Serving", f"revision {plan.target}: {target.ready} pod(s) ready")
+            phase = "Ready"
+        elif plan.stable and not same and plan.stable in observed and observed[plan.stable].ready > 0:
             cond(st.READY, "True", "StableServing",
                  f"revision {plan.stable} serves while revision {plan.target} starts")
             phase = "Progressing"
