@@ -8,14 +8,26 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo render-examples bench-operator bench-operator-real bench-dataplane bench-dataplane-paired bench-sdk soak clean
 
 help:
-	@echo "make demo            run the MiniLM example locally with a real Triton server"
-	@echo "make test            lint + every test (unit, integration with real parts)"
-	@echo "make crds            regenerate crds/ from the API models"
-	@echo "make bench-operator  operator benchmark (200 InferenceServices against an API mock)"
-	@echo "make bench-operator-real  the same against a real API server (own control plane, or KUBECONFIG)"
-	@echo "make cluster-up      a real Kubernetes control plane on loopback (cluster-down stops it)"
+	@echo "make demo                   the MiniLM example locally with a real Triton server"
+	@echo "make test                   lint + every test: unit, integration (real Triton, Redis, helm), e2e (real API server)"
+	@echo "make unit                   the unit tests only"
+	@echo "make e2e                    the e2e tests only (own control plane, or KUBECONFIG)"
+	@echo "make lint                   ruff"
+	@echo "make crds                   regenerate crds/, the chart's CRD, deploy/install.yaml and docs/api-reference.md"
+	@echo "make manifests              regenerate deploy/install.yaml from the chart"
+	@echo "make render-examples        print what every example InferenceService becomes"
+	@echo "make system-deps            (root) the Debian packages the tests start: redis-server, prometheus, etcd-server"
+	@echo "make control-plane          build kube-apiserver, kube-controller-manager and kubectl into .cache/kube"
+	@echo "make cluster-up             a real Kubernetes control plane on loopback (cluster-down stops it)"
+	@echo "make bench-operator         operator benchmark, 200 InferenceServices against the API emulator"
+	@echo "make bench-operator-real    the same against a real API server"
+	@echo "make bench-dataplane        gateway vs direct Triton (perf_analyzer); bench-dataplane-paired: MiniLM"
+	@echo "make bench-sdk              the Python SDK's overhead"
+	@echo "make soak                   5 minutes of steady load, memory and errors watched"
+	@echo "make clean                  remove .venv and caches"
 
 $(STAMP): pyproject.toml
+	@echo "creating .venv and installing Tritium with its test dependencies (about 900 MB, a minute or two)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -29,9 +41,13 @@ venv: $(STAMP)
 # redis-server: the shared response cache; prometheus: promtool checks the generated alert rules;
 # etcd-server: the storage of the e2e tests' control plane.
 system-deps:
-	@if [ "$$(id -u)" = "0" ] && { ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null \
-		|| ! command -v etcd >/dev/null; }; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus etcd-server >/dev/null; \
+	@if ! command -v redis-server >/dev/null || ! command -v promtool >/dev/null || ! command -v etcd >/dev/null; then \
+		if [ "$$(id -u)" = "0" ]; then \
+			echo "installing redis-server, prometheus (promtool) and etcd-server from Debian"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server prometheus etcd-server >/dev/null; \
+		else \
+			echo "the tests need redis-server, promtool and etcd: run 'sudo make system-deps' once"; \
+		fi; \
 	fi
 
 # kube-apiserver, kube-controller-manager and kubectl from the k8s.io/kubernetes Go module, built
@@ -58,14 +74,14 @@ crds: venv
 manifests: venv
 	$(BIN)/python scripts/manifests.py
 
-test: venv lint control-plane
+test: system-deps venv lint control-plane
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 unit: venv
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 
 # The e2e suite alone: against KUBECONFIG when set, else against a control plane of its own.
-e2e: venv control-plane
+e2e: system-deps venv control-plane
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 
 render-examples: venv
