@@ -31,7 +31,9 @@ from tests.support.certs import make_certs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / ".cache" / "cluster"
-SERVICE_CIDR = "10.0.0.0/24"  # ClusterIPs are only allocated here: nothing ever dials one
+# ClusterIPs are only allocated from here, nothing ever dials one. A /16: in a /24 the allocator
+# spends seconds per Service looking for a free address once a few hundred Services exist.
+SERVICE_CIDR = "10.0.0.0/16"
 
 
 class ControlPlaneError(RuntimeError):
