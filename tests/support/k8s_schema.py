@@ -24,6 +24,7 @@ DEFAULT_VERSION = "1.35.0"
 NO_SCHEMA_ALLOWED: frozenset[tuple[str, str]] = frozenset(
     {
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("monitoring.coreos.com/v1", "PodMonitor"),
         ("monitoring.coreos.com/v1", "PrometheusRule"),
         ("gateway.networking.k8s.io/v1", "HTTPRoute"),
         ("keda.sh/v1alpha1", "ScaledObject"),

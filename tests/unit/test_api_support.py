@@ -27,8 +27,7 @@ SET_FIELDS: dict[str, dict[str, Any]] = {
     "spec.security.ipAllowlist": {"security": {"ipAllowlist": ["10.0.0.0/8"]}},
     "spec.security.redactPII": {"security": {"redactPII": True}},
     "spec.security.audit.enabled": {"security": {"audit": {"enabled": True}}},
-    "spec.monitoring.serviceMonitor": {"monitoring": {"serviceMonitor": True}},
-    "spec.monitoring.alerts": {"monitoring": {"alerts": [{"metric": "errorRatio", "threshold": 0.05}]}},
+    "spec.monitoring.webhook": {"monitoring": {"webhook": {"url": "https://hooks.example.com/x"}}},
 }
 
 
@@ -56,9 +55,18 @@ def test_every_entry_is_exercised() -> None:
     {"security": {"audit": {"enabled": False}}, "monitoring": {"serviceMonitor": False}},
     {"autoscaling": {"enabled": False, "minReplicas": 0}, "replicas": 3},  # scaled by hand
     {"autoscaling": {"targetUtilization": 0.5, "scaleDownCooldownSeconds": 60}},
+    {"monitoring": {"serviceMonitor": True}},
+    {"monitoring": {"alerts": [{"metric": "errorRatio", "threshold": 0.05}]}},
+    {"monitoring": {"serviceMonitor": True, "alerts": []}},
 ])
 def test_defaults_and_working_fields_are_accepted(patch: dict[str, Any]) -> None:
     _check(patch)
+
+
+def test_the_webhook_reason_speaks_of_webhooks_only() -> None:
+    assert "spec.monitoring" not in NOT_SUPPORTED
+    why = NOT_SUPPORTED["spec.monitoring.webhook"]
+    assert "webhook" in why and "ServiceMonitor" not in why and "alert rules" not in why
 
 
 def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:

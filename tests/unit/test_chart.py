@@ -63,6 +63,7 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
     ("networking.k8s.io", "networkpolicies"): WRITE,
     ("gateway.networking.k8s.io", "httproutes"): WRITE,
     ("monitoring.coreos.com", "servicemonitors"): WRITE,
+    ("monitoring.coreos.com", "podmonitors"): WRITE,
     ("monitoring.coreos.com", "prometheusrules"): WRITE,
     ("", "secrets"): READ,
     ("", "events"): ["create", "patch"],

@@ -70,9 +70,11 @@ def case(request: pytest.FixtureRequest) -> dict[str, Any]:
 def test_children_in_apply_order(case: dict[str, Any]) -> None:
     """The ServiceAccount and ConfigMap must exist before the pods that use them."""
     kinds = [c["kind"] for c in render(case)]
-    hpa = ["HorizontalPodAutoscaler"] if parse(case).spec.autoscaling.enabled else []
+    spec = parse(case).spec
+    hpa = ["HorizontalPodAutoscaler"] if spec.autoscaling.enabled else []
+    monitoring = ["PodMonitor", "PrometheusRule"] if spec.monitoring.service_monitor else []
     assert kinds == ["ServiceAccount", "ConfigMap", "Deployment", *hpa, "PodDisruptionBudget", "Service",
-                     "NetworkPolicy"]
+                     "NetworkPolicy", *monitoring]
 
 
 def test_owner_references_only_with_a_uid(case: dict[str, Any]) -> None:

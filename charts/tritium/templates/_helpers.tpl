@@ -100,7 +100,7 @@ into the ClusterRole; in namespaced mode into one Role per watched namespace.
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
-  resources: ["servicemonitors", "prometheusrules"]
+  resources: ["servicemonitors", "podmonitors", "prometheusrules"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # Secrets are only referenced (API keys, TLS, model store credentials): read, never written.
 - apiGroups: [""]

@@ -485,7 +485,10 @@ class AlertRule(ApiModel):
     metric: Literal["p99LatencyMs", "errorRatio", "queueTimeMs", "availability"] = described(
         "What is watched."
     )
-    threshold: float = described("Alert when the metric goes past this value.")
+    threshold: float = described(
+        "Alert when the metric goes past this value: above it, or below it for availability (the share of "
+        "gateway pods up, 0-1); errorRatio is a ratio too (0.01 is 1 %)."
+    )
     for_seconds: int = described("How long the condition must hold.", default=300, ge=0)
     severity: Literal["info", "warning", "critical"] = described("Alert severity.", default="warning")
 
@@ -504,8 +507,18 @@ class WebhookSpec(ApiModel):
 class MonitoringSpec(ApiModel):
     """Metrics scraping, alerts and notifications."""
 
-    service_monitor: bool = described("Create a Prometheus Operator ServiceMonitor.", default=False)
-    alerts: list[AlertRule] | None = described("Alert rules for this service.", default=None)
+    service_monitor: bool = described(
+        "Create a Prometheus Operator PodMonitor scraping the gateway's and Triton's metrics ports of every "
+        "pod (a PodMonitor: those ports are not behind the Service), and, unless alerts is set, a "
+        "PrometheusRule with the default alerts (p99 latency > 1000 ms, error ratio > 1 %, replicas at "
+        "maxReplicas).",
+        default=False,
+    )
+    alerts: list[AlertRule] | None = described(
+        "Alert rules for this service, rendered as a PrometheusRule; they replace the default alerts "
+        "([] for none).",
+        default=None,
+    )
     webhook: WebhookSpec | None = described("Notification webhook.", default=None)
 
 

@@ -16,6 +16,7 @@ READY = "Ready"
 SPEC_VALID = "SpecValid"
 ROLLOUT_PROGRESSING = "RolloutProgressing"
 DEGRADED = "Degraded"
+MONITORING_READY = "MonitoringReady"  # only while monitoring children are wanted
 
 
 class Condition(ApiModel):
@@ -48,7 +49,7 @@ class InferenceServiceStatus(ApiModel):
     url: str | None = described("In-cluster URL of the gateway.", default=None)
     conditions: list[Condition] | None = Field(
         default=None,
-        description="Current conditions (Ready, SpecValid, RolloutProgressing, Degraded).",
+        description="Current conditions (Ready, SpecValid, RolloutProgressing, Degraded, MonitoringReady).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     stable_revision: str | None = described("Revision serving most traffic.", default=None)

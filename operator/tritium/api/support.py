@@ -28,7 +28,7 @@ NOT_SUPPORTED: dict[str, str] = {
     "spec.traffic": "traffic reaches every Ready pod through one Service; no other router exists yet",
     "spec.security": "the gateway does not enforce API keys, rate limits, allowlists, TLS, redaction, "
     "audit or signing yet",
-    "spec.monitoring": "no ServiceMonitor, alert rules or webhook notifications are rendered yet",
+    "spec.monitoring.webhook": "alert and rollout notifications are not sent to a webhook yet",
 }
 
 

@@ -16,7 +16,7 @@ import kopf
 from tritium.api.checks import references
 from tritium.api.resource import GROUP, PLURAL, VERSION, SpecError, parse_inference_service
 from tritium.controller.kube import ApiError, KubeClient
-from tritium.controller.reconcile import ChildRef, Reconciler, owner_of
+from tritium.controller.reconcile import OPTIONAL_KINDS, ChildRef, Reconciler, owner_of
 from tritium.images import Images
 
 FINALIZER = "serving.tritium.dev/finalizer"
@@ -28,6 +28,9 @@ CHILD_KINDS = {
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
     "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
+    # kopf watches these only while their CRDs exist (it notices CRDs created or deleted later).
+    "PodMonitor": ("monitoring.coreos.com", "v1", "podmonitors"),
+    "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules"),
 }
 client = KubeClient()
 reconciler = Reconciler(client)
@@ -175,3 +178,23 @@ REFERENCE_HANDLERS = [
     _referenced_handler("Secret", "", "v1", "secrets"),
     _referenced_handler("ConfigMap", "", "v1", "configmaps"),
 ]
+
+
+def _optional_crd(body: kopf.Body, **_: Any) -> bool:
+    return f"{(body.get('spec') or {}).get('names', {}).get('plural')}.{(body.get('spec') or {}).get('group')}" in (
+        OPTIONAL_KINDS.values()
+    )
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", when=_optional_crd, id="optional_crds")
+async def optional_crd_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, **kw: Any) -> None:
+    """A Prometheus Operator CRD was installed: apply the children that were skipped for want of it."""
+    if type is None or type == "DELETED":
+        return  # the initial listing is covered by resume; a deletion is noticed on the next apply
+    established = any(c.get("type") == "Established" and c.get("status") == "True"
+                      for c in (body.get("status") or {}).get("conditions") or [])
+    if not established:
+        return
+    kind = str((body.get("spec") or {}).get("names", {}).get("kind", ""))
+    for key in reconciler.kind_installed(kind):
+        await _reconcile_owner(key, f"the {kind} CRD was installed", logger, kw)

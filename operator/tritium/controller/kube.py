@@ -34,6 +34,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
+    # Prometheus Operator kinds: a cluster may lack their CRDs (see reconcile.OPTIONAL_KINDS).
+    "PodMonitor": ("/apis/monitoring.coreos.com/v1", "podmonitors"),
+    "PrometheusRule": ("/apis/monitoring.coreos.com/v1", "prometheusrules"),
     "InferenceService": ("/apis/serving.tritium.dev/v1alpha1", "inferenceservices"),
     "Event": ("/api/v1", "events"),
 }
@@ -160,6 +163,17 @@ class KubeClient:
             if exc.status == 404:
                 return None
             raise
+
+    async def serves(self, kind: str) -> bool:
+        """Whether the API server has ``kind`` (a custom kind exists only once its CRD is established)."""
+        prefix, plural = RESOURCES[kind]
+        try:
+            data = await self._request("GET", prefix)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in data.get("resources") or [])
 
     async def list(self, kind: str, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         data = await self._request("GET", object_path(kind, namespace), params={"labelSelector": label_selector})

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import logging
 import re
 import time
@@ -69,15 +70,22 @@ class ChildRef:
     applied_hash: str
     deployment: DeploymentObservation | None = None
     resource_version: str = ""
-    # The live object (without managedFields): compared field by field with the desired one.
-    body: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # The live object without status and managedFields, as compact JSON: compared field by field
+    # with the desired one. A string costs a fraction of the nested dicts it holds, and the watch
+    # caches hold every child of every service.
+    live_json: str = field(default="{}", compare=False, hash=False, repr=False)
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.live_json)
 
     @staticmethod
     def from_object(kind: str, obj: dict[str, Any]) -> ChildRef:
         meta = obj.get("metadata") or {}
         name = meta.get("name", "")
         revision = revision_from_name(name) if kind in PER_REVISION_KINDS else ""
-        slim = {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        slim = {k: v for k, v in obj.items() if k != "status"}
+        slim["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
         deployment = None
         if kind == "Deployment":
             deployment = dataclasses.replace(DeploymentObservation.from_object(obj, LABEL_REVISION), revision=revision)
@@ -88,11 +96,18 @@ class ChildRef:
             applied_hash=(meta.get("annotations") or {}).get(ANNOTATION_APPLIED_HASH, ""),
             deployment=deployment,
             resource_version=str(meta.get("resourceVersion", "")),
-            body=slim,
+            live_json=json.dumps(slim, separators=(",", ":")),
         )
 
 
 PER_REVISION_KINDS = frozenset({"Deployment", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"})
+
+# Kinds whose CRD a cluster may lack (the Prometheus Operator's) -> that CRD's name. A child of
+# such a kind is skipped while the API server does not serve it (an apply answered 404, confirmed
+# by discovery): the service still serves, and status says MonitoringReady=False, CRDMissing.
+# Once the CRD is established, handlers.optional_crd_changed reconciles the services that wait.
+OPTIONAL_KINDS = {"PodMonitor": "podmonitors.monitoring.coreos.com",
+                  "PrometheusRule": "prometheusrules.monitoring.coreos.com"}
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,8 @@ class Reconciler:
         self._generations: dict[tuple[str, str], int] = {}
         self._queued: set[tuple[str, str]] = set()
         self._applied: dict[tuple[str, str, str], Applied] = {}  # (namespace, kind, name)
+        self._missing_kinds: set[str] = set()  # optional kinds the API server was found not to serve
+        self._waiting: dict[str, set[tuple[str, str]]] = {}  # missing kind -> services that skipped it
 
     def reset(self, images: Images = DEFAULT_IMAGES) -> None:
         """Forget per-object state (locks are bound to the event loop of one operator run)."""
@@ -144,6 +161,8 @@ class Reconciler:
         self._generations.clear()
         self._queued.clear()
         self._applied.clear()
+        self._missing_kinds.clear()
+        self._waiting.clear()
         self.events.reset()
 
     def forget(self, namespace: str, name: str) -> None:
@@ -153,6 +172,11 @@ class Reconciler:
     def forget_child(self, namespace: str, kind: str, name: str) -> None:
         """A child was deleted: whatever we wrote to it is gone, so the next reconcile writes it anew."""
         self._applied.pop((namespace, kind, name), None)
+
+    def kind_installed(self, kind: str) -> list[tuple[str, str]]:
+        """The CRD of ``kind`` is established: the services that skipped a child of that kind."""
+        self._missing_kinds.discard(kind)
+        return sorted(self._waiting.pop(kind, set()))
 
     async def reconcile_later(
         self,
@@ -245,12 +269,17 @@ class Reconciler:
         desired = render_children(isvc, revision, self.images, replicas=replicas)
         have = {(c.kind, c.name): c for c in children}
         corrected: str | None = None
+        skipped: list[str] = []  # optional kinds this cluster does not serve
         for obj in desired:
             seen = have.get((obj["kind"], obj["metadata"]["name"]))
             drift = self._drift(namespace, obj, seen)
             if drift is None:
                 continue
-            result = await self.client.apply(obj)
+            result = await self._apply(obj)
+            if result is None:
+                skipped.append(obj["kind"])
+                self._waiting.setdefault(obj["kind"], set()).add((namespace, name))
+                continue
             self._applied[(namespace, obj["kind"], obj["metadata"]["name"])] = Applied(
                 obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH],
                 str((result.get("metadata") or {}).get("resourceVersion", "")),
@@ -274,7 +303,8 @@ class Reconciler:
                     corrected = f"{', '.join(template[:3])} had been changed by hand and was put back"
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
         for child in children:
-            if (child.kind, child.name) not in wanted and child.revision not in plan.keep:
+            kept = child.kind in PER_REVISION_KINDS and child.revision in plan.keep
+            if (child.kind, child.name) not in wanted and not kept:
                 await self.client.delete(child.kind, namespace, child.name)
                 self.forget_child(namespace, child.kind, child.name)
                 logger.info(f"pruned {child.kind} {child.name} (revision {child.revision})")
@@ -285,9 +315,24 @@ class Reconciler:
         status = serving_status(
             previous=previous, generation=generation, plan=plan, observed=observed,
             url=url_of(isvc), selector=_selector(isvc), now=_now(), desired_replicas=replicas, corrected=corrected,
+            monitoring=_monitoring(desired, skipped),
         )
         await self._write_status(namespace, name, previous, status)
         return "success"
+
+    async def _apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Apply ``obj``; None when it is of an optional kind this API server does not serve."""
+        kind = obj["kind"]
+        if kind in self._missing_kinds:
+            return None  # known missing: no write until its CRD is installed
+        try:
+            return await self.client.apply(obj)
+        except ApiError as exc:
+            # 404 on apply: the kind is unknown, or the namespace is gone; discovery tells which.
+            if exc.status != 404 or kind not in OPTIONAL_KINDS or await self.client.serves(kind):
+                raise
+            self._missing_kinds.add(kind)
+            return None
 
     def _drift(self, namespace: str, obj: dict[str, Any], seen: ChildRef | None) -> list[str] | None:
         """None when the child holds what ``obj`` says; else the fields to put back ([] for a new
@@ -333,6 +378,18 @@ class Reconciler:
         """Delete every child now (owner references would too, but only with a garbage collector)."""
         for child in children:
             await self.client.delete(child.kind, namespace, child.name)
+
+
+def _monitoring(desired: list[dict[str, Any]], skipped: list[str]) -> tuple[str, str, str] | None:
+    """The MonitoringReady condition (status, reason, message); None when no monitoring child is wanted."""
+    kinds = [o["kind"] for o in desired if o["kind"] in OPTIONAL_KINDS]
+    if not kinds:
+        return None
+    if skipped:
+        crds = ", ".join(OPTIONAL_KINDS[k] for k in skipped)
+        return ("False", "CRDMissing", f"the cluster has no {', '.join(skipped)} kind (CRD {crds}, from the "
+                "Prometheus Operator): skipped, and applied once the CRD is installed")
+    return ("True", "Applied", f"{', '.join(kinds)} applied")
 
 
 def _revision_message(revision: str, stable: str | None) -> str:

@@ -13,7 +13,17 @@ import yaml
 
 from tritium.api.resource import InferenceService
 from tritium.images import DEFAULT_IMAGES, Images
-from tritium.render import configmap, deployment, hpa, networkpolicy, pdb, service, serviceaccount
+from tritium.render import (
+    configmap,
+    deployment,
+    hpa,
+    networkpolicy,
+    pdb,
+    podmonitor,
+    prometheusrule,
+    service,
+    serviceaccount,
+)
 from tritium.render.metadata import revision_of, stamp_applied_hash
 
 
@@ -32,6 +42,8 @@ def render_children(
     renderers = (
         serviceaccount.render, configmap.render, partial(deployment.render, images=images, replicas=replicas),
         hpa.render, pdb.render, service.render, networkpolicy.render,
+        # Prometheus Operator kinds last: a cluster without their CRDs skips them (controller/reconcile.py).
+        podmonitor.render, prometheusrule.render,
     )
     children = [r(isvc, rev) for r in renderers]
     return [stamp_applied_hash(c) for c in children if c is not None]

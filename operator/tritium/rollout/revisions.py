@@ -109,6 +109,7 @@ def serving_status(
     spec_error: str | None = None,
     desired_replicas: int | None = None,
     corrected: str | None = None,
+    monitoring: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
     """The status to write (without operator bookkeeping), from the plan and what was observed.
 
@@ -119,6 +120,8 @@ def serving_status(
     already serves keeps serving (phase Degraded when pods still answer, Failed otherwise).
     ``corrected`` says what of the target's pod template was just put back after a hand edit:
     until every pod runs the restored template again, the service is not reported Ready.
+    ``monitoring`` is the MonitoringReady condition (status, reason, message) of an accepted spec
+    that wants a PodMonitor or PrometheusRule; None removes it (a refused spec leaves it as it was).
     """
     conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
     kept = [o for o in observed.values() if plan is None or o.revision in plan.keep]
@@ -170,6 +173,10 @@ def serving_status(
                  f"revision {plan.target} replaces {plan.stable or 'nothing'} once ready")
         else:
             cond(st.ROLLOUT_PROGRESSING, "False", "Stable", f"revision {plan.target} is stable")
+        if monitoring is not None:
+            cond(st.MONITORING_READY, *monitoring)
+        else:
+            conditions = [c for c in conditions if c.get("type") != st.MONITORING_READY]
         stable = plan.stable
     out.update(
         {

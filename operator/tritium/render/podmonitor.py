@@ -1,0 +1,53 @@
+"""The PodMonitor (monitoring.coreos.com/v1) of a service, or None unless monitoring.serviceMonitor.
+
+A PodMonitor rather than a ServiceMonitor: the Service exposes only the gateway port, while the
+metrics live on container ports of the pod (the gateway's ``metrics`` and Triton's
+``triton-metrics``; the stages have none), which only a PodMonitor can scrape. The spec field
+keeps its name ``serviceMonitor`` for compatibility.
+
+One per service (not per revision), selecting every serving pod of the service whatever its
+revision. Each series gets two labels the alert rules (render/prometheusrule.py) select on:
+``inferenceservice`` (the service's name) and ``revision`` (from the pod label).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tritium.api.resource import InferenceService
+from tritium.render.metadata import LABEL_REVISION, object_meta, selector_labels
+
+SCRAPE_INTERVAL = "15s"
+SERIES_LABEL_SERVICE = "inferenceservice"
+SERIES_LABEL_REVISION = "revision"
+# The ports (by name, render/deployment.py) scraped in each pod.
+METRICS_PORTS = ("metrics", "triton-metrics")
+
+
+def _meta_label(pod_label: str) -> str:
+    """Prometheus' discovery label for a pod label (every non-alphanumeric character becomes _)."""
+    return "__meta_kubernetes_pod_label_" + "".join(c if c.isalnum() else "_" for c in pod_label)
+
+
+def relabelings(isvc: InferenceService) -> list[dict[str, Any]]:
+    return [
+        {"action": "replace", "targetLabel": SERIES_LABEL_SERVICE, "replacement": isvc.name},
+        {"action": "replace", "sourceLabels": [_meta_label(LABEL_REVISION)], "targetLabel": SERIES_LABEL_REVISION},
+    ]
+
+
+def render(isvc: InferenceService, revision: str) -> dict[str, Any] | None:
+    if not isvc.spec.monitoring.service_monitor:
+        return None
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": object_meta(isvc, isvc.name, revision),
+        "spec": {
+            "selector": {"matchLabels": selector_labels(isvc)},
+            "podMetricsEndpoints": [
+                {"port": port, "path": "/metrics", "interval": SCRAPE_INTERVAL, "relabelings": relabelings(isvc)}
+                for port in METRICS_PORTS
+            ],
+        },
+    }
