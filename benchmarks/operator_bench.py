@@ -481,7 +481,12 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
     finally:
         await client.close()
         operator.terminate()
-        operator.wait(30)
+        try:
+            operator.wait(30)
+        except subprocess.TimeoutExpired:
+            print("the operator did not stop within 30 s of SIGTERM: killed", file=sys.stderr)
+            operator.kill()
+            operator.wait(10)
         log.close()
         results["operator_log"] = log_summary(log_path)
         target.stop()
