@@ -2,7 +2,8 @@
 
 Their CRDs come from the Go modules that ship them (scripts/optional-crds.sh), so an object of
 ours that one of these projects would refuse is refused here too: the chart's ServiceMonitor and
-PrometheusRule now, and the HTTPRoute, PodMonitor and ScaledObject children as render/ grows them.
+PrometheusRule, the rendered PodMonitor and PrometheusRule children, and the HTTPRoute and ScaledObject
+children as render/ grows them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import yaml
 
 from tests.e2e.conftest import Kube
 from tests.support.cluster import ROOT
+from tests.support.specs import manifest
+from tritium.api.resource import parse_inference_service
+from tritium.render import render_children
 
 
 def server_dry_run(kube: Kube, namespace: str, objects: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
@@ -37,6 +41,26 @@ def test_the_charts_monitoring_objects_pass_the_server(kube: Kube, namespace: st
     assert {o["kind"] for o in objects} == {"ServiceMonitor", "PrometheusRule"}
     for obj in objects:
         obj["metadata"]["namespace"] = namespace
+    result = server_dry_run(kube, namespace, objects)
+    assert result.returncode == 0, result.stderr
+
+
+MONITORING_SPECS = {
+    "defaults": {"monitoring": {"serviceMonitor": True}},
+    "every alert": {"monitoring": {"serviceMonitor": True, "alerts": [
+        {"metric": m, "threshold": 0.5, "forSeconds": 90, "severity": s}
+        for m, s in (("p99LatencyMs", "info"), ("errorRatio", "warning"), ("queueTimeMs", "critical"),
+                     ("availability", "warning"))]}},
+}
+
+
+@pytest.mark.parametrize("spec", MONITORING_SPECS.values(), ids=MONITORING_SPECS.keys())
+def test_rendered_monitoring_children_pass_the_server(
+    kube: Kube, namespace: str, optional_crds: list[str], spec: dict[str, Any]
+) -> None:
+    isvc = parse_inference_service(manifest(spec, namespace=namespace))
+    objects = [c for c in render_children(isvc) if c["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert {o["kind"] for o in objects} == {"PodMonitor", "PrometheusRule"}
     result = server_dry_run(kube, namespace, objects)
     assert result.returncode == 0, result.stderr
 

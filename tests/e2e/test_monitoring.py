@@ -1,0 +1,136 @@
+"""spec.monitoring on a real API server: the PodMonitor and PrometheusRule children, and a cluster
+without the Prometheus Operator's CRDs, where the service serves anyway and status says why its
+monitoring is missing, until the CRDs are installed (no operator restart)."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Kube, optional_crds_dir, start_control_plane, wait_established
+from tests.e2e.test_steady_state import operator_writes, settled
+from tests.support.cluster import ROOT
+from tests.support.operator_runner import api_client, eventually, running_operator
+from tests.support.operator_scenarios import children, condition, create, make_isvc, patch_spec, wait_status
+from tritium.controller.kube import KubeClient
+from tritium.render.metadata import LABEL_REVISION
+
+READY_TIMEOUT = 60
+QUIET_SECONDS = 10
+MONITORING_KINDS = ("PodMonitor", "PrometheusRule")
+
+
+def ready(obj: dict[str, Any]) -> bool:
+    return condition(obj, "Ready").get("status") == "True" and obj["status"].get("phase") == "Ready"
+
+
+async def writes_nothing(api: KubeClient, namespace: str, name: str) -> None:
+    """Once settled, the operator makes no API write (a skipped kind is not retried either)."""
+    await settled(api, namespace, name)
+    writes = operator_writes()
+    await asyncio.sleep(QUIET_SECONDS)
+    assert operator_writes() == writes, "the operator wrote while nothing changed"
+
+
+async def monitoring_children(api: KubeClient, namespace: str, name: str) -> dict[str, list[dict[str, Any]]]:
+    return {k: await children(api, namespace, name, k) for k in MONITORING_KINDS}
+
+
+async def test_monitoring_children_follow_the_spec(
+    kube: Kube, api: KubeClient, namespace: str, optional_crds: list[str], operator: None
+) -> None:
+    name = "watched"
+    created = await create(api, make_isvc(name, namespace, monitoring={"serviceMonitor": True}))
+
+    async def both() -> dict[str, list[dict[str, Any]]] | None:
+        found = await monitoring_children(api, namespace, name)
+        return found if all(found.values()) else None
+
+    found = await eventually(both, timeout=READY_TIMEOUT)
+    monitor, rule = found["PodMonitor"][0], found["PrometheusRule"][0]
+    for obj in (monitor, rule):
+        assert [o["uid"] for o in obj["metadata"]["ownerReferences"]] == [created["metadata"]["uid"]]
+    assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == name
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} == {"metrics", "triton-metrics"}
+    assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} == {
+        "TritiumHighP99Latency", "TritiumHighErrorRatio", "TritiumReplicasAtMax"}
+    obj = await wait_status(api, namespace, name, lambda o: ready(o) and condition(o, "MonitoringReady").get(
+        "status") == "True", timeout=READY_TIMEOUT)
+    revision = obj["status"]["stableRevision"]
+    assert monitor["metadata"]["labels"][LABEL_REVISION] == revision
+    await writes_nothing(api, namespace, name)
+
+    # Explicit alerts replace the defaults, in place (no new revision).
+    await patch_spec(api, namespace, name, {"monitoring": {"alerts": [
+        {"metric": "queueTimeMs", "threshold": 50, "forSeconds": 60, "severity": "critical"}]}})
+
+    async def replaced() -> list[str] | None:
+        rules = await children(api, namespace, name, "PrometheusRule")
+        alerts = [r["alert"] for r in rules[0]["spec"]["groups"][0]["rules"]] if rules else []
+        return alerts if alerts == ["TritiumHighQueueTime"] else None
+
+    await eventually(replaced, timeout=READY_TIMEOUT)
+
+    # Off again: both pruned, the condition gone, the service still serving.
+    await patch_spec(api, namespace, name, {"monitoring": {"serviceMonitor": False, "alerts": None}})
+
+    async def pruned() -> bool:
+        found = await monitoring_children(api, namespace, name)
+        return not any(found.values())
+
+    await eventually(pruned, timeout=READY_TIMEOUT)
+    obj = await wait_status(api, namespace, name, lambda o: ready(o) and not condition(o, "MonitoringReady"),
+                            timeout=READY_TIMEOUT)
+    assert obj["status"]["stableRevision"] == revision
+
+
+@pytest.fixture
+def bare_plane(kube: Kube, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A control plane of its own with only the Tritium CRD (no Prometheus Operator CRDs)."""
+    with tempfile.TemporaryDirectory(prefix="tritium-e2e-bare-") as workdir:
+        plane = start_control_plane(Path(workdir))
+        try:
+            bare = Kube(plane.kubeconfig, plane.env, plane)
+            bare.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
+            wait_established(bare, "inferenceservices.serving.tritium.dev")
+            absent = bare.kubectl("get", "crd", "-o", "name").stdout
+            assert "monitoring.coreos.com" not in absent
+            monkeypatch.setenv("KUBECONFIG", str(plane.kubeconfig))
+            monkeypatch.setenv("PATH", plane.env["PATH"])
+            yield bare
+        finally:
+            plane.stop()
+
+
+async def test_without_the_prometheus_operator_crds_the_service_still_serves(bare_plane: Kube) -> None:
+    namespace, name = "bare", "unwatched"
+    bare_plane.kubectl("create", "namespace", namespace)
+    api = api_client()
+    try:
+        async with running_operator(namespaces=[namespace]):
+            await create(api, make_isvc(name, namespace, monitoring={"serviceMonitor": True}))
+            obj = await wait_status(api, namespace, name, lambda o: ready(o) and condition(
+                o, "MonitoringReady").get("reason") == "CRDMissing", timeout=READY_TIMEOUT)
+            note = condition(obj, "MonitoringReady")
+            assert note["status"] == "False"
+            assert "PodMonitor" in note["message"] and "PrometheusRule" in note["message"], note
+            assert condition(obj, "SpecValid")["status"] == "True"
+            await writes_nothing(api, namespace, name)
+
+            # The CRDs are installed later: the same operator process applies the children.
+            bare_plane.kubectl("apply", "--server-side", "-f", str(optional_crds_dir()))
+            wait_established(bare_plane, "podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com")
+
+            async def applied() -> dict[str, list[dict[str, Any]]] | None:
+                found = await monitoring_children(api, namespace, name)
+                return found if all(found.values()) else None
+
+            await eventually(applied, timeout=READY_TIMEOUT)
+            await wait_status(api, namespace, name, lambda o: ready(o) and condition(o, "MonitoringReady").get(
+                "status") == "True", timeout=READY_TIMEOUT)
+    finally:
+        await api.close()
