@@ -121,3 +121,15 @@ def test_scaling_the_stable_revision_keeps_it_ready() -> None:
     scaling = DeploymentObservation(revision="a", desired=5, replicas=5, ready=2, current=False, updated=5)
     status = status_for(plan, {"a": scaling})
     assert cond(status, "Ready")["status"] == "True" and status["phase"] == "Ready"
+
+
+def test_monitoring_condition_is_set_kept_on_a_refused_spec_and_dropped_when_off() -> None:
+    plan = plan_revisions("a", "a", {"a": obs("a")})
+    missing = ("False", "CRDMissing", "the cluster has no PodMonitor kind")
+    status = status_for(plan, {"a": obs("a")}, monitoring=missing)
+    assert cond(status, "MonitoringReady")["reason"] == "CRDMissing"
+    assert cond(status, "Ready")["status"] == "True", "missing monitoring never blocks serving"
+    refused = status_for(None, {"a": obs("a")}, previous=status, spec_error="spec.x: bad")
+    assert cond(refused, "MonitoringReady") == cond(status, "MonitoringReady")
+    off = status_for(plan, {"a": obs("a")}, previous=status)
+    assert all(c["type"] != "MonitoringReady" for c in off["conditions"])
