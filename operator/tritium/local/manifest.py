@@ -49,9 +49,11 @@ def load_manifest(path: str, name: str | None = None) -> InferenceService:
     """The one InferenceService of the manifest (or the one called ``name``), checked and resolved."""
     file = Path(path)
     try:
-        text = file.read_text()
+        text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})") from None
     try:
         services = load_inference_services(text)
         if name is not None:
