@@ -72,7 +72,55 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _credentials_source() -> str:
+    kubeconfig = os.environ.get("KUBECONFIG")
+    return f"KUBECONFIG {kubeconfig}" if kubeconfig else "~/.kube/config"
+
+
+def check_cluster_access(connect_timeout: float = 5.0) -> None:
+    """Fail in one line before kopf starts when there is no cluster to talk to.
+
+    The same credentials the operator's login handler finds (in-cluster service account first,
+    then KUBECONFIG or ~/.kube/config), and one TCP connection to their API server; kopf would
+    otherwise retry the login (or the connection) forever with a traceback each time.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    try:
+        info = kopf.login_with_service_account(settings=settings)
+        source = "the in-cluster service account"
+        if info is None:
+            source = _credentials_source()
+            info = kopf.login_with_kubeconfig(settings=settings)
+    except OSError as exc:
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise UsageError(f"cannot read the Kubernetes credentials ({where}{exc.strerror or exc})") from None
+    except Exception as exc:  # malformed kubeconfig: yaml errors, a missing context or cluster
+        detail = f"no {exc} entry" if isinstance(exc, KeyError) else str(exc) or type(exc).__name__
+        raise UsageError(f"cannot use the Kubernetes credentials in {_credentials_source()}: {detail}") from None
+    if info is None:
+        raise UsageError(
+            "no Kubernetes cluster: not running in a cluster (no service account token), "
+            "and neither KUBECONFIG nor ~/.kube/config is set"
+        )
+    url = urlsplit(info.server or "")
+    host = url.hostname
+    port = url.port or (80 if url.scheme == "http" else 443)
+    if not host:
+        raise UsageError(f"the Kubernetes credentials in {source} name no API server")
+    try:
+        socket.create_connection((host, port), timeout=connect_timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise UsageError(f"cannot reach the Kubernetes API server {info.server} (from {source}): {reason}") from None
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
+    check_cluster_access()
     from tritium.controller.main import run_operator
 
     return run_operator(

@@ -29,3 +29,45 @@ def test_up_non_utf8_manifest_is_a_usage_error(tmp_path: Path) -> None:
     path = _latin1_file(tmp_path)
     with pytest.raises(UsageError, match="not UTF-8 text"):
         load_manifest(str(path))
+
+
+def _operator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kubeconfig: str | None) -> int:
+    import kopf
+
+    monkeypatch.setattr(kopf, "login_with_service_account", lambda **_: None)  # not in a pod
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if kubeconfig is None:
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+    else:
+        monkeypatch.setenv("KUBECONFIG", kubeconfig)
+    return main(["operator", "--metrics-port", "0", "--liveness-port", "0"])
+
+
+@pytest.mark.parametrize(
+    ("kubeconfig", "expected"),
+    [
+        (None, "tritium operator: no Kubernetes cluster: not running in a cluster"),
+        ("/nonexistent/kubeconfig", "tritium operator: cannot read the Kubernetes credentials "
+                                    "(/nonexistent/kubeconfig: No such file or directory)"),
+        ("UNREACHABLE", "tritium operator: cannot reach the Kubernetes API server https://127.0.0.1:1 "
+                        "(from KUBECONFIG "),
+    ],
+)
+def test_operator_without_a_cluster_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    kubeconfig: str | None, expected: str,
+) -> None:
+    if kubeconfig == "UNREACHABLE":
+        path = tmp_path / "kubeconfig"
+        path.write_text(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+            "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+            "clusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+            "users: [{name: u, user: {token: x}}]\n"
+        )
+        kubeconfig = str(path)
+    code = _operator(monkeypatch, tmp_path, kubeconfig)
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.count("\n") == 1, err
+    assert err.startswith(expected), err
