@@ -16,6 +16,8 @@ from pathlib import Path
 from tritium.version import __version__
 
 EXIT_BAD_INPUT = 2
+# What a shell reports for a command killed by SIGPIPE: `tritium invoke ... | head` stops quietly.
+EXIT_CLOSED_STDOUT = 128 + 13
 
 # Modules exposing ``add_commands(subparsers)``; their commands' functions return an exit code
 # and raise UsageError for bad input.
@@ -186,6 +188,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _closed_stdout()
+
+
+def _closed_stdout() -> int:
+    """The reader of stdout went away (`| head`): stop without a traceback.
+
+    What is still buffered cannot be written either; stdout points at /dev/null from here on so
+    that the interpreter's flush at exit does not report the same broken pipe again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # stdout is not a file descriptor (captured in-process): nothing flushes it at exit
+    return EXIT_CLOSED_STDOUT
 
 
 if __name__ == "__main__":

@@ -53,6 +53,19 @@ def test_invoke_json_with_endpoint_from_the_environment(gw: Deployment) -> None:
     assert doc["outputs"]["SUM"] == [[3.0]] and doc["revision"] == "r1" and doc["request_id"]
 
 
+@pytest.mark.parametrize("command", [["invoke", "add", "-i", "INPUT0=[1]", "-i", "INPUT1=[2]", "--json"],
+                                     ["stream", "stream", "-i", "PROMPT=a b c", "--json"]])
+def test_a_closed_stdout_is_not_a_traceback(gw: Deployment, command: list[str]) -> None:
+    """`tritium invoke ... --json | head`: the reader is gone before the answer is printed."""
+    proc = subprocess.Popen([*tritium_exe(), *command, "--endpoint", gw.url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
 def test_stream_prints_chunks_as_they_arrive(gw: Deployment) -> None:
     r = tritium("stream", "stream", "--input", "PROMPT=tokens arrive one by one", "--endpoint", gw.url)
     assert r.returncode == 0, r.stderr

@@ -71,3 +71,18 @@ def test_operator_without_a_cluster_is_one_line(
     assert code != 0
     assert err.count("\n") == 1, err
     assert err.startswith(expected), err
+
+
+def test_a_closed_stdout_stops_quietly() -> None:
+    """`tritium render -f ... | head`: the reader is gone before the output is written."""
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "cpu-basic.yaml"
+    proc = subprocess.Popen([sys.executable, "-m", "tritium.cli", "render", "-f", str(example)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""
