@@ -86,3 +86,32 @@ def test_a_closed_stdout_stops_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert err == ""
+
+
+MISSPELLED = """
+apiVersion: serving.tritium.dev/v1alpha1
+kind: InferenceService
+metadata: {name: demo}
+spec:
+  model: {name: demo, storageURI: "file:///models/demo", format: python}
+"""
+
+
+def test_a_misspelled_required_field_names_the_close_match(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "isvc.yaml"
+    path.write_text(MISSPELLED)
+    assert main(["render", "-f", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"tritium render: {path}: spec.model.storageUri: Field required "
+        "(found unknown field storageURI: did you mean storageUri?)\n"
+    )
+
+
+def test_a_missing_field_without_a_look_alike_has_no_hint() -> None:
+    from tritium.api.resource import SpecError, load_inference_services
+
+    with pytest.raises(SpecError) as info:
+        load_inference_services(MISSPELLED.replace("storageURI", "weights"))
+    assert str(info.value) == "spec.model.storageUri: Field required"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Any, Literal
 
 import yaml
@@ -75,7 +76,8 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
 
 def first_error(exc: ValidationError) -> SpecError:
     """The first validation problem as one line that names the field."""
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    err = errors[0]
     message = err["msg"].removeprefix("Value error, ")
     field = _loc_to_path(tuple(err["loc"]))
     # A CEL rule names its own field relative to the object it sits on ("minReplicas").
@@ -87,7 +89,17 @@ def first_error(exc: ValidationError) -> SpecError:
         message = ctx.get("message", message)
     if err["type"] == "extra_forbidden":
         message = "unknown field"
+    if err["type"] == "missing" and err["loc"]:
+        message += _misspelled_hint(str(err["loc"][-1]), tuple(err["loc"][:-1]), errors)
     return SpecError(field, message)
+
+
+def _misspelled_hint(name: str, parent: tuple[Any, ...], errors: list[Any]) -> str:
+    """For a required field that is missing: the unknown sibling key that looks like a typo of it."""
+    unknown = [str(e["loc"][-1]) for e in errors
+               if e["type"] == "extra_forbidden" and tuple(e["loc"][:-1]) == parent and e["loc"]]
+    close = [k for k in unknown if k.lower() == name.lower()] or difflib.get_close_matches(name, unknown, n=1)
+    return f" (found unknown field {close[0]}: did you mean {name}?)" if close else ""
 
 
 def parse_inference_service(obj: Any) -> InferenceService:
