@@ -8,6 +8,7 @@ ConfigMaps a service refers to are watched too, so one created after the service
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -125,8 +126,18 @@ async def delete_isvc(namespace: str, name: str, logger: kopf.Logger, **kw: Any)
     logger.info(f"deleted {len(children)} child object(s)")
 
 
-async def _reconcile_owner(key: tuple[str, str], why: str, logger: Any, indexes: dict[str, Any]) -> None:
-    """Re-reconcile a service after a change kopf does not report on the service itself."""
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+_retries: set[asyncio.Task[None]] = set()
+
+
+async def _reconcile_owner(
+    key: tuple[str, str], why: str, logger: Any, indexes: dict[str, Any], attempt: int = 0
+) -> None:
+    """Re-reconcile a service after a change kopf does not report on the service itself.
+
+    kopf does not retry event handlers, so a failure (an API timeout under load) is retried here
+    in the background with a growing delay; a later event or the resume covers anything beyond.
+    """
     try:
         await reconciler.reconcile_later(
             key,
@@ -135,8 +146,19 @@ async def _reconcile_owner(key: tuple[str, str], why: str, logger: Any, indexes:
             logger=logger,
         )
     except (ApiError, kopf.TemporaryError) as exc:
-        # Event handlers are not retried by kopf; the next event or the resume will be.
-        logger.warning(f"reconcile of {key[1]} after {why} failed: {exc}")
+        if attempt >= len(RETRY_DELAYS):
+            logger.warning(f"reconcile of {key[1]} after {why} failed {attempt + 1} times, giving up: {exc}")
+            return
+        delay = RETRY_DELAYS[attempt]
+        logger.warning(f"reconcile of {key[1]} after {why} failed, retrying in {delay:.0f} s: {exc}")
+
+        async def retry() -> None:
+            await asyncio.sleep(delay)
+            await _reconcile_owner(key, why, logger, indexes, attempt + 1)
+
+        task = asyncio.create_task(retry())
+        _retries.add(task)
+        task.add_done_callback(_retries.discard)
 
 
 def _child_event_handler(kind: str):  # type: ignore[no-untyped-def]

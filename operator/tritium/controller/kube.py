@@ -42,6 +42,11 @@ RESOURCES: dict[str, tuple[str, str]] = {
 }
 
 
+# Per phase, not in total: a total timeout also counts the wait for a free pooled connection, so
+# under a burst of reconciles requests timed out before they were ever sent.
+_TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock_read=30)
+
+
 class ApiError(Exception):
     """A non-2xx answer (status > 0) or a transport failure (status 0)."""
 
@@ -131,7 +136,7 @@ class KubeClient:
             raise ApiError(0, "not logged in to the Kubernetes API")
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                headers=self._auth.headers, timeout=aiohttp.ClientTimeout(total=30),
+                headers=self._auth.headers, timeout=_TIMEOUT,
                 connector=aiohttp.TCPConnector(limit=32, ssl=self._auth.ssl),
             )
         url = self._auth.server + path + (f"?{urlencode(params)}" if params else "")
