@@ -173,7 +173,13 @@ def test_404_unknown_model_and_path(gw: Deployment) -> None:
     r = httpx.post(f"{gw.url}/v1/models/nope/invoke", json={"inputs": {"x": [1]}})
     assert r.status_code == 404 and _error(r)["code"] == "model_not_found"
     assert httpx.get(f"{gw.url}/v2/models/nope/ready").status_code == 404
-    assert httpx.get(f"{gw.url}/v2/models/nope").status_code == 404
+    r = httpx.get(f"{gw.url}/v2/models/nope")
+    assert r.status_code == 404
+    body = r.json()  # the v2 shape, with the same details as every other error
+    assert body["code"] == "model_not_found" and body["request_id"] == r.headers["X-Request-Id"], body
+    assert "'nope'" in body["error"]
+    r = httpx.get(f"{gw.url}/v2/models/nope/config")
+    assert r.status_code == 404 and r.json()["code"] == "model_not_found"
     r = httpx.get(f"{gw.url}/no/such/path")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 

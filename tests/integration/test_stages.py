@@ -125,6 +125,18 @@ def test_script_value_error_is_400(scripted: Deployment) -> None:
     assert err["field"] == "inputs.a" and "give 'a'" in err["message"]
 
 
+def test_a_form_encoded_body_is_read_as_json(scripted: Deployment) -> None:
+    """curl -d without a Content-Type sends application/x-www-form-urlencoded."""
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    r = httpx.post(f"{scripted.url}/v1/models/add/invoke", content=b"text=hi", headers=form)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["field"] == "body" and err["message"].startswith("body is not JSON"), err
+    assert err["request_id"] == r.headers["X-Request-Id"]
+    r = httpx.post(f"{scripted.url}/v1/models/add/invoke", content=b'{"inputs": {"a": [1]}}', headers=form)
+    assert r.status_code == 200 and r.json()["outputs"]["total"] == 2.0, r.text
+
+
 def test_stage_crash_is_503_naming_the_stage(scripted: Deployment) -> None:
     scripted.stages["post"].kill()
     r = httpx.post(f"{scripted.url}/v1/models/add/invoke", json={"inputs": {"a": [1]}})

@@ -33,7 +33,7 @@ from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
 from tritium.dataplane.stage_client import StageClient
 from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
-from tritium.dataplane.triton import Triton, TritonHttp, unavailable
+from tritium.dataplane.triton import Triton, TritonHttp, map_http_error, unavailable
 
 log = logging.getLogger("tritium.gateway")
 
@@ -42,6 +42,7 @@ TRITON_PROTOCOL_ENV = "TRITIUM_TRITON_PROTOCOL"  # unary inference over "http" (
 JSON = "application/json"
 _GRPC_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 _V2_TYPES = ("", JSON, "application/octet-stream")
+_FORM = "application/x-www-form-urlencoded"
 _HTTP_ONLY_PARAMETERS = ("binary_data_output",)
 _TIMEOUT_KEY = TIMEOUT_HEADER.lower()
 _HEADER_LENGTH_KEY = HEADER_LENGTH.lower()
@@ -196,8 +197,11 @@ class Gateway:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise unavailable(f"Triton is unavailable: {exc or type(exc).__name__}") from None
         model = request.match_info.get("model")
-        if status == 400 and model and b"unknown model" in body:
-            raise ApiError(404, "model_not_found", f"model {model!r} is not served here", field="model")
+        if status >= 400:
+            # Triton's own error body ({"error": "..."}) would lack code and request_id: answer ours.
+            if model and (status == 404 or b"unknown model" in body.lower()):
+                raise ApiError(404, "model_not_found", f"model {model!r} is not served here", field="model")
+            raise map_http_error(status, body, model or "")
         return Response(status, body, {"Content-Type": JSON, **self.headers(request)})
 
     async def repository_index(self, request: Request) -> Response:
@@ -274,12 +278,18 @@ class Gateway:
         """Body of an invoke/stream request: (media type, raw body, inputs, parameters)."""
         media = _media_type(request)
         body = request.body
-        if media not in ("", JSON) and not media.endswith("+json"):
+        # curl's default for -d: the body was meant as JSON (an HTML form is no model payload), so it
+        # is read as JSON, never handed to a pre stage as a raw payload it would misread.
+        form = media == _FORM
+        if media not in ("", JSON) and not media.endswith("+json") and not form:
             params = {k: v for k, v in request.query.items() if k != "version"}
             return media, body, None, params
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
+            if form:
+                raise bad_request(f"body is not JSON (Content-Type {_FORM}, curl's default for -d): send a JSON "
+                                  "object with Content-Type: application/json", "body") from None
             raise bad_request(f"body is not valid JSON: {exc}", "body") from None
         if not isinstance(doc, dict):
             raise bad_request("body must be a JSON object", "body")
