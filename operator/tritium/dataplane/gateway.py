@@ -156,7 +156,7 @@ class Gateway:
 
     def headers(self, request: Request, cache: str | None = None) -> dict[str, str]:
         h = {REQUEST_ID_HEADER: request.state[REQUEST_ID_HEADER], REVISION_HEADER: self.revision}
-        if cache is not None:
+        if cache is not None and self.cache is not None:  # no cache: no hit/miss to tell
             h[CACHE_HEADER] = cache
         return h
 
