@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from tests.support.dataplane import start_triton
+from tests.support.dataplane import base_spec, deploy, start_triton
 from tritium.local import tritonserver
 from tritium.local.tritonserver import TritonNotFoundError, TritonServer
 
@@ -50,6 +50,24 @@ def test_stop_leaves_no_processes() -> None:
     server.stop()
     assert not _alive(pid)
     assert not [s for s in stubs if _alive(s)]
+
+
+def test_stop_removes_the_python_backend_directory() -> None:
+    """The python backend makes /tmp/python_env_XXXXXX (a fixed path) and leaves it behind."""
+    server = start_triton()
+    try:
+        owned = set(server._own_envs)
+        assert owned and all(os.path.isdir(p) for p in owned), "the python backend makes its directory"
+    finally:
+        server.stop()
+    assert not [p for p in owned if os.path.exists(p)]
+
+
+def test_a_deployment_removes_its_socket_directory(triton: TritonServer, tmp_path) -> None:
+    dep = deploy(tmp_path, triton, base_spec("add", postprocess={"builtin": {"format": "json"}}), name="sockets")
+    assert dep.sockets is not None and (dep.sockets / "tritium-post.sock").exists()
+    dep.stop()
+    assert not dep.sockets.exists()
 
 
 def test_missing_binary_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,11 +114,14 @@ class Deployment:
     gateway: Proc
     stages: dict[str, Proc] = field(default_factory=dict)
     config: Path | None = None
+    sockets: Path | None = None
 
     def stop(self) -> None:
         self.gateway.stop()
         for proc in self.stages.values():
             proc.stop()
+        if self.sockets is not None:
+            shutil.rmtree(self.sockets, ignore_errors=True)
 
 
 def deploy(directory: Path, triton: TritonServer, spec: dict[str, Any], env: dict[str, str] | None = None,
@@ -143,7 +147,8 @@ def deploy(directory: Path, triton: TritonServer, spec: dict[str, Any], env: dic
                     "--metrics-port", str(metrics_port), "--triton-grpc", triton.grpc_address,
                     "--triton-http", triton.http_url, *gateway_args],
                    f"http://127.0.0.1:{port}/v2/health/live", env)
-    dep = Deployment(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", gateway, stages, config)
+    dep = Deployment(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics", gateway, stages, config,
+                     sockets)
     procs = [*stages.values(), gateway]
     try:
         for proc in procs:  # all at once: start-up is mostly imports, which run in parallel

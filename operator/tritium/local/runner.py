@@ -253,3 +253,5 @@ class LocalRun:
             self.say(f"triton stopped (exit {code})")
         self.mux.join()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.wiring is not None and Path(self.wiring.socket_dir) != self.workdir:
+            shutil.rmtree(self.wiring.socket_dir, ignore_errors=True)

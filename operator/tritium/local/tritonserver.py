@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import os
 import shutil
 import signal
@@ -167,6 +168,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# The python backend makes its environment directory here, a fixed path (not $TMPDIR), and
+# leaves it behind when the server stops.
+PYTHON_ENV_GLOB = "/tmp/python_env_*"
+
+
+def _python_env_dirs() -> set[str]:
+    return set(glob.glob(PYTHON_ENV_GLOB))
+
+
 class TritonServer:
     """One tritonserver process on loopback ports, started, checked for readiness and stopped.
 
@@ -204,6 +214,8 @@ class TritonServer:
         self._env = env
         self._own_log: IO[Any] | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self._envs_before: set[str] | None = None
+        self._own_envs: set[str] = set()
 
     # -- addresses ---------------------------------------------------------------------------
     @property
@@ -250,6 +262,7 @@ class TritonServer:
         if log is None:
             self._own_log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
             log = self._own_log
+        self._envs_before = _python_env_dirs()
         self.process = subprocess.Popen(
             cmd,
             stdout=log,
@@ -280,9 +293,23 @@ class TritonServer:
                     f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}"
                 )
             if self.is_ready():
+                self._note_python_envs()
                 return
             time.sleep(0.1)
         raise TritonStartError(f"tritonserver not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def _note_python_envs(self) -> None:
+        """The python backend directories this server made: those new since it started. Taken once
+        it is ready (its backends are loaded by then), so that a server started later is not
+        mistaken for this one."""
+        if self._envs_before is not None:
+            self._own_envs |= _python_env_dirs() - self._envs_before
+            self._envs_before = None
+
+    def _remove_python_envs(self) -> None:
+        for path in sorted(self._own_envs):
+            shutil.rmtree(path, ignore_errors=True)
+        self._own_envs.clear()
 
     def log_tail(self, max_bytes: int = 4000) -> str:
         """The end of the server log, when this object owns it (for error messages)."""
@@ -313,6 +340,8 @@ class TritonServer:
             os.killpg(proc.pid, signal.SIGKILL)  # stubs left behind by a slow or killed server
         if code is None:
             code = proc.wait()
+        self._note_python_envs()  # a server that never got ready
+        self._remove_python_envs()
         if self._own_log is not None:
             with contextlib.suppress(OSError):
                 self._own_log.close()
@@ -325,6 +354,8 @@ class TritonServer:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        self._note_python_envs()
+        self._remove_python_envs()
 
     def __enter__(self) -> TritonServer:
         return self.start()
