@@ -114,6 +114,38 @@ def test_bad_manifest_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2 and "nope.py" in result.stderr, result.stderr
 
 
+BROKEN_MODEL = """
+apiVersion: serving.tritium.dev/v1alpha1
+kind: InferenceService
+metadata: {name: broken}
+spec:
+  model:
+    name: broken
+    storageUri: file://./model
+    format: python
+    maxBatchSize: 0
+    inputs: [{name: X, dataType: FP32, dims: [1]}]
+    outputs: [{name: Y, dataType: FP32, dims: [1]}]
+"""
+
+
+def test_a_model_that_fails_to_load_says_why_in_one_line(tmp_path: Path) -> None:
+    """A missing dependency of the model: the reason, not only Triton's exit code."""
+    (tmp_path / "model" / "1").mkdir(parents=True)
+    (tmp_path / "model" / "1" / "model.py").write_text("import tritium_no_such_weights\n")
+    (tmp_path / "isvc.yaml").write_text(BROKEN_MODEL)
+    result = subprocess.run([*tritium_exe(), "up", "-f", str(tmp_path / "isvc.yaml")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stdout
+    failed = [line for line in result.stdout.splitlines() if "failed to start" in line]
+    assert len(failed) == 1, result.stdout
+    assert "model 'broken' (version 1) failed to load" in failed[0], failed
+    assert "No module named 'tritium_no_such_weights'" in failed[0], failed
+    if not Path("/dev/nvidiactl").exists():
+        for noise in ("CudaDriverHelper has not been initialized", "Failed to initialize NVML", "DCGM unable to start"):
+            assert noise not in result.stdout
+
+
 def test_port_in_use_fails_before_starting_anything() -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

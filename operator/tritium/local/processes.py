@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 _PR_SET_PDEATHSIG = 1
@@ -42,17 +42,21 @@ class LogMux:
             except (OSError, ValueError):
                 pass  # the reader went away (closed pipe): logs are best effort, stopping is not
 
-    def follow(self, prefix: str, fd: int) -> None:
-        """Stream the lines read from ``fd`` until its writers are all gone (EOF)."""
+    def follow(self, prefix: str, fd: int, keep: Callable[[str], bool] | None = None) -> threading.Thread:
+        """Stream the lines read from ``fd`` until its writers are all gone (EOF); ``keep`` sees
+        every line first and drops those it answers False for."""
 
         def pump() -> None:
             with os.fdopen(fd, "rb", buffering=0) as stream:
                 for raw in iter(stream.readline, b""):
-                    self.line(prefix, raw.decode(errors="replace").rstrip("\r\n"))
+                    text = raw.decode(errors="replace").rstrip("\r\n")
+                    if keep is None or keep(text):
+                        self.line(prefix, text)
 
         thread = threading.Thread(target=pump, name=f"log-{prefix}", daemon=True)
         thread.start()
         self._threads.append(thread)
+        return thread
 
     def join(self, timeout: float = 2.0) -> None:
         deadline = time.monotonic() + timeout

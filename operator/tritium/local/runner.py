@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import socket
 import sys
@@ -33,6 +34,41 @@ from tritium.render.metadata import revision_of
 
 HOST = "127.0.0.1"
 LOG = "tritium"  # prefix of local mode's own lines
+
+
+# What Triton prints on a machine without an NVIDIA GPU while it probes for one: noise there.
+GPU_PROBE_NOISE = (
+    "CudaDriverHelper has not been initialized",
+    "Failed to initialize NVML",
+    "DCGM unable to start",
+    "Unable to allocate pinned system memory",
+)
+_LOAD_FAILED = re.compile(r"failed to load '(?P<model>[^']+)' version (?P<version>\S+): (?P<message>.*)")
+
+
+def has_nvidia_gpu() -> bool:
+    return Path("/dev/nvidiactl").exists()
+
+
+class TritonLog:
+    """Reads Triton's log as local mode shows it: GPU-probing noise dropped on a machine without a
+    GPU, and the first model load error kept for the one line that says why Triton stopped."""
+
+    def __init__(self, drop_gpu_noise: bool) -> None:
+        self.drop_gpu_noise = drop_gpu_noise
+        self.load_error: str | None = None
+
+    def keep(self, line: str) -> bool:
+        if self.load_error is None:
+            m = _LOAD_FAILED.search(line)
+            if m:
+                # The message is quoted with its newlines escaped; its first line is the cause.
+                message = m["message"].split("\\n", 1)[0].rstrip('"').strip()
+                self.load_error = f"model {m['model']!r} (version {m['version']}) failed to load: {message}"
+        return not (self.drop_gpu_noise and any(noise in line for noise in GPU_PROBE_NOISE))
+
+    def explain(self, what: str) -> str:
+        return f"{what}: {self.load_error}" if self.load_error else what
 
 
 class StartError(Exception):
@@ -133,6 +169,7 @@ class LocalRun:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"tritium-{isvc.name}-"))
         self.wiring: Wiring | None = None
         self.triton: TritonServer | None = None
+        self.triton_log = TritonLog(drop_gpu_noise=not has_nvidia_gpu())
         self.children: dict[str, Child] = {}
         self.stop_requested = threading.Event()
         self.starting = True
@@ -166,7 +203,7 @@ class LocalRun:
             if code is not None:
                 raise StartError(f"{name} exited with code {code}")
         if self.triton and self.triton.process and self.triton.process.poll() is not None:
-            raise StartError(f"triton exited with code {self.triton.process.returncode}")
+            raise StartError(self.triton_log.explain(f"triton exited with code {self.triton.process.returncode}"))
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> str:
@@ -196,18 +233,22 @@ class LocalRun:
         self.children["gateway"] = Child("gateway", self._argv(gateway_command(isvc, wiring)), self.mux, self.env)
 
         read_fd, write_fd = os.pipe()
-        self.mux.follow("triton", read_fd)
+        triton_reader = self.mux.follow("triton", read_fd, self.triton_log.keep)
         self.triton = TritonServer(
             argv=triton_command(isvc, wiring), host=HOST, http_port=wiring.triton_http_port,
             grpc_port=wiring.triton_grpc_port, metrics_port=wiring.triton_metrics_port, log=write_fd,
             env=self.env,
         )
+        failure: str | None = None
         try:
             self.triton.start(timeout=max(1.0, deadline - time.monotonic()))
         except TritonStartError as exc:
-            raise StartError(str(exc).splitlines()[0]) from None
+            failure = str(exc).splitlines()[0].rstrip(":")
         finally:
             os.close(write_fd)
+        if failure is not None:
+            triton_reader.join(2.0)  # Triton is stopped: the rest of its log, the load error with it
+            raise StartError(self.triton_log.explain(failure))
         self.say(f"triton ready: model {isvc.spec.model.name} loaded")
 
         for stage in stages:
