@@ -12,6 +12,7 @@ under the chart's own ServiceAccount where RBAC is what is tested.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -75,12 +76,10 @@ def start_control_plane(workdir: Path) -> ControlPlane:
     return plane
 
 
-@pytest.fixture(scope="session")
-def kube() -> Iterator[Kube]:
-    if os.environ.get("KUBECONFIG"):
-        yield Kube(Path(os.environ["KUBECONFIG"]), dict(os.environ), None)
-        return
-    with tempfile.TemporaryDirectory(prefix="tritium-e2e-") as workdir:
+@contextlib.contextmanager
+def control_plane_with_crd(prefix: str) -> Iterator[Kube]:
+    """A fresh control plane in a temporary directory, the InferenceService CRD installed."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
         plane = start_control_plane(Path(workdir))
         try:
             access = Kube(plane.kubeconfig, plane.env, plane)
@@ -89,6 +88,15 @@ def kube() -> Iterator[Kube]:
             yield access
         finally:
             plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kube() -> Iterator[Kube]:
+    if os.environ.get("KUBECONFIG"):
+        yield Kube(Path(os.environ["KUBECONFIG"]), dict(os.environ), None)
+        return
+    with control_plane_with_crd("tritium-e2e-") as access:
+        yield access
 
 
 def optional_crds_dir() -> Path:

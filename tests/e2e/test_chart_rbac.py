@@ -31,11 +31,10 @@ from tests.support.installs import (
 )
 from tests.support.operator_runner import api_client, eventually
 from tests.support.operator_scenarios import (
-    CHILD_KINDS,
     children,
     condition,
     create,
-    get_isvc,
+    delete_and_wait,
     make_isvc,
     wait_children,
     wait_status,
@@ -97,17 +96,6 @@ async def missing_secret(api: KubeClient, namespace: str, name: str) -> None:
 async def _has_event(api: KubeClient, namespace: str, name: str, reason: str) -> dict[str, Any] | None:
     return next((e for e in await events_of(api, namespace, name) if e["reason"] == reason), None)
 
-
-async def delete_and_wait(api: KubeClient, namespace: str, name: str) -> None:
-    """Delete; the operator removes its finalizer, the garbage collector the children."""
-    await api.delete("InferenceService", namespace, name)
-
-    async def gone() -> bool:
-        if await get_isvc(api, namespace, name) is not None:
-            return False
-        return not any([await children(api, namespace, name, k) for k in CHILD_KINDS])
-
-    await eventually(gone, timeout=60)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -8,10 +8,10 @@ from typing import Any
 from tests.e2e.conftest import Kube
 from tests.support.operator_runner import eventually
 from tests.support.operator_scenarios import (
-    CHILD_KINDS,
     children,
     condition,
     create,
+    delete_and_wait,
     get_isvc,
     make_isvc,
     patch_spec,
@@ -111,14 +111,7 @@ async def test_lifecycle(kube: Kube, api: KubeClient, namespace: str, operator: 
     assert after == before, "an invalid spec must leave the running Deployment untouched"
 
     # Deleting the service: the finalizer runs, the garbage collector takes what is left.
-    await api.delete("InferenceService", namespace, name)
-
-    async def gone() -> bool:
-        if await get_isvc(api, namespace, name) is not None:
-            return False
-        return not any([await children(api, namespace, name, k) for k in CHILD_KINDS])
-
-    await eventually(gone, timeout=30)
+    await delete_and_wait(api, namespace, name, timeout=30)
 
 
 async def test_a_secret_created_later_is_noticed(api: KubeClient, namespace: str, operator: None) -> None:

@@ -5,15 +5,13 @@ monitoring is missing, until the CRDs are installed (no operator restart)."""
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Kube, optional_crds_dir, start_control_plane, wait_established
+from tests.e2e.conftest import Kube, control_plane_with_crd, optional_crds_dir, wait_established
+from tests.e2e.test_lifecycle import ready
 from tests.e2e.test_steady_state import operator_writes, settled
-from tests.support.cluster import ROOT
 from tests.support.operator_runner import api_client, eventually, running_operator
 from tests.support.operator_scenarios import children, condition, create, make_isvc, patch_spec, wait_status
 from tritium.controller.kube import KubeClient
@@ -23,9 +21,6 @@ READY_TIMEOUT = 60
 QUIET_SECONDS = 10
 MONITORING_KINDS = ("PodMonitor", "PrometheusRule")
 
-
-def ready(obj: dict[str, Any]) -> bool:
-    return condition(obj, "Ready").get("status") == "True" and obj["status"].get("phase") == "Ready"
 
 
 async def writes_nothing(api: KubeClient, namespace: str, name: str) -> None:
@@ -91,19 +86,12 @@ async def test_monitoring_children_follow_the_spec(
 @pytest.fixture
 def bare_plane(kube: Kube, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     """A control plane of its own with only the Tritium CRD (no Prometheus Operator CRDs)."""
-    with tempfile.TemporaryDirectory(prefix="tritium-e2e-bare-") as workdir:
-        plane = start_control_plane(Path(workdir))
-        try:
-            bare = Kube(plane.kubeconfig, plane.env, plane)
-            bare.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-            wait_established(bare, "inferenceservices.serving.tritium.dev")
-            absent = bare.kubectl("get", "crd", "-o", "name").stdout
-            assert "monitoring.coreos.com" not in absent
-            monkeypatch.setenv("KUBECONFIG", str(plane.kubeconfig))
-            monkeypatch.setenv("PATH", plane.env["PATH"])
-            yield bare
-        finally:
-            plane.stop()
+    with control_plane_with_crd("tritium-e2e-bare-") as bare:
+        absent = bare.kubectl("get", "crd", "-o", "name").stdout
+        assert "monitoring.coreos.com" not in absent
+        monkeypatch.setenv("KUBECONFIG", str(bare.kubeconfig))
+        monkeypatch.setenv("PATH", bare.env["PATH"])
+        yield bare
 
 
 async def test_without_the_prometheus_operator_crds_the_service_still_serves(bare_plane: Kube) -> None:

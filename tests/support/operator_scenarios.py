@@ -84,3 +84,15 @@ async def wait_status(client: KubeClient, namespace: str, name: str, predicate, 
     return await eventually(check, timeout=timeout)
 
 
+
+
+async def delete_and_wait(client: KubeClient, namespace: str, name: str, timeout: float = 60) -> None:
+    """Delete the service; the operator removes its finalizer, the garbage collector the children."""
+    await client.delete("InferenceService", namespace, name)
+
+    async def gone() -> bool:
+        if await get_isvc(client, namespace, name) is not None:
+            return False
+        return not any([await children(client, namespace, name, k) for k in CHILD_KINDS])
+
+    await eventually(gone, timeout=timeout)
