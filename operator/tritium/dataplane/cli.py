@@ -74,7 +74,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         raise _usage(f"--triton-grpc must be HOST:PORT, got {args.triton_grpc!r}")
     settings = GatewaySettings(
         config=config, triton_grpc=args.triton_grpc, triton_http=args.triton_http,
-        pre_url=args.pre, post_url=args.post, redis_url=redis_url_from_env(),
+        pre_url=args.pre, post_url=args.post, redis_url=redis_url_from_env(), traffic_file=args.traffic_file,
     )
     if config.spec.preprocess is not None and not args.pre:
         raise _usage("the spec has a preprocess stage: pass --pre URL")
@@ -141,6 +141,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--triton-http", required=True, help="Triton HTTP base URL (metadata, config, statistics)")
     p.add_argument("--pre", default=None, help="the preprocess stage: http://HOST:PORT or unix:/PATH/TO/SOCKET")
     p.add_argument("--post", default=None, help="the postprocess stage: http://HOST:PORT or unix:/PATH/TO/SOCKET")
+    p.add_argument("--traffic-file", default=None, metavar="PATH",
+                   help="the canary split (in a pod /etc/tritium/traffic/traffic.json), re-read every second; "
+                        "without it nothing is forwarded")
     p.set_defaults(func=cmd_gateway)
 
     p = sub.add_parser("stage", help="run a stage sidecar (pre or post processing)")

@@ -3,6 +3,8 @@
 One HTTP server (dataplane/http_server.py) on one uvloop event loop. Handlers parse their API,
 run the pipeline (pre -> Triton -> post) under the request's deadline, and answer. Every failure
 is an ApiError rendered as JSON by one dispatcher, which also counts and times every request.
+During a canary rollout the dispatcher first asks the traffic split (traffic.py) whether an
+inference request goes to the canary revision instead (forward.py).
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from tritium.dataplane.errors import (
     ApiError,
     bad_request,
 )
+from tritium.dataplane.forward import CanaryForwarder
 from tritium.dataplane.http_server import Request, Response, Router, StreamResponse
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
 from tritium.dataplane.stage_client import StageClient
 from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
+from tritium.dataplane.traffic import TrafficFile, TrafficSplit
 from tritium.dataplane.triton import Triton, TritonHttp, map_http_error, unavailable
 
 log = logging.getLogger("tritium.gateway")
@@ -84,6 +88,7 @@ class GatewaySettings:
     pre_url: str | None = None
     post_url: str | None = None
     redis_url: str | None = None
+    traffic_file: str | None = None  # the canary split's file (pod_layout.TRAFFIC_DIR); None: never forward
 
 
 class Gateway:
@@ -103,6 +108,10 @@ class Gateway:
         self.session: aiohttp.ClientSession
         self.stages: list[StageClient] = []
         self.forward_to: TritonHttp | None = None  # set when v2 requests go to Triton as they came
+        # weight stays 0 (nothing forwarded) unless a traffic file names this revision as stable.
+        self.split = TrafficSplit(self.revision)
+        self.canary: CanaryForwarder | None = None
+        self._traffic_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -133,8 +142,20 @@ class Gateway:
         # v2 requests go to Triton byte for byte when nothing on the way needs their tensors.
         if self.cache is None and self.pipeline.pre_tensors is None and self.pipeline.post_by_mode["v2"] is None:
             self.forward_to = self.unary
+        if s.traffic_file:
+            self.canary = CanaryForwarder(self.revision, self.metrics,
+                                          lambda exc, request: _error_response(exc, request,
+                                                                               request.state[REQUEST_ID_HEADER]))
+            await self.canary.start()
+            traffic = TrafficFile(s.traffic_file, self.split)
+            traffic.poll()
+            self._traffic_task = asyncio.create_task(traffic.watch())
 
     async def stop(self) -> None:
+        if self._traffic_task is not None:
+            self._traffic_task.cancel()
+        if self.canary is not None:
+            await self.canary.close()
         if self.cache is not None:
             await self.cache.close()
         await self.triton.close()
@@ -393,6 +414,7 @@ class Gateway:
 
 _FIXED_ENDPOINTS = {"/v2": "server", "/v2/health/live": "live", "/v2/health/ready": "ready"}
 _DEADLINE_ENDPOINTS = ("infer", "invoke")  # the stream handler bounds itself: its headers may already be sent
+_SPLIT_ENDPOINTS = frozenset(("infer", "invoke", "stream"))  # inference: the only requests a canary gets a share of
 
 
 def _endpoint_label(pattern: str) -> str:
@@ -431,6 +453,7 @@ def build_handler(gateway: Gateway) -> Any:
     and count and time every request."""
     router = build_router(gateway)
     labels: dict[str, str] = {}
+    split = gateway.split
 
     async def dispatch(request: Request) -> Response | StreamResponse:
         start = time.perf_counter()
@@ -448,6 +471,14 @@ def build_handler(gateway: Gateway) -> Any:
                     raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here",
                                    headers={"Allow": ", ".join(allowed)})
                 raise ApiError(404, "not_found", f"no such endpoint: {request.path}")
+            if split.weight and endpoint in _SPLIT_ENDPOINTS and gateway.canary is not None:
+                # The deadline first: a malformed timeout header is this gateway's 400, and takes no share.
+                deadline = gateway.deadline(request)
+                target = split.route(request.headers)
+                if target is not None:
+                    forwarded = await gateway.canary.forward(request, target, deadline)
+                    if forwarded is not None:
+                        return forwarded  # the canary's request: counted in its own gateway's metrics
             if endpoint in _DEADLINE_ENDPOINTS:
                 async with asyncio.timeout_at(gateway.deadline(request).at):
                     response = await handler(request)

@@ -35,7 +35,18 @@ class GatewayMetrics:
             "tritium_gateway_cache", "Response cache lookups by result (hit or miss).",
             ["model", "result"], registry=self.registry,
         )
+        # Requests this (stable) gateway sent to the canary revision. They are not counted in
+        # tritium_gateway_requests/_duration, which measure this revision: the canary's own
+        # gateway counts them there. code: the canary's HTTP status; "fallback": the canary
+        # could not be reached and the request was served here (and counted as this revision's);
+        # "deadline": no answer before the request's deadline (the client got 504 from here);
+        # "broken": the canary's stream ended mid-way (the client got an error event).
+        self.forwarded = Counter(
+            "tritium_gateway_forwarded_requests", "Inference requests forwarded to the canary revision.",
+            ["revision", "code"], registry=self.registry,
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._forwarded: dict[tuple[str, str], Any] = {}
 
     def observe(self, model: str, endpoint: str, status: int, seconds: float) -> None:
         """Count and time one request (label children are looked up once, then kept)."""
@@ -47,6 +58,16 @@ class GatewayMetrics:
                 self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def forwarded_to(self, revision: str, code: str) -> None:
+        """Count one request forwarded to the canary `revision` (see `forwarded` for the codes)."""
+        key = (revision, code)
+        child = self._forwarded.get(key)
+        if child is None:
+            child = self.forwarded.labels(revision, code)
+            if len(self._forwarded) < 1_000:
+                self._forwarded[key] = child
+        child.inc()
 
 
 class StageMetrics:
