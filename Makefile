@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo render-examples bench-operator bench-operator-real bench-dataplane bench-dataplane-paired bench-sdk soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo render-examples bench-operator bench-operator-real bench-dataplane bench-dataplane-paired bench-sdk bench-router soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
@@ -23,6 +23,7 @@ help:
 	@echo "make bench-operator-real    the same against a real API server"
 	@echo "make bench-dataplane        gateway vs direct Triton (perf_analyzer); bench-dataplane-paired: MiniLM"
 	@echo "make bench-sdk              the Python SDK's overhead"
+	@echo "make bench-router           the canary router's CPU per request on the stable path (<= 20 us)"
 	@echo "make soak                   5 minutes of steady load, memory and errors watched"
 	@echo "make clean                  remove .venv and caches"
 
@@ -101,6 +102,10 @@ bench-dataplane-paired: venv
 
 bench-sdk: venv
 	$(BIN)/python benchmarks/sdk_bench.py
+
+# The canary split's cost to requests the stable gateway serves itself (docs/benchmarks.md).
+bench-router: venv
+	$(BIN)/python benchmarks/router_bench.py
 
 soak: venv
 	$(BIN)/python benchmarks/soak.py
