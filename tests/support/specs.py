@@ -198,6 +198,13 @@ RULE_CASES: list[RuleCase] = [
         good=[{"rollout": {"canaryPercent": 1}}, {"rollout": {"canaryPercent": 50}}],
     ),
     RuleCase(
+        "RolloutSpec",
+        "steps must be traffic shares within 1 and 50",
+        "spec.rollout.steps",
+        bad=[{"rollout": {"steps": []}}, {"rollout": {"steps": [5, 60]}}, {"rollout": {"steps": [0, 10]}}],
+        good=[{"rollout": {"steps": [5, 25, 50]}}, {"rollout": {"steps": [1]}}],
+    ),
+    RuleCase(
         "TrafficSpec",
         "router gatewayAPI needs at least one parentRef",
         "spec.traffic.parentRefs",

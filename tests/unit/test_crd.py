@@ -291,7 +291,7 @@ def test_names() -> None:
 
 def test_printer_columns() -> None:
     columns = {c["name"]: c for c in VERSION["additionalPrinterColumns"]}
-    assert list(columns) == ["Ready", "Phase", "URL", "Stable", "Canary %", "Replicas", "Age"]
+    assert list(columns) == ["Ready", "Phase", "URL", "Stable", "Rollout", "Canary %", "Replicas", "Age"]
     assert columns["Age"] == {**columns["Age"], "type": "date", "jsonPath": ".metadata.creationTimestamp"}
     for name, column in columns.items():
         assert column["type"] in {"string", "integer", "number", "boolean", "date"}

@@ -194,6 +194,7 @@ def build_crd() -> dict[str, Any]:
         ("Phase", "string", ".status.phase", "Lifecycle phase"),
         ("URL", "string", ".status.url", "In-cluster URL of the gateway"),
         ("Stable", "string", ".status.stableRevision", "Revision serving most traffic"),
+        ("Rollout", "string", ".status.rollout.phase", "Phase of the last rollout"),
         ("Canary %", "integer", ".status.canaryWeight", "Traffic share of the canary revision"),
         ("Replicas", "integer", ".status.readyReplicas", "Ready serving pods"),
         ("Age", "date", ".metadata.creationTimestamp", "Time since creation"),

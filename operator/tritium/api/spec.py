@@ -364,40 +364,60 @@ class AutoscalingSpec(ApiModel):
 
 
 class AnalysisSpec(ApiModel):
-    """How a canary revision is judged, from Prometheus metrics."""
+    """How a canary revision is judged: its error ratio and p99 latency every interval."""
 
+    provider: Literal["builtin", "prometheus"] = described(
+        "builtin: the operator reads the canary pods' own gateway metrics (no Prometheus needed); "
+        "prometheus: it queries Prometheus (prometheusUrl, else the operator's --prometheus-url).",
+        default="builtin",
+    )
     interval_seconds: int = described("Time between two measurements.", default=30, ge=5, le=3600)
     duration_seconds: int = described(
-        "How long the canary is analysed before it is promoted.", default=300, ge=0, le=86400
+        "How long the canary is analysed before it is promoted (shared evenly by the steps).",
+        default=86400, ge=0, le=604800,
     )
     max_error_ratio: float = described(
-        "Highest acceptable error ratio of the canary (0.01 = 1 %).", default=0.01, ge=0, le=1
+        "Highest acceptable ratio of 5xx answers of the canary (0.01 = 1 %).", default=0.01, ge=0, le=1
     )
     max_p99_latency_ms: float = described(
         "Highest acceptable p99 latency of the canary, in milliseconds.", default=1000, gt=0
     )
+    min_requests: int = described(
+        "Fewest requests in one interval for a measurement to count; fewer is inconclusive (neither a pass "
+        "nor a failure).", default=20, ge=1, le=1_000_000,
+    )
     failure_limit: int = described(
-        "Failed measurements tolerated before the canary is rolled back.", default=1, ge=0, le=100
+        "Failed measurements tolerated; one more rolls the canary back.", default=1, ge=0, le=100
     )
     prometheus_url: str | None = described(
-        "Prometheus to query; the operator's --prometheus-url when unset.", default=None,
+        "Prometheus to query with provider prometheus; the operator's --prometheus-url when unset.", default=None,
         pattern=r"^https?://",
     )
 
 
 class RolloutSpec(ApiModel):
-    """How a new revision (changed image, model or pod settings) replaces the stable one."""
+    """How a new revision (changed model, runtime, stages, images, gateway or security) replaces the stable one."""
 
     strategy: Literal["BlueGreen"] = described(
-        "BlueGreen: the new revision runs beside the stable one and gets canaryPercent of traffic "
-        "until analysis promotes it or rolls it back.",
+        "BlueGreen: the new revision runs beside the stable one and, once Ready, gets canaryPercent of "
+        "traffic until analysis promotes it or rolls it back.",
         default="BlueGreen",
     )
-    canary_percent: int = described("Share of traffic sent to a new revision during analysis.", default=5)
+    canary_percent: int = described(
+        "Share of traffic sent to a Ready new revision during analysis (exact, whatever the replica counts).",
+        default=5,
+    )
+    steps: list[int] | None = described(
+        "Progressive canary: traffic shares in order (e.g. [5, 25, 50]), each held for an equal part of "
+        "analysis.durationSeconds; replaces canaryPercent.", default=None, max_length=10,
+    )
     analysis: AnalysisSpec = nested(AnalysisSpec, "Automated canary analysis.")
-    auto_promote: bool = described("Promote automatically when analysis passes.", default=True)
+    auto_promote: bool = described(
+        "Promote when analysis passes; false waits for `tritium promote` (Paused, AwaitingPromotion).", default=True
+    )
     progress_deadline_seconds: int = described(
-        "Roll back when the new revision is not ready within this time.", default=600, ge=30, le=86400
+        "Roll back when the new revision is not Ready within this time (also when promoted, and when a canary "
+        "stays unready this long).", default=600, ge=30, le=86400
     )
     scale_down_delay_seconds: int = described(
         "Keep the old revision running this long after promotion, for a fast rollback.",
@@ -409,6 +429,11 @@ class RolloutSpec(ApiModel):
             "self.canaryPercent >= 1 && self.canaryPercent <= 50",
             "canaryPercent must be within 1 and 50",
             ".canaryPercent",
+        ),
+        CelRule(
+            "!has(self.steps) || (size(self.steps) > 0 && self.steps.all(w, w >= 1 && w <= 50))",
+            "steps must be traffic shares within 1 and 50",
+            ".steps",
         ),
     )
 

@@ -35,10 +35,42 @@ class AnalysisRecord(ApiModel):
 
     time: str = described("When it was taken (RFC 3339).")
     revision: str = described("Revision measured.")
-    error_ratio: float | None = described("Observed error ratio.", default=None)
-    p99_latency_ms: float | None = described("Observed p99 latency in milliseconds.", default=None)
-    passed: bool = described("Whether the measurement met the analysis thresholds.")
-    message: str = described("Details.", default="")
+    result: Literal["Passed", "Failed", "Inconclusive"] = described(
+        "Passed or Failed against the thresholds; Inconclusive with no data or too few requests."
+    )
+    requests: int = described("Requests in the window, over every pod of the revision.", default=0)
+    error_ratio: float | None = described("Ratio of 5xx answers.", default=None)
+    p99_latency_ms: float | None = described("p99 latency in milliseconds.", default=None)
+    message: str = described("The figures against the thresholds.", default="")
+
+
+RolloutPhase = Literal[
+    "Pending", "Starting", "Canary", "Paused", "Promoting", "Promoted", "RollingBack", "RolledBack", "Failed"
+]
+
+
+class RolloutStatus(ApiModel):
+    """The state of the last rollout; the operator resumes from it after a restart."""
+
+    phase: RolloutPhase = described("Where the rollout stands (see docs/rollouts.md).")
+    revision: str | None = described("The revision the rollout is about.", default=None)
+    step: int = described("Index of the current canary step.", default=0)
+    failures: int = described("Failed measurements so far.", default=0)
+    passes: int = described("Passed measurements in the current step.", default=0)
+    reason: str = described("Why the rollout is in this phase, one CamelCase word.", default="")
+    message: str = described("What happened, for humans.", default="")
+    started_at: str | None = described("When the rollout started (RFC 3339).", default=None)
+    phase_since: str | None = described("When the current phase began.", default=None)
+    canary_since: str | None = described("When the current canary step began.", default=None)
+    unready_since: str | None = described("When the canary lost readiness, while it is unready.", default=None)
+    last_analysis_at: str | None = described("When the canary was last measured.", default=None)
+    promoted_at: str | None = described("When the revision was promoted.", default=None)
+    previous_revision: str | None = described(
+        "The revision promoted over, kept scaleDownDelaySeconds.", default=None
+    )
+    rejected_revision: str | None = described(
+        "A rolled-back revision: not tried again while the spec asks for it.", default=None
+    )
 
 
 class InferenceServiceStatus(ApiModel):
@@ -55,7 +87,8 @@ class InferenceServiceStatus(ApiModel):
     stable_revision: str | None = described("Revision serving most traffic.", default=None)
     canary_revision: str | None = described("Revision under analysis, if any.", default=None)
     canary_weight: int | None = described("Percent of traffic sent to the canary revision.", default=None)
-    analysis: list[AnalysisRecord] | None = described("Recent canary measurements.", default=None)
+    analysis: list[AnalysisRecord] | None = described("Recent canary measurements, the newest last.", default=None)
+    rollout: RolloutStatus | None = described("The last rollout.", default=None)
     replicas: int | None = described("Serving pods that exist.", default=None)
     ready_replicas: int | None = described("Serving pods that are ready.", default=None)
     selector: str | None = described("Label selector of the serving pods (for the scale subresource).", default=None)
