@@ -13,3 +13,8 @@ ERRORS = Counter("tritium_operator_errors_total", "Errors while reconciling, by 
 API_WRITES = Counter(
     "tritium_operator_api_writes_total", "Write calls the operator made to the Kubernetes API.", ["verb", "kind"]
 )
+WEBHOOK_DELIVERIES = Counter(
+    "tritium_operator_webhook_deliveries_total",
+    "Rollout notifications to webhooks by outcome (delivered, failed after retries or refused, dropped unsent).",
+    ["result"],
+)
