@@ -211,7 +211,7 @@ RULE_CASES: list[RuleCase] = [
         bad=[{"traffic": {"router": "gatewayAPI"}}, {"traffic": {"router": "gatewayAPI", "parentRefs": []}}],
         good=[
             {"traffic": {"router": "gatewayAPI", "parentRefs": [{"name": "public"}]}},
-            {"traffic": {"router": "replicas"}},
+            {"traffic": {"router": "gateway"}},
         ],
     ),
     RuleCase(

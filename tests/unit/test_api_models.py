@@ -70,7 +70,7 @@ def test_product_defaults() -> None:
     assert spec.rollout.canary_percent == 5
     assert spec.rollout.analysis.max_error_ratio == 0.01
     assert spec.rollout.analysis.max_p99_latency_ms == 1000
-    assert spec.traffic.router == "replicas"
+    assert spec.traffic.router == "gateway"
     assert spec.security.tls is None and spec.security.api_keys_secret_ref is None
     assert spec.preprocess is None and spec.postprocess is None
 

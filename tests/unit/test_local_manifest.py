@@ -111,7 +111,7 @@ def test_local_commands_are_the_pods_with_other_ports_and_paths(monkeypatch: pyt
     back = {str(getattr(local, f)): str(getattr(pod, f)) for f in
             ("spec_file", "triton_config_file", "model_repository", "gateway_port",
              "gateway_metrics_port", "pre_port", "post_port", "triton_http_port", "triton_grpc_port",
-             "triton_metrics_port", "socket_dir", "tritonserver")}
+             "triton_metrics_port", "traffic_file", "socket_dir", "tritonserver")}
 
     def to_pod(cmd: list[str]) -> list[str]:
         out = []

@@ -45,9 +45,20 @@ def render(obj: dict[str, Any]) -> list[dict[str, Any]]:
     return render_children(parse(obj))
 
 
+def _secondary(child: dict[str, Any]) -> bool:
+    """The traffic ConfigMap and the per-revision Service: the second child of their kinds."""
+    meta = child["metadata"]
+    if child["kind"] == "ConfigMap":
+        return bool(meta["name"].endswith("-traffic"))
+    return child["kind"] == "Service" and meta["name"] != meta["labels"]["serving.tritium.dev/inferenceservice"]
+
+
 def kinds(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out = {c["kind"]: c for c in children}
-    assert len(out) == len(children), "one child per kind"
+    """The children by kind: for ConfigMap the revision's, for Service the main one."""
+    primary = [c for c in children if not _secondary(c)]
+    out = {c["kind"]: c for c in primary}
+    assert len(out) == len(primary), "one child per kind besides the traffic ConfigMap and revision Service"
+    assert len(children) - len(primary) == 2
     return out
 
 
@@ -73,8 +84,9 @@ def test_children_in_apply_order(case: dict[str, Any]) -> None:
     spec = parse(case).spec
     hpa = ["HorizontalPodAutoscaler"] if spec.autoscaling.enabled else []
     monitoring = ["PodMonitor", "PrometheusRule"] if spec.monitoring.service_monitor else []
-    assert kinds == ["ServiceAccount", "ConfigMap", "Deployment", *hpa, "PodDisruptionBudget", "Service",
-                     "NetworkPolicy", *monitoring]
+    # The second ConfigMap is the traffic split, the first Service the revision's own.
+    assert kinds == ["ServiceAccount", "ConfigMap", "ConfigMap", "Deployment", *hpa, "PodDisruptionBudget",
+                     "Service", "Service", "NetworkPolicy", *monitoring]
 
 
 def test_owner_references_only_with_a_uid(case: dict[str, Any]) -> None:
@@ -136,8 +148,9 @@ def test_applied_hash_describes_the_content(case: dict[str, Any]) -> None:
         assert applied_hash(bare) == stamped, child["kind"]
 
 
-def test_selector_matches_template_and_service_spans_revisions(case: dict[str, Any]) -> None:
-    by_kind = kinds(render(case))
+def test_selectors_match_the_template_and_services_select_one_revision(case: dict[str, Any]) -> None:
+    children = render(case)
+    by_kind = kinds(children)
     deployment, service = by_kind["Deployment"], by_kind["Service"]
     template_labels = deployment["spec"]["template"]["metadata"]["labels"]
     match = deployment["spec"]["selector"]["matchLabels"]
@@ -145,7 +158,11 @@ def test_selector_matches_template_and_service_spans_revisions(case: dict[str, A
     assert LABEL_REVISION in match, "each revision's Deployment selects only its own pods"
     selector = service["spec"]["selector"]
     assert selector.items() <= template_labels.items()
-    assert LABEL_REVISION not in selector, "the Service sends traffic to every revision"
+    revision = template_labels[LABEL_REVISION]
+    assert selector[LABEL_REVISION] == revision, "the main Service sends traffic to the stable revision only"
+    own = next(c for c in children if c["kind"] == "Service" and c is not service)
+    assert own["metadata"]["name"] == deployment["metadata"]["name"]
+    assert own["spec"]["selector"] == selector and own["spec"]["ports"] == service["spec"]["ports"]
 
 
 def test_revision_names_follow_pod_changes_only() -> None:

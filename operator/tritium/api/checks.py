@@ -105,4 +105,7 @@ def references(isvc: InferenceService) -> list[Reference]:
     if spec.monitoring.webhook and spec.monitoring.webhook.secret_ref:
         ref = spec.monitoring.webhook.secret_ref
         refs.append(Reference("Secret", ref.name, ref.key, "spec.monitoring.webhook.secretRef"))
+    if spec.monitoring.webhook and spec.monitoring.webhook.signing_secret_ref:
+        ref = spec.monitoring.webhook.signing_secret_ref
+        refs.append(Reference("Secret", ref.name, ref.key, "spec.monitoring.webhook.signingSecretRef"))
     return refs

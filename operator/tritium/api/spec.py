@@ -449,9 +449,11 @@ class ParentRef(ApiModel):
 class TrafficSpec(ApiModel):
     """How traffic reaches the revisions."""
 
-    router: Literal["replicas", "gatewayAPI"] = described(
-        "replicas: split traffic by pod counts behind one Service; gatewayAPI: weighted HTTPRoute.",
-        default="replicas",
+    router: Literal["gateway", "gatewayAPI"] = described(
+        "gateway: the stable revision's gateways send exactly the canary's share of requests to the canary "
+        "revision's own Service (no mesh, no Gateway API needed); gatewayAPI: a gateway.networking.k8s.io/v1 "
+        "HTTPRoute with weighted backendRefs to each revision's Service, attached to parentRefs.",
+        default="gateway",
     )
     parent_refs: list[ParentRef] | None = described("Gateways the HTTPRoute attaches to.", default=None)
     hostnames: list[str] | None = described("Hostnames the HTTPRoute answers.", default=None)
@@ -519,10 +521,14 @@ class AlertRule(ApiModel):
 
 
 class WebhookSpec(ApiModel):
-    """Where alert and rollout notifications are sent."""
+    """Where rollout notifications are sent (docs/notifications.md gives the JSON schema)."""
 
     url: str | None = described("Webhook URL.", default=None, pattern=r"^https?://")
     secret_ref: SecretKeyRef | None = described("Secret key holding the webhook URL.", default=None)
+    signing_secret_ref: SecretKeyRef | None = described(
+        "Secret key whose value signs each notification: header X-Tritium-Signature, HMAC-SHA256 over "
+        "\"{X-Tritium-Timestamp}.{body}\".", default=None,
+    )
 
     cel_rules = (
         CelRule("has(self.url) != has(self.secretRef)", "exactly one of url or secretRef must be set", ".url"),

@@ -125,6 +125,7 @@ def local_wiring(workdir: Path, gateway_port: int | None = None) -> Wiring:
         triton_http_port=ports[4],
         triton_grpc_port=ports[5],
         triton_metrics_port=ports[6],
+        traffic_file=str(workdir / "traffic" / pod_layout.TRAFFIC_FILE),
         socket_dir=_socket_dir(workdir),
         tritonserver=str(find_tritonserver()),
         triton_extra=tuple(backend_args()),

@@ -6,7 +6,6 @@ when that child is not wanted. No I/O here: the controller applies what this ret
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import yaml
@@ -17,35 +16,51 @@ from tritium.render import (
     configmap,
     deployment,
     hpa,
+    httproute,
     networkpolicy,
     pdb,
     podmonitor,
     prometheusrule,
     service,
     serviceaccount,
+    traffic,
 )
 from tritium.render.metadata import revision_of, stamp_applied_hash
+from tritium.render.routing import Routing
 
 
 def render_children(
     isvc: InferenceService, revision: str | None = None, images: Images = DEFAULT_IMAGES,
-    replicas: int | None = None,
+    replicas: int | None = None, routing: Routing | None = None,
 ) -> list[dict[str, Any]]:
     """Every child the service wants, in apply order, each stamped with the hash of its content.
 
     ``images`` are the operator's defaults for containers whose image the spec leaves unset;
     ``replicas`` the revision's replica count when the operator knows better than the spec (the
-    autoscaler's current count), see rollout.revisions.target_replicas.
+    autoscaler's current count, or a canary's size); ``routing`` which revisions get traffic
+    (rollout/machine.py decides; by default ``revision`` takes it all). While ``revision`` is the
+    canary it has no autoscaler: the operator sizes it for its share, and the stable revision's
+    autoscaler, never re-rendered during the rollout, keeps the capacity it has.
     """
     rev = revision or revision_of(isvc.spec, images)
-    # Order matters for the first apply: the ServiceAccount and ConfigMap exist before pods need them.
-    renderers = (
-        serviceaccount.render, configmap.render, partial(deployment.render, images=images, replicas=replicas),
-        hpa.render, pdb.render, service.render, networkpolicy.render,
-        # Prometheus Operator kinds last: a cluster without their CRDs skips them (controller/reconcile.py).
-        podmonitor.render, prometheusrule.render,
-    )
-    children = [r(isvc, rev) for r in renderers]
+    route = routing or Routing.only(rev)
+    canary = route.canary == rev
+    # Order matters for the first apply: the ServiceAccount and ConfigMaps exist before pods need them.
+    children = [
+        serviceaccount.render(isvc, rev),
+        configmap.render(isvc, rev),
+        traffic.render(isvc, route),
+        deployment.render(isvc, rev, images=images, replicas=replicas),
+        None if canary else hpa.render(isvc, rev),
+        pdb.render(isvc, rev),
+        *service.render_revisions(isvc, route),
+        service.render(isvc, route),
+        networkpolicy.render(isvc, rev),
+        # Kinds whose CRDs a cluster may lack last: it skips them (controller/reconcile.py).
+        httproute.render(isvc, route),
+        podmonitor.render(isvc, rev),
+        prometheusrule.render(isvc, rev),
+    ]
     return [stamp_applied_hash(c) for c in children if c is not None]
 
 

@@ -28,6 +28,8 @@ class Wiring:
     triton_http_port: int = pod_layout.TRITON_HTTP_PORT
     triton_grpc_port: int = pod_layout.TRITON_GRPC_PORT
     triton_metrics_port: int = pod_layout.TRITON_METRICS_PORT
+    # The canary split the gateway follows (a ConfigMap mounted in the pod; a file local mode writes).
+    traffic_file: str | None = f"{pod_layout.TRAFFIC_DIR}/{pod_layout.TRAFFIC_FILE}"
     socket_dir: str = pod_layout.SOCKET_DIR  # gateway -> stage Unix sockets (a directory both can reach)
     tritonserver: str = "tritonserver"
     triton_extra: tuple[str, ...] = field(default_factory=tuple)  # e.g. --backend-directory in local mode
@@ -86,6 +88,8 @@ def gateway_command(isvc: InferenceService, wiring: Wiring) -> list[str]:
         "--triton-grpc", f"{wiring.host}:{wiring.triton_grpc_port}",
         "--triton-http", f"http://{wiring.host}:{wiring.triton_http_port}",
     ]
+    if wiring.traffic_file:
+        cmd += ["--traffic-file", wiring.traffic_file]
     if isvc.spec.preprocess:
         cmd += ["--pre", f"unix:{stage_socket('pre', wiring)}"]
     if isvc.spec.postprocess:

@@ -24,6 +24,7 @@ from tritium.render.metadata import (
     selector_labels,
 )
 from tritium.render.serviceaccount import name_of as service_account_name
+from tritium.render.traffic import name_of as traffic_name
 
 WIRING = Wiring()
 
@@ -145,7 +146,7 @@ def _gateway_env(isvc: InferenceService) -> list[dict[str, Any]]:
 def _gateway_container(isvc: InferenceService, images: dict[str, str]) -> dict[str, Any]:
     gw = isvc.spec.gateway
     sec = isvc.spec.security
-    mounts = [_mount("config", L.CONFIG_DIR), _mount("tmp", "/tmp", read_only=False)]
+    mounts = [_mount("config", L.CONFIG_DIR), _mount("traffic", L.TRAFFIC_DIR), _mount("tmp", "/tmp", read_only=False)]
     if sec.api_keys_secret_ref:
         mounts.append(_mount("api-keys", f"{L.SECRETS_DIR}/api-keys"))
     if sec.tls:
@@ -180,6 +181,8 @@ def _volumes(isvc: InferenceService, revision: str) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "models", "emptyDir": {}},
         {"name": "config", "configMap": {"name": revision_name(isvc, revision)}},
+        # The canary split (render/traffic.py); optional, so a pod starts before it exists.
+        {"name": "traffic", "configMap": {"name": traffic_name(isvc), "optional": True}},
         # Triton's python backend exchanges tensors through shared memory.
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
         {"name": "tmp", "emptyDir": {}},
