@@ -27,12 +27,18 @@ INFERENCE_ENDPOINTS: tuple[str, ...] = ("infer", "invoke", "stream")
 @dataclass(frozen=True)
 class Target:
     """The canary revision to measure: its service, and the IPs of its pods (builtin scrapes
-    those; prometheus selects by namespace, service and revision labels instead)."""
+    those; prometheus selects by namespace, service and revision labels instead).
+
+    ``metrics_endpoints`` are explicit ``IP:PORT`` metrics addresses for builtin, for gateways
+    that do not listen on the pod layout's metrics port: local mode runs every revision's gateway
+    on loopback with ports of its own.
+    """
 
     namespace: str
     name: str
     revision: str
     pod_ips: tuple[str, ...] = ()
+    metrics_endpoints: tuple[str, ...] = ()
 
 
 class Provider(Protocol):

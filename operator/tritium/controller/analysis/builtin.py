@@ -100,7 +100,8 @@ def summarize(deltas: list[PodCounts]) -> tuple[float, float, float | None]:
 
 
 class BuiltinProvider:
-    """Scrapes ``http://POD_IP:PORT/metrics`` of every canary pod; only ever the pod IPs given."""
+    """Scrapes ``http://POD_IP:PORT/metrics`` of every canary pod, and ``http://IP:PORT/metrics`` of
+    every explicit metrics endpoint of the target; only ever the addresses given, never a name."""
 
     def __init__(self, port: int = pod_layout.GATEWAY_METRICS_PORT,
                  timeout_seconds: float = SCRAPE_TIMEOUT_SECONDS) -> None:
@@ -118,19 +119,36 @@ class BuiltinProvider:
         host = f"[{address}]" if address.version == 6 else str(address)
         return f"http://{host}:{self.port}/metrics"
 
+    def url_for_endpoint(self, endpoint: str) -> str | None:
+        """The metrics URL of an explicit ``IP:PORT`` (``[IPv6]:PORT``), or None when it is not
+        one: as with pod IPs, a host name is never dialed."""
+        host, sep, port = endpoint.rpartition(":")
+        if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+            return None
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        host = f"[{address}]" if address.version == 6 else str(address)
+        return f"http://{host}:{int(port)}/metrics"
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop the snapshots of a service (its rollout ended): the memory stays bounded."""
         for key in [k for k in self._snapshots if k[0] == namespace and k[1] == name]:
             del self._snapshots[key]
 
     async def measure(self, target: Target, window_seconds: float) -> Measurement:
-        pods = tuple(dict.fromkeys(target.pod_ips))
+        # Each address is a key of its own: a pod IP at the layout's port, or an explicit endpoint.
+        urls = {ip: self.url_for(ip) for ip in target.pod_ips}
+        urls.update({ep: self.url_for_endpoint(ep) for ep in target.metrics_endpoints})
+        pods = tuple(urls)
         source = f"builtin, {len(pods)} pod(s) of revision {target.revision}"
         if not pods:
             return unmeasured(source, window_seconds, "the canary revision has no pod with an IP yet")
         timeout = aiohttp.ClientTimeout(total=self.timeout_seconds)
         async with aiohttp.ClientSession(timeout=timeout, trust_env=False) as session:
-            results = await asyncio.gather(*(self._scrape(session, ip) for ip in pods))
+            results = await asyncio.gather(*(self._scrape(session, ip, urls[ip]) for ip in pods))
         deltas: list[PodCounts] = []
         failures: list[str] = []
         for ip, result in zip(pods, results, strict=True):
@@ -149,10 +167,10 @@ class BuiltinProvider:
         return Measurement(requests=requests, errors=errors, p99_ms=p99_ms, window_seconds=window_seconds,
                            source=source)
 
-    async def _scrape(self, session: aiohttp.ClientSession, pod_ip: str) -> PodCounts | str:
+    async def _scrape(self, session: aiohttp.ClientSession, pod_ip: str, url: str | None = None) -> PodCounts | str:
         """The pod's counts, or why there are none (a string: a pod failing is not an exception
         here, it is one line of the measurement's source)."""
-        url = self.url_for(pod_ip)
+        url = url if url is not None else self.url_for(pod_ip)
         if url is None:
             return "not an IP address"
         try:
