@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "tritium.dataplane.fetch",
     "tritium.local.cli",
     "tritium.client.cli",
+    "tritium.rollout_cli",
 )
 
 
