@@ -17,6 +17,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError(f"--port must be within 1..65535, got {args.port}")
+    if args.watch:
+        return cmd_up_watch(args)
     isvc = load_manifest(args.file, args.name)
     try:
         run = LocalRun(isvc, sys.stdout, gateway_port=args.port, ready_timeout=args.timeout)
@@ -45,6 +47,34 @@ def cmd_up(args: argparse.Namespace) -> int:
             signal.signal(sig, handler)
 
 
+def cmd_up_watch(args: argparse.Namespace) -> int:
+    """`tritium up --watch`: blue-green rollouts of the file's changes (local/watch.py)."""
+    import threading
+
+    from tritium.local.runner import LOG, StartError
+    from tritium.local.tritonserver import TritonNotFoundError, find_tritonserver
+    from tritium.local.watch import watch
+
+    try:
+        find_tritonserver()
+    except TritonNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return watch(args.file, args.name, sys.stdout, args.port, args.timeout, stop)
+    except (StartError, OSError) as exc:
+        print(f"[{LOG}] failed to start: {exc}", flush=True)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def add_commands(sub: Any) -> None:
     p = sub.add_parser(
         "up", help="run an InferenceService locally (real Triton, stage sidecars, gateway) until Ctrl-C",
@@ -57,4 +87,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--name", help="which InferenceService of the file to run (when it holds several)")
     p.add_argument("--port", type=int, help="gateway port on 127.0.0.1 (a free one when not given)")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness (default 180)")
+    p.add_argument("--watch", action="store_true",
+                   help="follow FILE: a change of revision starts it beside the running one and rolls it out "
+                   "blue-green (spec.rollout: canary share, analysis, promotion or rollback)")
     p.set_defaults(func=cmd_up)
