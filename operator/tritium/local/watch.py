@@ -267,9 +267,10 @@ class LocalEffects:
         serving = self.front.upstream
         for rev in sorted(self.runs, key=lambda r: self.runs[r].url == serving):
             self.stop(rev)
-        self.starter.jobs.put(None)
         for thread in self.stoppers:
             thread.join(60.0)
+        # Only now: the starter thread's end would SIGKILL what it started (parent-death signal).
+        self.starter.jobs.put(None)
 
 
 class Watcher:
