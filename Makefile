@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo render-examples bench-operator bench-operator-real bench-dataplane bench-dataplane-paired bench-sdk bench-router soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-dataplane bench-dataplane-paired bench-sdk bench-router soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
+	@echo "make demo-rollout           tritium up --watch: a good version promoted, a broken one rolled back, under load"
 	@echo "make test                   lint + every test: unit, integration (real Triton, Redis, helm), e2e (real API server)"
 	@echo "make unit                   the unit tests only"
 	@echo "make e2e                    the e2e tests only (own control plane, or KUBECONFIG)"
@@ -91,6 +92,10 @@ render-examples: venv
 # The MiniLM example end to end on this machine with a real Triton server.
 demo: venv
 	$(BIN)/python scripts/demo.py
+
+# Blue-green rollouts in local mode (examples/rollout, docs/local-mode.md "Rollouts in local mode").
+demo-rollout: venv
+	$(BIN)/python scripts/demo_rollout.py
 
 bench-dataplane: venv
 	$(BIN)/python benchmarks/dataplane_bench.py
