@@ -17,7 +17,7 @@ import pytest
 from tritium.cli import UsageError
 from tritium.controller.analysis.builtin import BuiltinProvider
 from tritium.local.rollout import TRAFFIC_GRACE_SECONDS, RevisionView, RolloutLoop, observations, traffic_doc
-from tritium.local.watch import TaggedOut, load_watched
+from tritium.local.watch import TaggedOut, Watcher, load_watched
 from tritium.rollout.analysis import Measurement, Thresholds
 from tritium.rollout.phases import Phase
 from tritium.rollout.state import Policy, RolloutState
@@ -188,3 +188,16 @@ def test_revision_lines_carry_the_revision_and_drop_their_gateway_line() -> None
     tagged.write("gateway: http://127.0.0.1:5\n")
     tagged.write("[tritium] ready in 2.0s\n")
     assert out.getvalue() == "[triton abc123] loaded\n[tritium abc123] ready in 2.0s\n"
+
+
+def test_an_invalid_change_is_one_line_and_the_last_good_spec_stays(tmp_path: Path) -> None:
+    spec = tmp_path / "isvc.yaml"
+    good = EXAMPLE.read_text().replace("file://./", f"file://{EXAMPLE.parent}/")
+    spec.write_text(good)
+    lines: list[str] = []
+    watcher = Watcher(str(spec), None, lines.append)
+    assert watcher.changed() is not None and watcher.changed() is None, "unchanged bytes: nothing new"
+    spec.write_text(good.replace("canaryPercent: 20", "canaryPercent: [20]"))
+    assert watcher.changed() is None
+    assert len(lines) == 1 and lines[0].startswith("invalid change, ignored: ") and "\n" not in lines[0], lines
+    assert "keep serving" in lines[0]

@@ -14,5 +14,6 @@ class TritonPythonModel:
         out = []
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
-            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("Y", (x + OFFSET).astype(np.float32))]))
+            y = pb_utils.Tensor("Y", (x + OFFSET).astype(np.float32))
+            out.append(pb_utils.InferenceResponse(output_tensors=[y]))
         return out
