@@ -124,7 +124,11 @@ def check_cluster_access(connect_timeout: float = 5.0) -> None:
 
 def cmd_operator(args: argparse.Namespace) -> int:
     check_cluster_access()
+    from tritium.controller.handlers import PROMETHEUS_URL_ENV
     from tritium.controller.main import run_operator
+
+    if args.prometheus_url:
+        os.environ[PROMETHEUS_URL_ENV] = args.prometheus_url
 
     return run_operator(
         namespaces=args.namespace,
@@ -164,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--liveness-port", type=int, default=8080, help="port of the /healthz liveness endpoint")
     p.add_argument("--metrics-port", type=int, default=9090, help="port of the Prometheus /metrics endpoint")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--prometheus-url", default=None, metavar="URL",
+                   help="Prometheus for rollout analysis with provider prometheus when a service names none "
+                   "(also TRITIUM_PROMETHEUS_URL)")
     p.set_defaults(func=cmd_operator)
 
     # Commands of the other subsystems register themselves (each module owns its flags).

@@ -31,7 +31,10 @@ async def test_each_revision_has_an_hpa_that_the_operator_never_fights(
     api: KubeClient, namespace: str, operator: None
 ) -> None:
     name = "scaled"
-    await create(api, make_isvc(name, namespace, autoscaling={"minReplicas": 2, "maxReplicas": 6}))
+    # durationSeconds 0: no analysis asked for, a Ready canary is promoted at once (rollouts are
+    # tested in test_rollouts.py; here only who sizes what matters).
+    await create(api, make_isvc(name, namespace, autoscaling={"minReplicas": 2, "maxReplicas": 6},
+                                rollout={"analysis": {"durationSeconds": 0}}))
     await wait_status(api, namespace, name, lambda o: ready(o) and o["status"]["readyReplicas"] == 2,
                       timeout=READY_TIMEOUT)
     dep = await deployment_of(api, namespace, name)
@@ -56,7 +59,9 @@ async def test_each_revision_has_an_hpa_that_the_operator_never_fights(
 
     await eventually(bounded, timeout=20)
 
-    # A new revision starts at the stable revision's current size: replacing it takes no capacity away.
+    # A new revision starts as a canary sized for its share (5 % of 3 pods: 1), with no HPA of its
+    # own; promotion scales it to the stable revision's current size before it takes the traffic,
+    # so replacing the stable revision takes no capacity away.
     first = (await revisions(api, namespace, name))[0]
     await patch_spec(api, namespace, name, {"model": {"maxBatchSize": 4}})
 
@@ -65,7 +70,7 @@ async def test_each_revision_has_an_hpa_that_the_operator_never_fights(
         return next((d for d in deps if first not in d["metadata"]["name"]), None)
 
     new = await eventually(new_started, timeout=20)
-    assert new["spec"]["replicas"] == 3
+    assert new["spec"]["replicas"] == 1
 
     async def replaced() -> bool:
         obj = await get_isvc(api, namespace, name)

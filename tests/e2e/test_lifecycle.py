@@ -80,10 +80,16 @@ async def test_lifecycle(kube: Kube, api: KubeClient, namespace: str, operator: 
         return None
 
     second = await eventually(replaced, timeout=READY_TIMEOUT)
-    for kind in ("ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"):
-        names = [c["metadata"]["name"] for c in await children(api, namespace, name, kind)]
-        assert len(names) == 1 and names[0].endswith(second), f"the old revision's {kind} is pruned too: {names}"
-    cms = await children(api, namespace, name, "ConfigMap")
+    async def pruned() -> bool:
+        for kind in ("ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"):
+            names = [c["metadata"]["name"] for c in await children(api, namespace, name, kind)]
+            shared = {"ConfigMap": f"{name}-traffic", "Service": name}.get(kind)  # one per service
+            own = [n for n in names if n != shared]
+            assert len(own) == 1 and own[0].endswith(second), f"the old revision's {kind} is pruned too: {names}"
+        return True
+
+    await eventually(pruned, timeout=20)
+    cms = [c for c in await children(api, namespace, name, "ConfigMap") if c["metadata"]["name"].endswith(second)]
     assert "max_batch_size: 16" in cms[0]["data"]["config.pbtxt"]
     obj = await get_isvc(api, namespace, name)
     assert obj is not None and "canaryRevision" not in obj["status"]

@@ -46,6 +46,7 @@ RESOURCES = {
     "v1/configmaps": _info("ConfigMap"),
     "v1/serviceaccounts": _info("ServiceAccount"),
     "v1/secrets": _info("Secret"),
+    "v1/pods": _info("Pod"),
     "v1/events": _info("Event"),
     "v1/namespaces": _info("Namespace", namespaced=False),
 }

@@ -19,6 +19,10 @@ def make_isvc(name: str, namespace: str, **spec_overrides: Any) -> dict[str, Any
         "model": {"name": "iris", "storageUri": "gs://example-models/iris", "format": "onnx", "maxBatchSize": 8},
         "runtime": {"resources": {"cpu": "1", "memory": "1Gi"}},
         "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+        # No canary analysis and no scale-down delay: a new revision is promoted once Ready
+        # (scaled to the stable size first) and the old one removed then, as tests of other
+        # features expect. tests/e2e/test_rollouts.py sets its own rollout.
+        "rollout": {"analysis": {"durationSeconds": 0}, "scaleDownDelaySeconds": 0},
     }
     spec.update(spec_overrides)
     return {

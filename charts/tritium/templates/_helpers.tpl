@@ -102,6 +102,10 @@ into the ClusterRole; in namespaced mode into one Role per watched namespace.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "podmonitors", "prometheusrules"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# Pods are only listed: the builtin analysis provider scrapes the canary pods' own gateway metrics.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 # Secrets are only referenced (API keys, TLS, model store credentials): read, never written.
 - apiGroups: [""]
   resources: ["secrets"]

@@ -23,12 +23,8 @@ NOT_SUPPORTED: dict[str, str] = {
     "spec.autoscaling.autoscaler": "only the HorizontalPodAutoscaler (hpa) drives scaling for now",
     "spec.autoscaling.scaleUpSeconds": "the HPA answers a rise in about 30 s (15 s metric resolution + 15 s "
     "sync) plus pod start-up; that figure cannot be tuned yet",
-    "spec.rollout": "a new revision replaces the stable one once Ready; canary traffic, analysis, "
-    "deadlines and delays are not implemented yet",
-    "spec.traffic": "traffic reaches every Ready pod through one Service; no other router exists yet",
     "spec.security": "the gateway does not enforce API keys, rate limits, allowlists, TLS, redaction, "
     "audit or signing yet",
-    "spec.monitoring.webhook": "alert and rollout notifications are not sent to a webhook yet",
 }
 
 

@@ -9,6 +9,7 @@ ConfigMaps a service refers to are watched too, so one created after the service
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from typing import Any
 
@@ -21,6 +22,7 @@ from tritium.controller.reconcile import OPTIONAL_KINDS, ChildRef, Reconciler, o
 from tritium.images import Images
 
 FINALIZER = "serving.tritium.dev/finalizer"
+PROMETHEUS_URL_ENV = "TRITIUM_PROMETHEUS_URL"  # the prometheus analysis provider's default URL
 CHILD_KINDS = {
     "ServiceAccount": ("", "v1", "serviceaccounts"),
     "ConfigMap": ("", "v1", "configmaps"),
@@ -30,6 +32,7 @@ CHILD_KINDS = {
     "HorizontalPodAutoscaler": ("autoscaling", "v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
     # kopf watches these only while their CRDs exist (it notices CRDs created or deleted later).
+    "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
     "PodMonitor": ("monitoring.coreos.com", "v1", "podmonitors"),
     "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules"),
 }
@@ -49,7 +52,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     images = Images.from_env(os.environ)
-    reconciler.reset(images)
+    reconciler.reset(images, prometheus_url=os.environ.get(PROMETHEUS_URL_ENV) or None)
+    reconciler.schedule = _schedule
+    _indexes.clear()
     logger.info(f"default images: tritium {images.stage}, triton {images.triton}")
     # GitOps: keep kopf's bookkeeping in status, so metadata holds only what users wrote
     # (plus our finalizer) and Argo CD / Flux see no drift.
@@ -63,9 +68,52 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     settings.execution.max_workers = 4
 
 
+@kopf.on.startup()
+async def start_notifier(**_: Any) -> None:
+    await reconciler.rollouts.start()
+
+
 @kopf.on.cleanup()
 async def close_client(**_: Any) -> None:
+    for timer in _timers.values():
+        timer.cancel()
+    _timers.clear()
+    await reconciler.rollouts.close()
     await client.close()
+
+
+# Rollout timers: when time alone changes a decision (the next analysis, a deadline, the end of
+# the scale-down delay), one reconcile is due then. Only the earliest per service is kept; any
+# reconcile before it sets the next one. The indexes are those the latest handler call saw
+# (kopf's index objects are live views of its caches).
+_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+_indexes: dict[str, Any] = {}
+
+
+def _remember(kw: dict[str, Any]) -> None:
+    """Keep the indexes of the running operator (a restarted one in the same process has new ones)."""
+    _indexes.update({k: v for k, v in kw.items() if k.startswith("children_") or k == "references"})
+
+
+def _schedule(key: tuple[str, str], delay: float) -> None:
+    loop = asyncio.get_running_loop()
+    when = loop.time() + delay
+    timer = _timers.get(key)
+    if timer is not None and not timer.cancelled() and timer.when() <= when and timer.when() > loop.time():
+        return
+    if timer is not None:
+        timer.cancel()
+
+    def fire() -> None:
+        _timers.pop(key, None)
+        if not _indexes:
+            return
+        task = asyncio.ensure_future(_reconcile_owner(key, "a rollout timer", logging.getLogger("tritium"),
+                                                      _indexes))
+        _retries.add(task)
+        task.add_done_callback(_retries.discard)
+
+    _timers[key] = loop.call_at(when, fire)
 
 
 def _owned(body: kopf.Body, namespace: str, **_: Any) -> bool:
@@ -112,12 +160,16 @@ def children_of(namespace: str, name: str, indexes: dict[str, Any]) -> list[Chil
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL)
 async def reconcile_isvc(body: kopf.Body, namespace: str, name: str, logger: kopf.Logger, **kw: Any) -> None:
+    _remember(kw)
     await reconciler.reconcile(dict(body), children_of(namespace, name, kw), logger)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete_isvc(namespace: str, name: str, logger: kopf.Logger, **kw: Any) -> None:
     children = children_of(namespace, name, kw)
+    timer = _timers.pop((namespace, name), None)
+    if timer is not None:
+        timer.cancel()
     try:
         await reconciler.delete_children(namespace, children)
     except ApiError as exc:
@@ -171,6 +223,7 @@ def _child_event_handler(kind: str):  # type: ignore[no-untyped-def]
         key = owner_of(dict(body), namespace)
         if key is None or type is None:  # type None: the initial listing, already covered by resume
             return
+        _remember(kw)
         if type == "DELETED":
             reconciler.forget_child(namespace, kind, name)
         await _reconcile_owner(key, f"a {kind} change", logger, kw)

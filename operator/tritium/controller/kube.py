@@ -30,11 +30,13 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "ConfigMap": ("/api/v1", "configmaps"),
     "Secret": ("/api/v1", "secrets"),
     "Service": ("/api/v1", "services"),
+    "Pod": ("/api/v1", "pods"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    # Prometheus Operator kinds: a cluster may lack their CRDs (see reconcile.OPTIONAL_KINDS).
+    # Gateway API and Prometheus Operator kinds: a cluster may lack their CRDs (reconcile.OPTIONAL_KINDS).
+    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "PodMonitor": ("/apis/monitoring.coreos.com/v1", "podmonitors"),
     "PrometheusRule": ("/apis/monitoring.coreos.com/v1", "prometheusrules"),
     "InferenceService": ("/apis/serving.tritium.dev/v1alpha1", "inferenceservices"),
@@ -210,8 +212,8 @@ class KubeClient:
             if exc.status != 404:
                 raise
 
-    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._request(
+    async def patch_status(self, kind: str, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return await self._request(
             "PATCH", object_path(kind, namespace, name, "status"), body={"status": status},
             content_type="application/merge-patch+json", write_kind=f"{kind}/status",
         )

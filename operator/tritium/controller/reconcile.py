@@ -26,12 +26,22 @@ from tritium.controller import metrics
 from tritium.controller.drift import differences
 from tritium.controller.events import EventRecorder
 from tritium.controller.kube import ApiError, KubeClient
+from tritium.controller.rollouts import RolloutDriver, progressing_condition, routing_of
 from tritium.images import DEFAULT_IMAGES, Images
 from tritium.render import render_children
 from tritium.render.deployment import replicas_of
-from tritium.render.metadata import ANNOTATION_APPLIED_HASH, LABEL_REVISION, revision_of, selector_labels
+from tritium.render.metadata import (
+    ANNOTATION_APPLIED_HASH,
+    LABEL_REVISION,
+    revision_name,
+    revision_of,
+    selector_labels,
+)
 from tritium.render.service import url_of
-from tritium.rollout.revisions import DeploymentObservation, plan_revisions, serving_status, target_replicas
+from tritium.rollout.commands import commands_from
+from tritium.rollout.machine import Observations, analysis_window, decide
+from tritium.rollout.revisions import DeploymentObservation, RevisionPlan, serving_status, target_replicas
+from tritium.rollout.state import Policy, RolloutState
 
 STATUS_BOOKKEEPING = "kopf"  # status.kopf belongs to kopf, never compared nor overwritten here
 
@@ -100,13 +110,16 @@ class ChildRef:
         )
 
 
-PER_REVISION_KINDS = frozenset({"Deployment", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget"})
+PER_REVISION_KINDS = frozenset(
+    {"Deployment", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"}
+)
 
-# Kinds whose CRD a cluster may lack (the Prometheus Operator's) -> that CRD's name. A child of
+# Kinds whose CRD a cluster may lack (Gateway API's, the Prometheus Operator's) -> that CRD's name. A child of
 # such a kind is skipped while the API server does not serve it (an apply answered 404, confirmed
 # by discovery): the service still serves, and status says MonitoringReady=False, CRDMissing.
 # Once the CRD is established, handlers.optional_crd_changed reconciles the services that wait.
-OPTIONAL_KINDS = {"PodMonitor": "podmonitors.monitoring.coreos.com",
+OPTIONAL_KINDS = {"HTTPRoute": "httproutes.gateway.networking.k8s.io",
+                  "PodMonitor": "podmonitors.monitoring.coreos.com",
                   "PrometheusRule": "prometheusrules.monitoring.coreos.com"}
 
 
@@ -147,6 +160,11 @@ class Reconciler:
         self.client = client
         self.images = images
         self.events = EventRecorder(client)
+        self.rollouts = RolloutDriver(client, self.events)
+        # Called with (key, seconds) when time alone will change a rollout's decision (a deadline,
+        # the next analysis); the handlers turn it into a reconcile from a fresh read.
+        self.schedule: Callable[[tuple[str, str], float], None] | None = None
+        self._status: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}  # last written: (rv, status)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._generations: dict[tuple[str, str], int] = {}
         self._queued: set[tuple[str, str]] = set()
@@ -154,9 +172,11 @@ class Reconciler:
         self._missing_kinds: set[str] = set()  # optional kinds the API server was found not to serve
         self._waiting: dict[str, set[tuple[str, str]]] = {}  # missing kind -> services that skipped it
 
-    def reset(self, images: Images = DEFAULT_IMAGES) -> None:
+    def reset(self, images: Images = DEFAULT_IMAGES, prometheus_url: str | None = None) -> None:
         """Forget per-object state (locks are bound to the event loop of one operator run)."""
         self.images = images
+        self.rollouts = RolloutDriver(self.client, self.events, prometheus_url)
+        self._status.clear()
         self._locks.clear()
         self._generations.clear()
         self._queued.clear()
@@ -168,6 +188,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self._generations.pop((namespace, name), None)
+        self._status.pop((namespace, name), None)
 
     def forget_child(self, namespace: str, kind: str, name: str) -> None:
         """A child was deleted: whatever we wrote to it is gone, so the next reconcile writes it anew."""
@@ -233,17 +254,27 @@ class Reconciler:
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(result=result).inc()
 
+    def _previous_status(self, key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any]:
+        """The status this reconcile starts from: the body's, unless this process wrote a newer one
+        (a handler's body can predate our last status write; a rollout must not repeat a step)."""
+        previous = {
+            k: v for k, v in (body.get("status") or {}).items() if k != STATUS_BOOKKEEPING and v is not None
+        }
+        written = self._status.get(key)
+        if written is not None and _older(str((body.get("metadata") or {}).get("resourceVersion", "")), written[0]):
+            return dict(written[1])
+        return previous
+
     async def _reconcile(self, body: dict[str, Any], children: list[ChildRef], logger: Any) -> str:
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace", "default"), meta.get("name", "")
         generation = meta.get("generation")
-        previous = {
-            k: v for k, v in (body.get("status") or {}).items() if k != STATUS_BOOKKEEPING and v is not None
-        }
+        previous = self._previous_status((namespace, name), body)
         observed = {c.revision: c.deployment for c in children if c.deployment is not None}
         try:
             isvc = _parse(body)
             check_spec(isvc)
+            self.rollouts.check(isvc)
             await self._check_references(isvc)
         except SpecError as exc:
             # Touch no child: what serves keeps serving. Say which field is wrong.
@@ -260,13 +291,40 @@ class Reconciler:
             return "invalid_spec"
 
         revision = revision_of(isvc.spec, self.images)
-        plan = plan_revisions(revision, previous.get("stableRevision"), observed)
+        # The rollout: what the machine decides from status, the Deployments, a person's
+        # commands and, when analysis is due, one measurement of the canary.
+        now = time.time()
+        policy = Policy.from_spec(isvc.spec.rollout)
+        state = RolloutState.from_status(previous)
+        if state.stable and state.stable != revision and state.stable not in observed:
+            # The stable revision's Deployment is not in the cache: ask the server before the
+            # machine takes it for gone (a lagging cache must never promote an unanalysed canary).
+            live = await self.client.get("Deployment", namespace, revision_name(isvc, state.stable))
+            if live is not None:
+                observed[state.stable] = dataclasses.replace(
+                    DeploymentObservation.from_object(live, LABEL_REVISION), revision=state.stable)
+        measurement = None
+        window = analysis_window(policy, state, revision, now)
+        if window is not None:
+            measurement = await self.rollouts.measure(isvc, revision, window)
+        decision = decide(policy, state, Observations(revision, observed, commands_from(meta.get("annotations")),
+                                                      measurement), now)
+        routing = routing_of(decision, revision)
+        stable = decision.state.stable
+        plan = RevisionPlan(target=revision if decision.render_target else routing.stable, stable=stable,
+                            keep=decision.keep)
         scaling = isvc.spec.autoscaling
-        replicas = target_replicas(
-            base=replicas_of(isvc), autoscaled=scaling.enabled, lowest=scaling.min_replicas,
-            highest=scaling.max_replicas, target=revision, stable=plan.stable, observed=observed,
-        )
-        desired = render_children(isvc, revision, self.images, replicas=replicas)
+        if decision.canary_replicas is not None:
+            replicas = decision.canary_replicas
+        else:
+            replicas = target_replicas(
+                base=replicas_of(isvc), autoscaled=scaling.enabled, lowest=scaling.min_replicas,
+                highest=scaling.max_replicas, target=revision, stable=stable, observed=observed,
+            )
+        desired = render_children(isvc, revision, self.images, replicas=replicas, routing=routing)
+        if not decision.render_target:  # rolled back: the target's own children are not wanted
+            own = revision_name(isvc, revision)
+            desired = [o for o in desired if not (o["kind"] in PER_REVISION_KINDS and o["metadata"]["name"] == own)]
         have = {(c.kind, c.name): c for c in children}
         corrected: str | None = None
         skipped: list[str] = []  # optional kinds this cluster does not serve
@@ -292,7 +350,7 @@ class Reconciler:
             else:
                 logger.info(f"applied {what}")
             if obj["kind"] == "Deployment" and seen is None:
-                await self.events.post(body, "Normal", "RevisionCreated", _revision_message(revision, plan.stable))
+                await self.events.post(body, "Normal", "RevisionCreated", _revision_message(revision, stable))
             template = [d for d in drift if d.startswith(".spec.template")]
             if obj["kind"] == "Deployment" and (seen is None or template):
                 # What runs is not yet what was applied: not ready until the Deployment controller says so.
@@ -303,21 +361,27 @@ class Reconciler:
                     corrected = f"{', '.join(template[:3])} had been changed by hand and was put back"
         wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
         for child in children:
-            kept = child.kind in PER_REVISION_KINDS and child.revision in plan.keep
+            kept = child.kind in PER_REVISION_KINDS and child.revision in decision.keep
             if (child.kind, child.name) not in wanted and not kept:
                 await self.client.delete(child.kind, namespace, child.name)
                 self.forget_child(namespace, child.kind, child.name)
                 logger.info(f"pruned {child.kind} {child.name} (revision {child.revision})")
                 if child.kind == "Deployment":
                     await self.events.post(body, "Normal", "RevisionRemoved",
-                                           f"revision {child.revision} removed; revision {plan.stable} serves")
+                                           f"revision {child.revision} removed; revision {routing.stable} serves")
+        await self.rollouts.announce(body, isvc, decision)
+        for event in decision.events:
+            logger.info(f"rollout: {event.reason}: {event.message}")
 
         status = serving_status(
             previous=previous, generation=generation, plan=plan, observed=observed,
             url=url_of(isvc), selector=_selector(isvc), now=_now(), desired_replicas=replicas, corrected=corrected,
-            monitoring=_monitoring(desired, skipped),
+            monitoring=_monitoring(desired, skipped), progressing=progressing_condition(decision, revision),
         )
+        status.update(decision.state.to_status())
         await self._write_status(namespace, name, previous, status)
+        if decision.requeue_after is not None and self.schedule is not None:
+            self.schedule((namespace, name), decision.requeue_after)
         return "success"
 
     async def _apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -372,7 +436,10 @@ class Reconciler:
             return
         patch: dict[str, Any] = {k: None for k in previous if k not in status}
         patch.update(status)
-        await self.client.patch_status("InferenceService", namespace, name, patch)
+        answer = await self.client.patch_status("InferenceService", namespace, name, patch)
+        version = str(((answer or {}).get("metadata") or {}).get("resourceVersion", ""))
+        if version:
+            self._status[(namespace, name)] = (version, {k: v for k, v in status.items() if v is not None})
 
     async def delete_children(self, namespace: str, children: list[ChildRef]) -> None:
         """Delete every child now (owner references would too, but only with a garbage collector)."""

@@ -12,7 +12,6 @@ import io
 import os
 import queue
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -20,9 +19,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import orjson
-import yaml
 
-from tritium.api.resource import InferenceService, parse_inference_service
+from tritium.api.resource import InferenceService
 from tritium.cli import UsageError
 from tritium.controller.analysis import Target
 from tritium.controller.analysis.builtin import BuiltinProvider
@@ -42,53 +40,8 @@ DRAIN_SECONDS = 30.0  # longest wait for requests in flight to a revision being 
 
 
 def load_watched(path: str, name: str | None = None) -> InferenceService:
-    """load_manifest(), with spec.rollout allowed: the API still refuses it as "not supported
-    yet" (the operator does not act on it), while watch mode does act on it.
-
-    spec.rollout is taken out, the rest checked by load_manifest exactly as `tritium up` checks
-    it (from a copy whose paths were made absolute first), and put back.
-    """
-    try:
-        docs = list(yaml.safe_load_all(Path(path).read_text(encoding="utf-8")))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return load_manifest(path, name)  # its one-line message for an unreadable file
-    rollouts: dict[str, Any] = {}
-    for doc in docs:
-        spec = doc.get("spec") if isinstance(doc, dict) and doc.get("kind") == "InferenceService" else None
-        if isinstance(spec, dict) and "rollout" in spec:
-            rollouts[str((doc.get("metadata") or {}).get("name"))] = spec.pop("rollout")
-            # Relative paths mean the manifest's directory: make them absolute for the copy.
-            _absolute(spec, Path(path).resolve().parent)
-    if not rollouts:
-        return load_manifest(path, name)
-    with tempfile.TemporaryDirectory(prefix="tritium-watch-") as tmp:
-        copy = Path(tmp) / Path(path).name
-        copy.write_text(yaml.safe_dump_all(docs), encoding="utf-8")
-        try:
-            isvc = load_manifest(str(copy), name)
-        except UsageError as exc:
-            raise UsageError(str(exc).replace(str(copy), path)) from None
-    rollout = rollouts.get(isvc.name)
-    if rollout is None:
-        return isvc
-    wire = isvc.to_wire()
-    wire["spec"]["rollout"] = rollout
-    try:
-        return parse_inference_service(wire)
-    except Exception as exc:
-        raise UsageError(f"{path}: spec.rollout: {exc}".splitlines()[0]) from None
-
-
-def _absolute(spec: dict[str, Any], base: Path) -> None:
-    model = spec.get("model")
-    if isinstance(model, dict) and isinstance(model.get("storageUri"), str):
-        uri = model["storageUri"]
-        if uri.startswith("file://") and not uri.startswith("file:///"):
-            model["storageUri"] = "file://" + str((base / uri[len("file://"):]).resolve())
-    for stage in ("preprocess", "postprocess"):
-        script = (spec.get(stage) or {}).get("script") if isinstance(spec.get(stage), dict) else None
-        if isinstance(script, dict) and isinstance(script.get("path"), str) and not os.path.isabs(script["path"]):
-            script["path"] = str((base / script["path"]).resolve())
+    """The watched file, checked as `tritium up` checks it (spec.rollout included)."""
+    return load_manifest(path, name)
 
 
 _PREFIX = re.compile(r"^\[([a-z]+)\] ")

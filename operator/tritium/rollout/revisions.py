@@ -110,6 +110,7 @@ def serving_status(
     desired_replicas: int | None = None,
     corrected: str | None = None,
     monitoring: tuple[str, str, str] | None = None,
+    progressing: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
     """The status to write (without operator bookkeeping), from the plan and what was observed.
 
@@ -122,6 +123,8 @@ def serving_status(
     until every pod runs the restored template again, the service is not reported Ready.
     ``monitoring`` is the MonitoringReady condition (status, reason, message) of an accepted spec
     that wants a PodMonitor or PrometheusRule; None removes it (a refused spec leaves it as it was).
+    ``progressing`` is the RolloutProgressing condition the rollout state machine gives; None
+    derives it from the plan alone.
     """
     conditions: list[dict[str, Any]] = list(previous.get("conditions") or [])
     kept = [o for o in observed.values() if plan is None or o.revision in plan.keep]
@@ -168,7 +171,9 @@ def serving_status(
             want = desired_replicas if desired_replicas is not None else (target.desired if target else "?")
             cond(st.READY, "False", "RevisionNotReady", f"revision {plan.target}: {have}/{want} pod(s) ready")
             phase = "Progressing" if ready == 0 else "Degraded"
-        if plan.progressing:
+        if progressing is not None:
+            cond(st.ROLLOUT_PROGRESSING, *progressing)
+        elif plan.progressing:
             cond(st.ROLLOUT_PROGRESSING, "True", "NewRevision",
                  f"revision {plan.target} replaces {plan.stable or 'nothing'} once ready")
         else:
