@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-dataplane bench-dataplane-paired bench-sdk bench-router soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-rollout bench-dataplane bench-dataplane-paired bench-sdk bench-router soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
@@ -22,6 +22,7 @@ help:
 	@echo "make cluster-up             a real Kubernetes control plane on loopback (cluster-down stops it)"
 	@echo "make bench-operator         operator benchmark, 200 InferenceServices against the API emulator"
 	@echo "make bench-operator-real    the same against a real API server"
+	@echo "make bench-rollout          seconds from a canary's analysis to its rollback or promotion (real API server)"
 	@echo "make bench-dataplane        gateway vs direct Triton (perf_analyzer); bench-dataplane-paired: MiniLM"
 	@echo "make bench-sdk              the Python SDK's overhead"
 	@echo "make bench-router           the canary router's CPU per request on the stable path (<= 20 us)"
@@ -122,6 +123,11 @@ bench-operator: venv
 # nodes, pods Ready) when KUBECONFIG is unset, else KUBECONFIG's cluster (docs/benchmarks.md).
 bench-operator-real: venv control-plane
 	$(BIN)/python benchmarks/operator_bench.py --real
+
+# How fast the operator acts on a canary's analysis (rollback, promotion), on a control plane of its
+# own: simulated pods, whose metrics endpoints the benchmark serves on their addresses (docs/benchmarks.md).
+bench-rollout: venv control-plane
+	$(BIN)/python benchmarks/rollout_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
