@@ -111,6 +111,8 @@ def test_pod_monitor_labels_series_with_service_and_revision() -> None:
         assert by_target["inferenceservice"] == {"action": "replace", "targetLabel": "inferenceservice",
                                                  "replacement": "demo"}
         assert by_target["revision"]["sourceLabels"] == ["__meta_kubernetes_pod_label_serving_tritium_dev_revision"]
+        # The gateway's `endpoint` label survives the Prometheus Operator's own `endpoint` target label.
+        assert endpoint["honorLabels"] is True
 
 
 # --- the rules -----------------------------------------------------------------------------------

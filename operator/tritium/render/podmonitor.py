@@ -46,7 +46,11 @@ def render(isvc: InferenceService, revision: str) -> dict[str, Any] | None:
         "spec": {
             "selector": {"matchLabels": selector_labels(isvc)},
             "podMetricsEndpoints": [
-                {"port": port, "path": "/metrics", "interval": SCRAPE_INTERVAL, "relabelings": relabelings(isvc)}
+                # honorLabels: the gateway's own `endpoint` label (which API a request called) must
+                # not be renamed exported_endpoint by the Prometheus Operator's target label of the
+                # same name (the scraped port), which rollout analysis and alerts select on.
+                {"port": port, "path": "/metrics", "interval": SCRAPE_INTERVAL, "honorLabels": True,
+                 "relabelings": relabelings(isvc)}
                 for port in METRICS_PORTS
             ],
         },
