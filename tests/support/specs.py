@@ -191,6 +191,40 @@ RULE_CASES: list[RuleCase] = [
         good=[{"autoscaling": {"minReplicas": 3, "maxReplicas": 3}}, {"autoscaling": {"maxReplicas": 2}}],
     ),
     RuleCase(
+        "AutoscalingSpec",
+        "metric rps requires targetRequestsPerSecond, and only rps uses it",
+        "spec.autoscaling.targetRequestsPerSecond",
+        bad=[{"autoscaling": {"metric": "rps"}}, {"autoscaling": {"targetRequestsPerSecond": 20}},
+             {"autoscaling": {"metric": "queueTime", "targetRequestsPerSecond": 20}}],
+        good=[{"autoscaling": {"metric": "rps", "targetRequestsPerSecond": 20}}, {"autoscaling": {"metric": "cpu"}}],
+    ),
+    RuleCase(
+        "AutoscalingSpec",
+        "targetQueueTimeMs is used only by metric queueTime",
+        "spec.autoscaling.targetQueueTimeMs",
+        bad=[
+            {"autoscaling": {"targetQueueTimeMs": 20}},
+            {"autoscaling": {"metric": "pending", "targetQueueTimeMs": 20}},
+        ],
+        good=[
+            {"autoscaling": {"metric": "queueTime", "targetQueueTimeMs": 20}},
+            {"autoscaling": {"metric": "queueTime"}},
+        ],
+    ),
+    RuleCase(
+        "AutoscalingSpec",
+        "targetPendingRequests is used only by metric pending",
+        "spec.autoscaling.targetPendingRequests",
+        bad=[
+            {"autoscaling": {"targetPendingRequests": 2}},
+            {"autoscaling": {"metric": "gpu", "targetPendingRequests": 2}},
+        ],
+        good=[
+            {"autoscaling": {"metric": "pending", "targetPendingRequests": 2}},
+            {"autoscaling": {"metric": "pending"}},
+        ],
+    ),
+    RuleCase(
         "RolloutSpec",
         "canaryPercent must be within 1 and 50",
         "spec.rollout.canaryPercent",

@@ -12,7 +12,6 @@ from tritium.api.resource import SpecError, parse_inference_service
 from tritium.api.support import NOT_SUPPORTED
 
 SET_FIELDS: dict[str, dict[str, Any]] = {
-    "spec.autoscaling.metric": {"autoscaling": {"metric": "gpu"}},
     "spec.autoscaling.autoscaler": {"autoscaling": {"autoscaler": "keda"}},
     "spec.autoscaling.scaleUpSeconds": {"autoscaling": {"scaleUpSeconds": 10}},
     "spec.autoscaling.minReplicas": {"autoscaling": {"minReplicas": 0}},
@@ -46,6 +45,12 @@ def test_every_entry_is_exercised() -> None:
     {},
     {"rollout": {"canaryPercent": 5, "strategy": "BlueGreen"}},  # the defaults, written out
     {"autoscaling": {"metric": "cpu", "minReplicas": 1, "maxReplicas": 3}},
+    {"autoscaling": {"metric": "rps", "targetRequestsPerSecond": 20}, "monitoring": {"serviceMonitor": True}},
+    {"autoscaling": {"metric": "gpu", "targetUtilization": 0.8}, "monitoring": {"serviceMonitor": True},
+     "runtime": {"resources": {"gpu": 1}}},
+    {"autoscaling": {"metric": "queueTime", "targetQueueTimeMs": 20}, "monitoring": {"serviceMonitor": True}},
+    {"autoscaling": {"metric": "pending"}, "monitoring": {"serviceMonitor": True}},
+    {"autoscaling": {"enabled": False, "metric": "gpu"}, "replicas": 2},  # no HPA, nothing to feed
     {"security": {"audit": {"enabled": False}}, "monitoring": {"serviceMonitor": False}},
     {"autoscaling": {"enabled": False, "minReplicas": 0}, "replicas": 3},  # scaled by hand
     {"autoscaling": {"targetUtilization": 0.5, "scaleDownCooldownSeconds": 60}},
@@ -63,6 +68,19 @@ def test_defaults_and_working_fields_are_accepted(patch: dict[str, Any]) -> None
 
 def test_rollouts_traffic_and_webhooks_are_no_longer_refused() -> None:
     assert not [p for p in NOT_SUPPORTED if p.startswith(("spec.rollout", "spec.traffic", "spec.monitoring"))]
+
+
+@pytest.mark.parametrize(("patch", "needs"), [
+    ({"autoscaling": {"metric": "pending"}}, "monitoring.serviceMonitor: true"),
+    ({"autoscaling": {"metric": "rps", "targetRequestsPerSecond": 5}}, "monitoring.serviceMonitor: true"),
+    ({"autoscaling": {"metric": "gpu"}, "monitoring": {"serviceMonitor": True}}, "runtime.resources.gpu >= 1"),
+])
+def test_a_metric_without_its_series_is_refused(patch: dict[str, Any], needs: str) -> None:
+    """An HPA on a Pods metric nobody scrapes would never scale: refused, saying what is missing."""
+    with pytest.raises(SpecError) as caught:
+        _check(patch)
+    assert caught.value.field == "spec.autoscaling.metric"
+    assert needs in caught.value.message
 
 
 def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.k8s_schema import validate_strict
 from tests.support.specs import manifest
+from tritium.api.checks import check_spec
 from tritium.api.resource import parse_inference_service
+from tritium.api.spec import AutoscalingSpec
 from tritium.render import hpa, render_children
 from tritium.rollout.revisions import DeploymentObservation, target_replicas
 
@@ -50,6 +53,62 @@ def test_the_hpa_passes_the_official_schema() -> None:
     obj = _hpa()
     assert obj is not None
     assert validate_strict(obj) is not None
+
+
+WATCHED = {"monitoring": {"serviceMonitor": True}}
+# autoscaling patch -> the one metric entry the HPA must carry.
+METRICS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "cpu": ({"metric": "cpu", "targetUtilization": 0.6},
+            {"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": 60}}}),
+    "rps": ({"metric": "rps", "targetRequestsPerSecond": 25},
+            {"type": "Pods", "pods": {"metric": {"name": "tritium_requests_per_second"},
+                                      "target": {"type": "AverageValue", "averageValue": "25"}}}),
+    "rps-fraction": ({"metric": "rps", "targetRequestsPerSecond": 2.5},
+                     {"type": "Pods", "pods": {"metric": {"name": "tritium_requests_per_second"},
+                                               "target": {"type": "AverageValue", "averageValue": "2500m"}}}),
+    "gpu": ({"metric": "gpu", "targetUtilization": 0.7},
+            {"type": "Pods", "pods": {"metric": {"name": "tritium_gpu_utilization"},
+                                      "target": {"type": "AverageValue", "averageValue": "700m"}}}),
+    "queueTime": ({"metric": "queueTime", "targetQueueTimeMs": 20},
+                  {"type": "Pods", "pods": {"metric": {"name": "tritium_queue_time_per_request_ms"},
+                                            "target": {"type": "AverageValue", "averageValue": "20"}}}),
+    "queueTime-default": ({"metric": "queueTime"},
+                          {"type": "Pods", "pods": {"metric": {"name": "tritium_queue_time_per_request_ms"},
+                                                    "target": {"type": "AverageValue", "averageValue": "50"}}}),
+    "pending": ({"metric": "pending", "targetPendingRequests": 1.5},
+                {"type": "Pods", "pods": {"metric": {"name": "tritium_pending_requests"},
+                                          "target": {"type": "AverageValue", "averageValue": "1500m"}}}),
+    "pending-default": ({"metric": "pending"},
+                        {"type": "Pods", "pods": {"metric": {"name": "tritium_pending_requests"},
+                                                  "target": {"type": "AverageValue", "averageValue": "4"}}}),
+}
+
+
+@pytest.mark.parametrize(("scaling", "expected"), METRICS.values(), ids=METRICS.keys())
+def test_each_metric_renders_its_hpa_metric(scaling: dict[str, Any], expected: dict[str, Any]) -> None:
+    patch = {"autoscaling": scaling, **WATCHED, "runtime": {"resources": {"gpu": 1}}}
+    isvc = parse_inference_service(manifest(patch))
+    check_spec(isvc)  # a spec the operator accepts, not only one the renderer takes
+    obj = hpa.render(isvc, "0123456789")
+    assert obj is not None
+    assert obj["spec"]["metrics"] == [expected]
+    assert validate_strict(obj) is not None
+    # The behavior does not depend on the metric.
+    assert obj["spec"]["behavior"] == _hpa()["spec"]["behavior"]  # type: ignore[index]
+
+
+def test_every_pods_metric_is_named() -> None:
+    metrics = AutoscalingSpec.model_fields["metric"].annotation.__args__  # type: ignore[union-attr]
+    assert set(metrics) - {"cpu"} == set(hpa.POD_METRICS)
+
+
+@given(st.floats(min_value=0.0001, max_value=1_000_000, allow_nan=False))
+def test_a_target_quantity_is_positive_and_close(value: float) -> None:
+    text = hpa.quantity(value)
+    parsed = int(text[:-1]) / 1000 if text.endswith("m") else int(text)
+    assert parsed > 0
+    assert abs(parsed - value) <= max(0.0005, value * 1e-9) or parsed == 0.001
 
 
 def _obs(revision: str, desired: int) -> DeploymentObservation:

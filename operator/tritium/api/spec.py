@@ -336,7 +336,12 @@ class PostprocessSpec(ApiModel):
 
 
 class AutoscalingSpec(ApiModel):
-    """Horizontal autoscaling of the serving pods."""
+    """Horizontal autoscaling of the serving pods.
+
+    Each metric has its own target, in its own unit, because the HPA compares a pod's value with
+    it directly: a fraction for cpu and gpu, requests per second, milliseconds, requests waiting.
+    A target for another metric than the chosen one is refused rather than silently ignored.
+    """
 
     enabled: bool = described(
         "Scale automatically between minReplicas and maxReplicas: one HorizontalPodAutoscaler per revision.",
@@ -345,10 +350,30 @@ class AutoscalingSpec(ApiModel):
     min_replicas: int = described("Fewest serving pods.", default=2, ge=0, le=1000)
     max_replicas: int = described("Most serving pods.", default=10, ge=1, le=1000)
     target_utilization: float = described(
-        "Target utilisation of the chosen metric, as a fraction (0.7 = 70 %).", default=0.7, gt=0, le=1
+        "Target utilisation per pod, as a fraction (0.7 = 70 %), for metric cpu (of the pod's CPU request) "
+        "and gpu (Triton's nv_gpu_utilization); the other metrics have targets of their own.",
+        default=0.7, gt=0, le=1,
     )
-    metric: Literal["cpu", "gpu", "queueTime", "pending"] = described(
-        "What drives scaling: cpu, gpu (DCGM), queueTime or pending (Triton metrics).", default="cpu"
+    metric: Literal["cpu", "rps", "gpu", "queueTime", "pending"] = described(
+        "What drives scaling: cpu (metrics-server); rps (inference requests per second per pod, from the "
+        "gateway), gpu (Triton's GPU utilisation), queueTime (Triton's queue time per request) or pending "
+        "(Triton's requests waiting), which the prometheus-adapter rules of the chart serve "
+        "(prometheusAdapter.enabled; see docs/metrics.md).",
+        default="cpu",
+    )
+    target_requests_per_second: float | None = described(
+        "Inference requests per second per pod to scale at (metric rps, which requires it).",
+        default=None, gt=0, le=1_000_000,
+    )
+    target_queue_time_ms: float | None = described(
+        "Milliseconds a request may wait in Triton's queue, on average per pod, before pods are added "
+        "(metric queueTime only); 50 when unset.",
+        default=None, gt=0, le=600_000,
+    )
+    target_pending_requests: float | None = described(
+        "Requests waiting in Triton per pod (nv_inference_pending_request_count, averaged over a minute) "
+        "before pods are added (metric pending only); 4 when unset.",
+        default=None, gt=0, le=100_000,
     )
     scale_down_cooldown_seconds: int = described(
         "How long load must stay low before pods are removed.", default=300, ge=0, le=3600
@@ -360,6 +385,21 @@ class AutoscalingSpec(ApiModel):
 
     cel_rules = (
         CelRule("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
+        CelRule(
+            "(self.metric == 'rps') == has(self.targetRequestsPerSecond)",
+            "metric rps requires targetRequestsPerSecond, and only rps uses it",
+            ".targetRequestsPerSecond",
+        ),
+        CelRule(
+            "!has(self.targetQueueTimeMs) || self.metric == 'queueTime'",
+            "targetQueueTimeMs is used only by metric queueTime",
+            ".targetQueueTimeMs",
+        ),
+        CelRule(
+            "!has(self.targetPendingRequests) || self.metric == 'pending'",
+            "targetPendingRequests is used only by metric pending",
+            ".targetPendingRequests",
+        ),
     )
 
 

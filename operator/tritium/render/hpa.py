@@ -9,6 +9,12 @@ resolution (metrics-server scrapes the kubelets every 15 s) + the HPA sync perio
 kube-controller-manager default) + the pod's start (image pull and model load), so about 30 s plus
 start-up, which is what autoscaling.scaleUpSeconds' default says. Scale-down waits for the load to
 stay low for scaleDownCooldownSeconds (the stabilization window), then may remove any number.
+
+The metric: cpu is a Resource metric (metrics-server, % of the request). The others are Pods
+metrics (one value per pod, target AverageValue) under names that the prometheus-adapter rules of
+the chart (charts/tritium/files/prometheus-adapter-rules.yaml) serve from the gateway's and
+Triton's series; the names below and the rules' ``as:`` names must stay the same (a test holds
+them together). A Pods metric has no Utilization target, so the gpu fraction is an AverageValue.
 """
 
 from __future__ import annotations
@@ -16,9 +22,54 @@ from __future__ import annotations
 from typing import Any
 
 from tritium.api.resource import InferenceService
+from tritium.api.spec import AutoscalingSpec
 from tritium.render.metadata import object_meta, revision_name
 
 SYNC_SECONDS = 15  # the HPA controller's default sync period, and metrics-server's resolution
+
+# autoscaling.metric -> the custom metric the prometheus-adapter rules serve for it.
+POD_METRICS: dict[str, str] = {
+    "rps": "tritium_requests_per_second",
+    "gpu": "tritium_gpu_utilization",
+    "queueTime": "tritium_queue_time_per_request_ms",
+    "pending": "tritium_pending_requests",
+}
+# The targets of the metrics whose field may be left unset (the descriptions in api/spec.py say so).
+DEFAULT_QUEUE_TIME_MS = 50.0
+DEFAULT_PENDING_REQUESTS = 4.0
+
+
+def quantity(value: float) -> str:
+    """A Kubernetes quantity for ``value``: whole numbers plain, the rest in thousandths (700m).
+
+    Never 0: the fields are > 0, and a target of 0 would ask for maxReplicas whatever the load.
+    """
+    milli = max(1, round(value * 1000))
+    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
+
+
+def pods_target(scaling: AutoscalingSpec) -> float:
+    """The per-pod value the HPA aims for, in the unit of the chosen Pods metric."""
+    if scaling.metric == "rps":
+        if scaling.target_requests_per_second is None:  # the CEL rule refuses this spec before render
+            raise ValueError("autoscaling.metric rps requires targetRequestsPerSecond")
+        return scaling.target_requests_per_second
+    if scaling.metric == "queueTime":
+        return scaling.target_queue_time_ms or DEFAULT_QUEUE_TIME_MS
+    if scaling.metric == "pending":
+        return scaling.target_pending_requests or DEFAULT_PENDING_REQUESTS
+    return scaling.target_utilization  # gpu: nv_gpu_utilization is a fraction too
+
+
+def metric(scaling: AutoscalingSpec) -> dict[str, Any]:
+    """The HPA's one metric entry for autoscaling.metric."""
+    if scaling.metric == "cpu":
+        return {"type": "Resource", "resource": {"name": "cpu", "target": {
+            "type": "Utilization", "averageUtilization": round(scaling.target_utilization * 100)}}}
+    return {"type": "Pods", "pods": {
+        "metric": {"name": POD_METRICS[scaling.metric]},
+        "target": {"type": "AverageValue", "averageValue": quantity(pods_target(scaling))},
+    }}
 
 
 def render(isvc: InferenceService, revision: str) -> dict[str, Any] | None:
@@ -34,11 +85,7 @@ def render(isvc: InferenceService, revision: str) -> dict[str, Any] | None:
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
-            "metrics": [{
-                "type": "Resource",
-                "resource": {"name": "cpu", "target": {
-                    "type": "Utilization", "averageUtilization": round(scaling.target_utilization * 100)}},
-            }],
+            "metrics": [metric(scaling)],
             "behavior": {
                 "scaleUp": {
                     "stabilizationWindowSeconds": 0,
