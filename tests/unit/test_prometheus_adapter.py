@@ -177,3 +177,9 @@ def test_the_queries_give_the_expected_numbers(rules: list[dict[str, Any]], tmp_
     }
     (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
     run_promtool("test", "rules", str(tmp_path / "tests.yaml"))
+
+
+def test_the_docs_name_every_custom_metric() -> None:
+    docs = (CHART.parents[1] / "docs" / "metrics.md").read_text()
+    for name in POD_METRICS.values():
+        assert f"`{name}`" in docs, name
