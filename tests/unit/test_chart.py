@@ -525,12 +525,6 @@ def chart_with_files(tmp_path: Path) -> Path:
     files = chart / "files"
     if not (files / "grafana-dashboard.json").is_file():
         (files / "grafana-dashboard.json").write_text('{"title": "Tritium", "panels": []}\n')
-    if not (files / "prometheus-adapter-rules.yaml").is_file():
-        (files / "prometheus-adapter-rules.yaml").write_text(
-            "rules:\n  - seriesQuery: 'nv_inference_pending_request_count'\n"
-            "    name: {as: triton_pending_requests}\n"
-            "    metricsQuery: sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)\n"
-        )
     return chart
 
 
@@ -543,7 +537,11 @@ def test_optional_files_install_as_configmaps(helm: str, chart_with_files: Path)
     assert dashboard["metadata"]["labels"]["example.com/grafana-dashboard"] == "tritium"
     source = (chart_with_files / "files" / "grafana-dashboard.json").read_text()
     assert dashboard["data"]["tritium.json"] == source.rstrip("\n")
-    assert "rules" in yaml.safe_load(adapter["data"]["config.yaml"])
+    # The adapter rules ship with the chart (tests/unit/test_prometheus_adapter.py checks their
+    # queries) and reach the ConfigMap byte for byte: Helm leaves the adapter's <<.Series>> alone.
+    rules = (CHART / "files" / "prometheus-adapter-rules.yaml").read_text()
+    assert adapter["data"]["config.yaml"] == rules.rstrip("\n")
+    assert yaml.safe_load(adapter["data"]["config.yaml"])["rules"]
 
 
 @pytest.mark.parametrize(
