@@ -189,8 +189,10 @@ async def promotion_round(api: KubeClient, name: str, batch: int, interval: int,
               if a.get("revision") == revision and a.get("result") == "Passed"]
     step_end = from_time(rollout["canarySince"]) + duration  # type: ignore[operator]
     reference = max([step_end, *[p for p in passed if p is not None]])
+    results = [f"{a['time'][11:19]} {a['result']}" for a in obj["status"].get("analysis") or []
+               if a.get("revision") == revision]
     return {"revision": revision, "first_phase_seen": phase(obj), "canary_since": rollout["canarySince"],
-            "passed_results": len(passed), "phase_since": rollout.get("phaseSince"),
+            "analysis": results, "phase_since": rollout.get("phaseSince"),
             "latency_s": round(seen - reference, 3), "latency_intervals": round((seen - reference) / interval, 3)}
 
 
