@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "tritium.local.cli",
     "tritium.client.cli",
     "tritium.rollout_cli",
+    "tritium.keys_cli",
 )
 
 

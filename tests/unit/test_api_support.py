@@ -15,12 +15,10 @@ SET_FIELDS: dict[str, dict[str, Any]] = {
     "spec.autoscaling.autoscaler": {"autoscaling": {"autoscaler": "keda"}},
     "spec.autoscaling.scaleUpSeconds": {"autoscaling": {"scaleUpSeconds": 10}},
     "spec.autoscaling.minReplicas": {"autoscaling": {"minReplicas": 0}},
-    "spec.security.apiKeysSecretRef": {"security": {"apiKeysSecretRef": {"name": "keys", "key": "keys"}}},
     "spec.security.tls": {"security": {"tls": {"secretName": "cert"}}},
-    "spec.security.rateLimit": {"security": {"rateLimit": {"requestsPerSecond": 5}}},
-    "spec.security.ipAllowlist": {"security": {"ipAllowlist": ["10.0.0.0/8"]}},
     "spec.security.redactPII": {"security": {"redactPII": True}},
     "spec.security.audit.enabled": {"security": {"audit": {"enabled": True}}},
+    "spec.security.signResponses": {"security": {"signResponses": True}},
 }
 
 
@@ -61,6 +59,11 @@ def test_every_entry_is_exercised() -> None:
                  "analysis": {"maxP99LatencyMs": 250, "intervalSeconds": 5, "durationSeconds": 30}}},
     {"traffic": {"router": "gatewayAPI", "parentRefs": [{"name": "public"}], "hostnames": ["m.example.com"]}},
     {"monitoring": {"webhook": {"url": "https://hooks.example.com/x"}}},
+    {"security": {"apiKeysSecretRef": {"name": "keys", "key": "keys"}}},
+    {"security": {"ipAllowlist": ["10.0.0.0/8", "fd00::/8"], "trustedProxies": ["10.1.0.0/16"]}},
+    {"security": {"rateLimit": {"requestsPerSecond": 5, "burst": 20, "per": "clientAddress"}}},
+    {"security": {"rateLimit": {"requestsPerSecond": 5, "redis": {"urlSecretRef": {"name": "r", "key": "url"}}},
+                  "apiKeysSecretRef": {"name": "keys", "key": "keys"}}},
 ])
 def test_defaults_and_working_fields_are_accepted(patch: dict[str, Any]) -> None:
     _check(patch)
@@ -81,6 +84,12 @@ def test_a_metric_without_its_series_is_refused(patch: dict[str, Any], needs: st
         _check(patch)
     assert caught.value.field == "spec.autoscaling.metric"
     assert needs in caught.value.message
+
+
+def test_security_refuses_only_what_is_not_implemented_by_name() -> None:
+    security = {p for p in NOT_SUPPORTED if p.startswith("spec.security")}
+    assert security == {"spec.security.tls", "spec.security.redactPII", "spec.security.audit",
+                        "spec.security.signResponses"}
 
 
 def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:

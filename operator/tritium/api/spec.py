@@ -507,11 +507,34 @@ class TrafficSpec(ApiModel):
     )
 
 
+class RedisSpec(ApiModel):
+    """A Redis shared by all pods of the service."""
+
+    url_secret_ref: SecretKeyRef = described("Secret key holding the redis:// URL.")
+
+
 class RateLimit(ApiModel):
-    """Token-bucket rate limit per API key (or client address without keys)."""
+    """Rate limit per API key or client address, shaped like a token bucket (docs/security.md).
+
+    Enforced as at most requestsPerSecond + burst requests in any second and 60 x requestsPerSecond
+    + burst in any minute; a request over it is answered 429 with Retry-After and RateLimit-* headers.
+    """
 
     requests_per_second: float = described("Sustained requests per second.", gt=0)
-    burst: int = described("Requests allowed at once above the sustained rate.", default=10, ge=1)
+    burst: int = described(
+        "Requests allowed at once above the sustained rate (in any second, and once per minute).", default=10, ge=1
+    )
+    per: Literal["key", "clientAddress"] = described(
+        "Who a limit applies to: key: each API key (the client address when apiKeysSecretRef is unset); "
+        "clientAddress: each client address (see trustedProxies).",
+        default="key",
+    )
+    redis: RedisSpec | None = described(
+        "Count in this Redis so that one limit holds across all replicas; each replica counts on its own when "
+        "unset. When Redis cannot be reached requests pass unlimited (logged): the limiter never takes the "
+        "service down.",
+        default=None,
+    )
 
 
 class TlsSpec(ApiModel):
@@ -528,15 +551,22 @@ class AuditSpec(ApiModel):
 
 
 class SecuritySpec(ApiModel):
-    """Security layers enforced by the gateway."""
+    """Security layers enforced by the gateway on model metadata and inference (health probes stay open)."""
 
     api_keys_secret_ref: SecretKeyRef | None = described(
-        "Secret key holding accepted API keys, one per line; no authentication when unset.", default=None
+        "Secret key holding the accepted API keys, hashed: one ID:SHA256HEX line per key (`tritium keys create` "
+        "makes one). Requests then need Authorization: Bearer KEY or X-API-Key: KEY, else 401; edits of the "
+        "Secret apply without a restart. No authentication when unset.",
+        default=None,
     )
     rate_limit: RateLimit | None = described("Rate limit; unlimited when unset.", default=None)
-    ip_allowlist: list[str] | None = described("Client CIDRs allowed; all when unset.", default=None)
+    ip_allowlist: list[str] | None = described(
+        "Client CIDRs allowed (IPv4 or IPv6); others get 403. All when unset.", default=None
+    )
     trusted_proxies: list[str] | None = described(
-        "Proxy CIDRs whose X-Forwarded-For is believed for the client address.", default=None
+        "Proxy CIDRs whose X-Forwarded-For is believed for the client address: the right-most hop that is not "
+        "a trusted proxy is the client. Unset: the connection's peer is the client.",
+        default=None,
     )
     tls: TlsSpec | None = described("Serve TLS on the gateway port.", default=None)
     redact_pii: bool = described(
@@ -591,12 +621,6 @@ class MonitoringSpec(ApiModel):
         default=None,
     )
     webhook: WebhookSpec | None = described("Notification webhook.", default=None)
-
-
-class RedisSpec(ApiModel):
-    """A Redis shared by all pods of the service."""
-
-    url_secret_ref: SecretKeyRef = described("Secret key holding the redis:// URL.")
 
 
 class CacheSpec(ApiModel):

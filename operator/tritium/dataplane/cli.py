@@ -68,6 +68,7 @@ async def _serve_gateway(gateway: Any, host: str, port: int, metrics_port: int) 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from tritium.dataplane.gateway import Gateway, GatewaySettings, redis_url_from_env
+    from tritium.dataplane.security import SecuritySettings
 
     config = _load(args.spec)
     if ":" not in args.triton_grpc:
@@ -75,6 +76,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = GatewaySettings(
         config=config, triton_grpc=args.triton_grpc, triton_http=args.triton_http,
         pre_url=args.pre, post_url=args.post, redis_url=redis_url_from_env(), traffic_file=args.traffic_file,
+        security=SecuritySettings.from_env(),
     )
     if config.spec.preprocess is not None and not args.pre:
         raise _usage("the spec has a preprocess stage: pass --pre URL")
@@ -82,7 +84,10 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         raise _usage("the spec has a postprocess stage: pass --post URL")
     _logging()
     _use_uvloop()
-    gateway = Gateway(settings)
+    try:
+        gateway = Gateway(settings)
+    except ValueError as exc:  # a security layer the spec asks for cannot be set up
+        raise _usage(str(exc)) from None
     asyncio.run(_serve_gateway(gateway, args.host, args.port, args.metrics_port))
     return 0
 

@@ -34,6 +34,7 @@ from tritium.dataplane.forward import CanaryForwarder
 from tritium.dataplane.http_server import Request, Response, Router, StreamResponse
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
+from tritium.dataplane.security import Security, SecuritySettings
 from tritium.dataplane.stage_client import StageClient
 from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
 from tritium.dataplane.traffic import TrafficFile, TrafficSplit
@@ -89,6 +90,7 @@ class GatewaySettings:
     post_url: str | None = None
     redis_url: str | None = None
     traffic_file: str | None = None  # the canary split's file (pod_layout.TRAFFIC_DIR); None: never forward
+    security: SecuritySettings | None = None  # key file, limiter Redis (from the environment in a pod)
 
 
 class Gateway:
@@ -112,10 +114,13 @@ class Gateway:
         self.split = TrafficSplit(self.revision)
         self.canary: CanaryForwarder | None = None
         self._traffic_task: asyncio.Task[None] | None = None
+        self.security = Security(spec.security, settings.security or SecuritySettings(), self.metrics.registry,
+                                 namespace=f"{settings.config.namespace}/{settings.config.name}")
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
+        await self.security.start()
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None),
             skip_auto_headers=("User-Agent",),
@@ -152,6 +157,7 @@ class Gateway:
             self._traffic_task = asyncio.create_task(traffic.watch())
 
     async def stop(self) -> None:
+        await self.security.stop()
         if self._traffic_task is not None:
             self._traffic_task.cancel()
         if self.canary is not None:
@@ -454,6 +460,7 @@ def build_handler(gateway: Gateway) -> Any:
     router = build_router(gateway)
     labels: dict[str, str] = {}
     split = gateway.split
+    security = gateway.security if gateway.security.enabled else None
 
     async def dispatch(request: Request) -> Response | StreamResponse:
         start = time.perf_counter()
@@ -466,6 +473,8 @@ def build_handler(gateway: Gateway) -> Any:
         model = request.match_info.get("model", "")
         response: Response | StreamResponse
         try:
+            if security is not None:  # before routing: an unknown path tells an unauthorised client nothing
+                await security.admit(request, endpoint)
             if handler is None:
                 if allowed:
                     raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here",
@@ -500,6 +509,8 @@ def build_handler(gateway: Gateway) -> Any:
             model = ""  # never a label value per made-up model name
         if endpoint != "other" or status != 404:
             gateway.metrics.observe(model, endpoint, status, time.perf_counter() - start)
+        if security is not None:
+            security.count(request, endpoint, status)
         return response
 
     return dispatch

@@ -76,19 +76,21 @@ class Request:
         "match_info",
         "method",
         "path",
+        "peer",
         "query_string",
         "route",
         "state",
     )
 
     def __init__(self, method: str, path: str, query_string: str, headers: dict[str, str], body: bytes,
-                 http_version: str = "1.1") -> None:
+                 http_version: str = "1.1", peer: str = "") -> None:
         self.method = method
         self.path = path
         self.query_string = query_string
         self.headers = headers
         self.body = body
         self.http_version = http_version
+        self.peer = peer  # the connection's remote IP address ("" when it has none, e.g. a Unix socket)
         self.match_info: dict[str, str] = {}
         self.route = ""  # the matched route's pattern, a bounded label for metrics
         self.state: dict[str, Any] = {}
@@ -226,6 +228,7 @@ class _Connection(asyncio.Protocol):
         self._paused_writing = False
         self._timer: asyncio.TimerHandle | None = None
         self.last_activity = 0.0
+        self.peer = ""
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -241,6 +244,8 @@ class _Connection(asyncio.Protocol):
     # -- transport events ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
         self.server.connections.add(self)
         self.last_activity = self.loop.time()
         self._timer = self.loop.call_later(_CHECK_EVERY, self._check_idle)
@@ -385,7 +390,7 @@ class _Connection(asyncio.Protocol):
         query = url.query.decode("latin-1") if url.query else ""
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         request = Request(self.parser.get_method().decode("latin-1"), path, query, self.headers, body,
-                          self.parser.get_http_version())
+                          self.parser.get_http_version(), self.peer)
         request._connection = self
         keep_alive = self.parser.should_keep_alive()
         self.in_message = False

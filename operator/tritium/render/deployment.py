@@ -135,6 +135,11 @@ def _gateway_env(isvc: InferenceService) -> list[dict[str, Any]]:
     if sec.tls:
         env += [{"name": "TRITIUM_TLS_CERT_FILE", "value": f"{L.SECRETS_DIR}/tls/tls.crt"},
                 {"name": "TRITIUM_TLS_KEY_FILE", "value": f"{L.SECRETS_DIR}/tls/tls.key"}]
+    limiter_redis = sec.rate_limit.redis if sec.rate_limit else None
+    if limiter_redis:  # dataplane/security.py RATELIMIT_REDIS_URL_ENV
+        ref = limiter_redis.url_secret_ref
+        env.append({"name": "TRITIUM_RATELIMIT_REDIS_URL",
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     redis = isvc.spec.gateway.cache.redis
     if redis:
         ref = redis.url_secret_ref

@@ -1,0 +1,123 @@
+"""IP allowlist (403) and rate limits (429) on the gateway, with real connections from 127.0.0.1.
+
+X-Forwarded-For stands in for clients behind a proxy: believed only when the peer (127.0.0.1
+here) is a trusted proxy, and then its right-most untrusted hop is the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.gateway_inproc import INFER_BODY, serving
+from tritium.dataplane.apikeys import entry, new_key
+from tritium.dataplane.security import SecuritySettings
+
+JSON = {"Content-Type": "application/json"}
+
+
+async def _early_in_the_second(minute: bool = False) -> None:
+    """The limiter's windows are aligned on the clock (limits' sliding-window counters): start a burst
+    early in a second (and not at a minute's end) so that the whole burst lands in one window."""
+    while time.time() % 1 > 0.5 or (minute and time.time() % 60 > 58):
+        await asyncio.sleep(0.02)
+
+
+async def _infer(client: httpx.AsyncClient, url: str, **headers: str) -> httpx.Response:
+    extra = {k.replace("_", "-"): v for k, v in headers.items()}
+    return await client.post(f"{url}/v2/models/add/infer", content=INFER_BODY, headers={**JSON, **extra})
+
+
+@pytest.mark.parametrize(("security", "xff", "status"), [
+    ({"ipAllowlist": ["127.0.0.0/8"]}, None, 200),
+    ({"ipAllowlist": ["127.0.0.2/32"]}, None, 403),
+    ({"ipAllowlist": ["::1/128", "127.0.0.1"]}, None, 200),
+    ({"ipAllowlist": ["10.0.0.0/24"]}, "10.0.0.5", 403),  # spoofed from an untrusted peer: ignored
+    ({"ipAllowlist": ["10.0.0.0/24"], "trustedProxies": ["127.0.0.0/8"]}, "10.0.0.5", 200),
+    ({"ipAllowlist": ["10.0.0.0/24"], "trustedProxies": ["127.0.0.0/8"]}, "10.0.0.5, 192.0.2.1", 403),
+    ({"ipAllowlist": ["192.0.2.0/24"], "trustedProxies": ["127.0.0.0/8"]}, "10.0.0.5, 192.0.2.1", 200),
+    ({"ipAllowlist": ["2001:db8::/32"], "trustedProxies": ["127.0.0.1/32"]}, "2001:db8::5", 200),
+    ({"ipAllowlist": ["2001:db8::/32"], "trustedProxies": ["127.0.0.1/32"]}, "2001:db9::5", 403),
+])
+async def test_allowlist(tmp_path: Path, security: dict[str, Any], xff: str | None, status: int) -> None:
+    async with serving(tmp_path, security) as (url, _), httpx.AsyncClient() as client:
+        answer = await _infer(client, url, **({"X-Forwarded-For": xff} if xff else {}))
+        assert answer.status_code == status, answer.text
+        if status == 403:
+            assert answer.json()["code"] == "forbidden" and answer.json()["request_id"]
+        assert (await client.get(f"{url}/v2/health/live")).status_code == 200  # probes come from the node
+
+
+async def test_allowlist_comes_before_keys(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(entry("a", new_key()) + "\n")
+    security = {"ipAllowlist": ["127.0.0.2/32"], "apiKeysSecretRef": {"name": "k", "key": "keys"}}
+    async with serving(tmp_path, security, SecuritySettings(api_keys_file=str(keys))) as (url, _), \
+            httpx.AsyncClient() as client:
+        assert (await _infer(client, url)).status_code == 403
+
+
+async def test_rate_limit_per_client_address(tmp_path: Path) -> None:
+    security = {"rateLimit": {"requestsPerSecond": 1, "burst": 2}, "trustedProxies": ["127.0.0.0/8"]}
+    async with serving(tmp_path, security) as (url, _), httpx.AsyncClient() as client:
+        await _early_in_the_second()
+        codes = [(await _infer(client, url, X_Forwarded_For="192.0.2.1")).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]  # rate 1 + burst 2 in the second
+        refused = await _infer(client, url, X_Forwarded_For="192.0.2.1")
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "rate_limited"
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert refused.headers["RateLimit-Limit"] == "3" and refused.headers["RateLimit-Remaining"] == "0"
+        assert "RateLimit-Reset" in refused.headers
+        # Another client has a bucket of its own; health is never limited.
+        assert (await _infer(client, url, X_Forwarded_For="192.0.2.2")).status_code == 200
+        assert all([(await client.get(f"{url}/v2/health/live")).status_code == 200 for _ in range(5)])
+
+
+async def test_rate_limit_per_key(tmp_path: Path) -> None:
+    a, b = new_key(), new_key()
+    keys = tmp_path / "keys"
+    keys.write_text(f"{entry('a', a)}\n{entry('b', b)}\n")
+    security = {"rateLimit": {"requestsPerSecond": 1, "burst": 1}, "apiKeysSecretRef": {"name": "k", "key": "keys"}}
+    async with serving(tmp_path, security, SecuritySettings(api_keys_file=str(keys))) as (url, _), \
+            httpx.AsyncClient() as client:
+        await _early_in_the_second()
+        assert [(await _infer(client, url, X_API_Key=a)).status_code for _ in range(3)] == [200, 200, 429]
+        assert (await _infer(client, url, X_API_Key=b)).status_code == 200  # same address, other key
+        assert (await _infer(client, url)).status_code == 401  # no key: refused before any bucket
+
+
+async def test_minute_window_holds_the_sustained_rate(tmp_path: Path) -> None:
+    """Below 1/s only the minute window applies: 0.05/s = 3 a minute, + burst 1."""
+    async with serving(tmp_path, {"rateLimit": {"requestsPerSecond": 0.05, "burst": 1}}) as (url, _), \
+            httpx.AsyncClient() as client:
+        codes = []
+        await _early_in_the_second(minute=True)
+        for _ in range(5):
+            codes.append((await _infer(client, url)).status_code)
+            await asyncio.sleep(0.01)
+        assert codes == [200, 200, 200, 200, 429]
+
+
+async def test_shared_limit_in_redis_across_gateways(tmp_path: Path, redis_url: str) -> None:
+    """Two gateways (two replicas) on one Redis count one limit; with Redis gone, requests pass (fail open)."""
+    security = {"rateLimit": {"requestsPerSecond": 1, "burst": 3, "per": "clientAddress",
+                              "redis": {"urlSecretRef": {"name": "r", "key": "url"}}}}
+    settings = SecuritySettings(ratelimit_redis_url=redis_url)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with serving(tmp_path / "a", security, settings) as (url_a, gw_a), \
+            serving(tmp_path / "b", security, settings) as (url_b, _), httpx.AsyncClient() as client:
+        await gw_a.security.limiter.storage.reset()  # type: ignore[union-attr]
+        await _early_in_the_second()
+        codes = [(await _infer(client, url_a if i % 2 else url_b)).status_code for i in range(6)]
+        assert sorted(codes) == [200] * 4 + [429] * 2
+    broken = SecuritySettings(ratelimit_redis_url="redis://127.0.0.1:1/0")
+    (tmp_path / "c").mkdir()
+    async with serving(tmp_path / "c", security, broken) as (url, _), httpx.AsyncClient() as client:
+        assert [(await _infer(client, url)).status_code for _ in range(6)] == [200] * 6
