@@ -287,3 +287,30 @@ async def test_a_person_promotes_or_aborts_with_an_annotation(
     obj = await wait_status(api, namespace, name, lambda o: o["status"].get("stableRevision") == new, timeout=TIMEOUT)
     assert phase(obj) == "Promoted" and old != new
     assert len(await children(api, namespace, name, "Deployment")) in (1, 2)  # old kept for the delay
+
+
+async def test_without_surge_the_canary_takes_pods_from_stable_and_never_exceeds_them(
+    kube: Kube, api: KubeClient, namespace: str, operator: None
+) -> None:
+    """surge false: the pods of both revisions never exceed the stable revision's 3."""
+    name = "nosurge"
+    rollout = {**ROLLOUT, "surge": False, "analysis": {**ROLLOUT["analysis"], "durationSeconds": 0}}
+    spec = {"autoscaling": {"enabled": False, "minReplicas": 1, "maxReplicas": 1}, "replicas": 3, "rollout": rollout}
+    await create(api, make_isvc(name, namespace, **spec))
+    old, _ = await stable_ready(api, namespace, name, replicas=3)
+    await patch_spec(api, namespace, name, {"model": {"maxBatchSize": 4}})
+    totals: list[int] = []
+    stable_sizes: list[int] = []
+
+    async def promoted() -> dict[str, Any] | None:
+        deps = await children(api, namespace, name, "Deployment")
+        totals.append(sum(d["spec"]["replicas"] for d in deps))
+        stable_sizes.extend(d["spec"]["replicas"] for d in deps if d["metadata"]["name"] == f"{name}-{old}")
+        obj = await get_isvc(api, namespace, name)
+        done = obj and phase(obj) == "Promoted" and obj["status"]["stableRevision"] != old
+        return obj if done and len(deps) == 1 and deps[0]["spec"]["replicas"] == 3 else None
+
+    await eventually(promoted, timeout=TIMEOUT, interval=0.1)
+    assert max(totals) <= 3, totals
+    assert min(stable_sizes) >= 1 and 2 in stable_sizes, stable_sizes  # a pod was taken, one always served
+    await wait_status(api, namespace, name, lambda o: o["status"].get("readyReplicas") == 3, timeout=TIMEOUT)

@@ -97,3 +97,17 @@ def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:
         _check({"replicas": 3})
     assert caught.value.field == "spec.replicas"
     assert "autoscaling.enabled: false" in caught.value.message
+
+
+@pytest.mark.parametrize(("patch", "why"), [
+    ({"rollout": {"surge": False}}, "autoscaling.enabled: false"),
+    ({"rollout": {"surge": False}, "autoscaling": {"enabled": False}, "replicas": 1}, "replicas >= 2"),
+])
+def test_surge_false_needs_fixed_replicas_to_take_from(patch: dict[str, Any], why: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        _check(patch)
+    assert caught.value.field == "spec.rollout.surge" and why in caught.value.message
+
+
+def test_surge_false_with_fixed_replicas_is_accepted() -> None:
+    _check({"rollout": {"surge": False}, "autoscaling": {"enabled": False}, "replicas": 2})

@@ -349,3 +349,70 @@ def run_world(policy: Policy, script: list[tuple[float, bool, Measurement | None
 def test_invariants_hold_over_random_observations(world, stable_size: int) -> None:  # type: ignore[no-untyped-def]
     policy, script = world
     run_world(policy, script, stable_size)
+
+
+# -- surge false: no pods beyond what the stable revision had ---------------------------------------
+
+NO_SURGE = dataclasses.replace(POLICY, surge=False, duration=0)
+
+
+def test_without_surge_the_canary_takes_its_pods_from_stable_and_promotion_moves_one_at_a_time() -> None:
+    deps = {OLD: dep(OLD, 4)}
+    d = step(STABLE_STATE, deps, 0, policy=NO_SURGE)
+    assert d.state.baseline == 4 and d.canary_replicas == 1 and d.stable_replicas == 3
+    deps = {OLD: dep(OLD, 3), NEW: dep(NEW, 1)}
+    d = step(d.state, deps, 1, policy=NO_SURGE)  # Ready -> Canary -> (no analysis) Promoting
+    assert d.state.phase == Phase.PROMOTING and d.weight == 25  # the share follows the pods that moved
+    assert (d.canary_replicas, d.stable_replicas) == (2, 2)
+    # The next pod only once the last one is Ready; the total never exceeds the baseline.
+    d = step(d.state, {OLD: dep(OLD, 2), NEW: dep(NEW, 2, 1)}, 2, policy=NO_SURGE)
+    assert (d.canary_replicas, d.stable_replicas) == (2, 2) and d.state.phase == Phase.PROMOTING
+    d = step(d.state, {OLD: dep(OLD, 2), NEW: dep(NEW, 2)}, 3, policy=NO_SURGE)
+    assert (d.canary_replicas, d.stable_replicas) == (3, 1) and d.weight == 50
+    d = step(d.state, {OLD: dep(OLD, 1), NEW: dep(NEW, 3)}, 4, policy=NO_SURGE)
+    assert d.state.phase == Phase.PROMOTED and d.state.stable == NEW and d.keep == {NEW}  # old goes at once
+    assert d.state.baseline is None and d.state.previous is None
+
+
+def test_without_surge_a_rollback_gives_the_stable_revision_its_pods_back() -> None:
+    d = step(STABLE_STATE, {OLD: dep(OLD, 3)}, 0, policy=dataclasses.replace(NO_SURGE, duration=60))
+    assert d.stable_replicas == 2
+    d = step(d.state, {OLD: dep(OLD, 2), NEW: dep(NEW, 1)}, 1, policy=NO_SURGE, commands=Commands(abort=NEW))
+    assert d.state.phase == Phase.ROLLING_BACK and d.stable_replicas == 3
+    d = step(d.state, {OLD: dep(OLD, 2)}, 2, policy=NO_SURGE)
+    assert d.state.phase == Phase.ROLLED_BACK and d.stable_replicas == 3
+    d = step(d.state, {OLD: dep(OLD, 3)}, 3, policy=NO_SURGE)  # rejected: held there
+    assert d.stable_replicas == 3 and d.keep == {OLD}
+    back = RolloutState.from_status(d.state.to_status())
+    assert back.baseline == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds(), st.integers(2, 6))
+def test_without_surge_the_pods_never_exceed_the_baseline(world, stable_size: int) -> None:  # type: ignore[no-untyped-def]
+    policy, script = world
+    policy = dataclasses.replace(policy, surge=False)
+    state, now = STABLE_STATE, 0.0
+    deployments = {OLD: dep(OLD, stable_size)}
+    for gap, pods_ready, measurement, command in [*script, *[(policy.interval, True, GOOD, Commands())] * 200]:
+        now += gap
+        due = analysis_window(policy, state, NEW, now) is not None
+        d = step(state, deployments, now, policy=policy, commands=command, measurement=measurement if due else None)
+        canary = deployments.get(NEW)
+        if d.weight > 0:
+            assert canary is not None and canary.ready > 0 and d.weight < 100
+        # the controller's part: the stable scaled as asked, the canary at its count
+        if d.stable_replicas is not None and OLD in d.keep:
+            old = deployments[OLD]
+            deployments[OLD] = dep(OLD, d.stable_replicas, min(old.ready, d.stable_replicas))
+        deployments = {r: o for r, o in deployments.items() if r in d.keep}
+        if d.render_target and NEW in d.keep:
+            size = d.canary_replicas if d.canary_replicas is not None else stable_size
+            deployments[NEW] = dep(NEW, size, size if pods_ready else max(0, size - 1))
+        if d.state.stable == OLD:
+            assert sum(o.desired for o in deployments.values()) <= stable_size, deployments
+            assert deployments[OLD].desired >= 1, "the stable revision always keeps a pod to serve"
+        state = d.state
+        if state.phase in TERMINAL | WAITING_FOR_A_PERSON and gap == policy.interval and measurement is GOOD:
+            break
+    assert state.phase in TERMINAL | WAITING_FOR_A_PERSON, state

@@ -68,6 +68,13 @@ def check_values(isvc: InferenceService) -> None:
     if spec.autoscaling.enabled and spec.replicas is not None:
         raise SpecError("spec.replicas", "the HorizontalPodAutoscaler sets the replica count while "
                         "autoscaling.enabled is true; set autoscaling.enabled: false to scale by hand")
+    if not spec.rollout.surge:
+        if spec.autoscaling.enabled:
+            raise SpecError("spec.rollout.surge", "surge false needs autoscaling.enabled: false (an autoscaler "
+                            "would give the stable revision back the pods its canary takes)")
+        if (spec.replicas or 0) < 2:
+            raise SpecError("spec.rollout.surge", "surge false needs replicas >= 2 (the canary takes a pod from "
+                            "the stable revision, which must keep one to serve)")
     check_storage_uri(spec.model.storage_uri)
     _check_cidrs(spec.security.ip_allowlist, "spec.security.ipAllowlist")
     _check_cidrs(spec.security.trusted_proxies, "spec.security.trustedProxies")

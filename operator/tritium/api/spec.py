@@ -463,6 +463,14 @@ class RolloutSpec(ApiModel):
         "Keep the old revision running this long after promotion, for a fast rollback.",
         default=30, ge=0, le=86400,
     )
+    surge: bool = described(
+        "true: the canary's pods run beside all of the stable revision's (the cluster needs room for them). "
+        "false, for clusters without spare GPUs: the canary's pods are taken from the stable revision, "
+        "promotion moves the rest one pod at a time, and the old revision goes at once (no "
+        "scaleDownDelaySeconds); capacity is one or more pods short during the rollout. Needs "
+        "autoscaling.enabled false and replicas >= 2.",
+        default=True,
+    )
 
     cel_rules = (
         CelRule(

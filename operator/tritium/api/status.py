@@ -71,6 +71,10 @@ class RolloutStatus(ApiModel):
     rejected_revision: str | None = described(
         "A rolled-back revision: not tried again while the spec asks for it.", default=None
     )
+    baseline_replicas: int | None = described(
+        "With surge false: the stable revision's replicas before the rollout, given back on rollback.",
+        default=None,
+    )
 
 
 class InferenceServiceStatus(ApiModel):

@@ -195,6 +195,13 @@ class KubeClient:
             body=obj, content_type="application/apply-patch+yaml", write_kind=obj["kind"],
         )
 
+    async def set_replicas(self, kind: str, namespace: str, name: str, replicas: int) -> dict[str, Any]:
+        """Change only spec.replicas (a merge patch: the rest of what the operator applied stays)."""
+        return await self._request(
+            "PATCH", object_path(kind, namespace, name), params={"fieldManager": f"{FIELD_MANAGER}-rollout"},
+            body={"spec": {"replicas": replicas}}, content_type="application/merge-patch+json", write_kind=kind,
+        )
+
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create (POST) a new object, e.g. an Event with a generated name."""
         return await self._request(

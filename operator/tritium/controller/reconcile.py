@@ -321,6 +321,11 @@ class Reconciler:
                 base=replicas_of(isvc), autoscaled=scaling.enabled, lowest=scaling.min_replicas,
                 highest=scaling.max_replicas, target=revision, stable=stable, observed=observed,
             )
+        # surge false: the canary's pods come from the stable revision, taken before the canary
+        # grows (and given back after it shrank), so both together never exceed the baseline.
+        held = decision.stable_replicas
+        if held is not None and stable is not None and stable in observed and observed[stable].desired > held:
+            await self._hold_stable(isvc, stable, held, logger)
         desired = render_children(isvc, revision, self.images, replicas=replicas, routing=routing)
         if not decision.render_target:  # rolled back: the target's own children are not wanted
             own = revision_name(isvc, revision)
@@ -369,6 +374,8 @@ class Reconciler:
                 if child.kind == "Deployment":
                     await self.events.post(body, "Normal", "RevisionRemoved",
                                            f"revision {child.revision} removed; revision {routing.stable} serves")
+        if held is not None and stable is not None and stable in observed and observed[stable].desired < held:
+            await self._hold_stable(isvc, stable, held, logger)  # given back once the canary's pods are gone
         await self.rollouts.announce(body, isvc, decision)
         for event in decision.events:
             logger.info(f"rollout: {event.reason}: {event.message}")
@@ -383,6 +390,10 @@ class Reconciler:
         if decision.requeue_after is not None and self.schedule is not None:
             self.schedule((namespace, name), decision.requeue_after)
         return "success"
+
+    async def _hold_stable(self, isvc: InferenceService, stable: str, replicas: int, logger: Any) -> None:
+        await self.client.set_replicas("Deployment", isvc.namespace, revision_name(isvc, stable), replicas)
+        logger.info(f"scaled stable revision {stable} to {replicas} pod(s) (surge false)")
 
     async def _apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Apply ``obj``; None when it is of an optional kind this API server does not serve."""

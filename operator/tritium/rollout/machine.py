@@ -12,6 +12,12 @@ rule that keeps users safe is here, where a property test can hold it to account
   once all of those pods are Ready — never onto a single canary pod;
 - more failed measurements than ``failureLimit`` always roll back;
 - every rollout ends: promoted, rolled back, or waiting for a person, and status says why.
+
+With ``surge: false`` (clusters without spare GPUs) two of these give way, by the user's choice:
+the canary's pods are taken from the stable revision (its replica count is lowered by the
+canary's, and given back on rollback), and promotion moves one pod at a time until the canary
+has all but one, then switches all traffic to it and removes the old revision at once; the
+total of both revisions' pods never exceeds what the stable revision had.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class Decision:
     canary_replicas: int | None  # the target's replicas while it is a canary (None: the usual rule)
     events: tuple[Event, ...] = field(default=())
     requeue_after: float | None = None  # seconds until a decision that time alone can bring
+    stable_replicas: int | None = None  # surge false: the stable revision's replicas (None: leave them)
 
     @property
     def weight(self) -> int:
@@ -112,12 +119,15 @@ def decide(policy: Policy, state: RolloutState, obs: Observations, now: float) -
         return _steady(policy, state, target, deps, now)
     if state.rejected == target and state.phase == Phase.ROLLED_BACK:
         return Decision(state=dataclasses.replace(state, weight=0), keep=frozenset({stable}), render_target=False,
-                        canary_replicas=None)
+                        canary_replicas=None, stable_replicas=state.baseline)
     events: list[Event] = []
     if state.revision != target or state.phase in (None, Phase.ROLLED_BACK, Phase.PROMOTED, Phase.FAILED):
         events.extend(_superseded(state, target))
+        baseline = None
+        if not policy.surge:  # what the stable revision had before any canary took from it
+            baseline = state.baseline if state.baseline and state.stable == stable else max(deps[stable].desired, 1)
         state = RolloutState(stable=stable, revision=target, started_at=now, history=state.history,
-                             phase=state.phase, trail=state.trail).moved(
+                             phase=state.phase, trail=state.trail, baseline=baseline).moved(
             Phase.PENDING, now, "NewRevision", f"revision {target} starts beside stable revision {stable}")
         events.append(Event("RolloutStarted", f"revision {target} starts beside stable revision {stable}",
                             notify=ROLLOUT_STARTED))
@@ -187,7 +197,7 @@ def _rollout(
 ) -> Decision:
     ready = canary is not None and canary.is_ready
     commands = obs.commands
-    stable_size = max(stable.desired, 1)
+    stable_size = state.baseline if state.baseline else max(stable.desired, 1)
 
     def roll_back(reason: str, message: str, notify: str = ROLLED_BACK) -> None:
         nonlocal state
@@ -230,7 +240,18 @@ def _rollout(
     if state.phase in ANALYSED:
         state = _advance(policy, state, target, commands, now, events)
 
-    if state.phase == Phase.PROMOTING:
+    if state.phase == Phase.PROMOTING and not policy.surge:
+        if canary is not None and canary.is_ready and canary.ready >= stable_size - 1:
+            message = (f"revision {target} is promoted: {canary.ready} pod(s) Ready take 100 % of traffic; "
+                       f"revision {state.stable} is removed now to make room (surge false)")
+            state = state.moved(Phase.PROMOTED, now, "Promoted", message, stable=target, previous=None,
+                                promoted_at=now, weight=0, baseline=None)
+            events.append(Event("Promoted", message, notify=PROMOTED))
+        elif now - _at(state.phase_since, now) >= policy.progress_deadline:
+            roll_back("PromotionDeadlineExceeded", f"revision {target} moving to {stable_size - 1} pod(s) is not "
+                      f"Ready after {policy.progress_deadline:.0f} s (progressDeadlineSeconds); rolled back",
+                      notify=DEADLINE_EXCEEDED)
+    elif state.phase == Phase.PROMOTING:
         if canary is not None and canary.is_ready and canary.desired >= stable_size:
             message = (f"revision {target} is promoted: {canary.ready} pod(s) Ready take 100 % of traffic; "
                        f"revision {state.stable} is removed in {policy.scale_down_delay:.0f} s")
@@ -247,6 +268,10 @@ def _rollout(
 
     if state.phase == Phase.PROMOTED:
         promoted = _steady(policy, state, target, obs.deployments, now)
+        if not policy.surge and canary is not None:
+            # The old revision is removed by this decision; the new one grows to full size in the
+            # next, so the two never hold more pods than the old one had.
+            promoted = dataclasses.replace(promoted, canary_replicas=canary.desired, requeue_after=1.0)
         return dataclasses.replace(promoted, events=(*events, *promoted.events))
 
     weight = 0
@@ -256,9 +281,19 @@ def _rollout(
         # pods it needs, holding the share before it meanwhile.
         weight = max((w for w in policy.weights[: state.step + 1] if canary.ready >= canary_size(stable_size, w)),
                      default=0)
-    state = dataclasses.replace(state, weight=weight)
     removing = state.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK)
     replicas = stable_size if state.phase == Phase.PROMOTING else canary_size(stable_size, step_weight)
+    stable_replicas = None
+    if not policy.surge:
+        if state.phase == Phase.PROMOTING:
+            # One pod at a time: the next one once every pod asked for so far is Ready.
+            current = canary.desired if canary is not None else canary_size(stable_size, step_weight)
+            step_up = canary is not None and canary.ready >= current
+            replicas = min(current + 1, stable_size - 1) if step_up else current
+            if canary is not None and canary.ready > 0:  # the share follows the pods that moved
+                weight = max(weight, min(99, 100 * canary.ready // stable_size))
+        stable_replicas = stable_size if removing else stable_size - replicas
+    state = dataclasses.replace(state, weight=weight)
     return Decision(
         state=state,
         keep=frozenset({state.stable} if removing else {state.stable, target}),  # type: ignore[arg-type]
@@ -266,6 +301,7 @@ def _rollout(
         canary_replicas=None if removing else replicas,
         events=tuple(events),
         requeue_after=_requeue(policy, state, now),
+        stable_replicas=stable_replicas,
     )
 
 

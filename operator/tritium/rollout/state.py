@@ -49,6 +49,7 @@ class Policy:
     auto_promote: bool = True
     progress_deadline: float = 600.0
     scale_down_delay: float = 30.0
+    surge: bool = True  # False: the canary's pods are taken from the stable revision (no extra GPUs)
 
     @property
     def step_duration(self) -> float:
@@ -66,6 +67,7 @@ class Policy:
             auto_promote=spec.auto_promote,
             progress_deadline=float(spec.progress_deadline_seconds),
             scale_down_delay=float(spec.scale_down_delay_seconds),
+            surge=spec.surge,
         )
 
 
@@ -123,6 +125,7 @@ class RolloutState:
     promoted_at: float | None = None
     previous: str | None = None  # the revision promoted over, kept scaleDownDelaySeconds
     rejected: str | None = None  # rolled back: not retried while the spec asks for it
+    baseline: int | None = None  # surge false: the stable revision's replicas before the rollout
     reason: str = ""
     message: str = ""
     history: tuple[AnalysisResult, ...] = field(default=())
@@ -155,6 +158,8 @@ class RolloutState:
                 rollout["previousRevision"] = self.previous
             if self.rejected:
                 rollout["rejectedRevision"] = self.rejected
+            if self.baseline is not None:
+                rollout["baselineReplicas"] = self.baseline
         in_flight = self.revision is not None and self.revision != self.stable and self.phase not in (
             Phase.ROLLED_BACK, Phase.FAILED, Phase.PROMOTED, None)
         return {
@@ -186,6 +191,7 @@ class RolloutState:
             passes=int(rollout.get("passes") or 0),
             previous=rollout.get("previousRevision") or None,
             rejected=rollout.get("rejectedRevision") or None,
+            baseline=int(rollout["baselineReplicas"]) if rollout.get("baselineReplicas") else None,
             reason=str(rollout.get("reason") or ""),
             message=str(rollout.get("message") or ""),
             history=history[-HISTORY_LIMIT:],
