@@ -115,8 +115,9 @@ def test_every_query_passes_promtool_check(rules: list[dict[str, Any]], tmp_path
 # models: m1 90 requests/s waiting 10 ms each, m2 10 requests/s waiting 100 ms each. Its
 # request-weighted queue time is (90*10 + 10*100) / 100 = 19 ms; the average of the two models'
 # averages would be 55 ms. Pod demo-...-b is idle. Pod other-... is another service's, outside
-# the matchers, and must not count.
+# the matchers, and must not count. Pod demo-...-c has only just started.
 A, B, OTHER = "demo-0123456789-a", "demo-0123456789-b", "other-0123456789-a"
+C = "demo-0123456789-c"  # just started: its gateway has answered probes only
 
 
 def _series(name: str, values: str, pod: str, **labels: str) -> dict[str, str]:
@@ -131,6 +132,7 @@ INPUT = [
     _series("tritium_gateway_requests_total", "0+75x40", A, model="m1", endpoint="invoke", code="503"),
     _series("tritium_gateway_requests_total", "0+15x40", A, model="", endpoint="ready", code="200"),
     _series("tritium_gateway_requests_total", "0+30x40", B, model="m1", endpoint="stream", code="200"),
+    _series("tritium_gateway_requests_total", "0+15x40", C, model="", endpoint="live", code="200"),
     _series("tritium_gateway_requests_total", "0+1500x40", OTHER, model="m1", endpoint="infer", code="200"),
     # Triton queue time (µs) and successful requests, per 15 s.
     _series("nv_inference_request_success", "0+1350x40", A, model="m1", version="1"),
@@ -151,7 +153,8 @@ INPUT = [
 ]
 
 EXPECTED: dict[str, dict[str, float]] = {
-    "tritium_requests_per_second": {A: 15, B: 2},  # (150 + 75) / 15 s; the probes are not load
+    # (150 + 75) / 15 s: the probes are not load; a pod with probes only is at 0, not absent.
+    "tritium_requests_per_second": {A: 15, B: 2, C: 0},
     "tritium_queue_time_per_request_ms": {A: 19, B: 0},  # request-weighted; idle is 0, not absent
     "tritium_pending_requests": {A: 5, B: 0},
     "tritium_gpu_utilization": {A: 0.7, B: 0.2},
