@@ -21,7 +21,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return cmd_up_watch(args)
     isvc = load_manifest(args.file, args.name)
     try:
-        run = LocalRun(isvc, sys.stdout, gateway_port=args.port, ready_timeout=args.timeout)
+        run = LocalRun(isvc, sys.stdout, gateway_port=args.port, ready_timeout=args.timeout,
+                       secrets_dir=args.secrets)
     except TritonNotFoundError as exc:
         raise UsageError(str(exc)) from None
 
@@ -66,7 +67,7 @@ def cmd_up_watch(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return watch(args.file, args.name, sys.stdout, args.port, args.timeout, stop)
+        return watch(args.file, args.name, sys.stdout, args.port, args.timeout, stop, secrets_dir=args.secrets)
     except (StartError, OSError) as exc:
         print(f"[{LOG}] failed to start: {exc}", flush=True)
         return 1
@@ -90,4 +91,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--watch", action="store_true",
                    help="follow FILE: a change of revision starts it beside the running one and rolls it out "
                    "blue-green (spec.rollout: canary share, analysis, promotion or rollback)")
+    p.add_argument("--secrets", metavar="DIR",
+                   help="where the Secrets the spec names are: Secret NAME's key KEY is the file DIR/NAME/KEY, "
+                   "as a pod mounts it (API keys, Redis URLs)")
     p.set_defaults(func=cmd_up)

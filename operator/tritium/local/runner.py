@@ -26,6 +26,7 @@ from typing import IO
 from tritium import pod_layout
 from tritium.api.resource import InferenceService
 from tritium.local.processes import Child, LogMux
+from tritium.local.secrets import secret_environment
 from tritium.local.tritonserver import TritonServer, TritonStartError, backend_args, find_tritonserver
 from tritium.local.tritonserver import triton_environment as base_environment
 from tritium.render import configmap
@@ -162,7 +163,7 @@ class LocalRun:
     """Start, watch and stop one pipeline. ``stop()`` is safe to call at any point, repeatedly."""
 
     def __init__(self, isvc: InferenceService, out: IO[str], gateway_port: int | None = None,
-                 ready_timeout: float = 180.0) -> None:
+                 ready_timeout: float = 180.0, secrets_dir: str | None = None) -> None:
         self.isvc = isvc
         self.mux = LogMux(out)
         self.gateway_port = gateway_port
@@ -177,6 +178,7 @@ class LocalRun:
         self._stopped = False
         env = base_environment()
         env["PYTHONUNBUFFERED"] = "1"
+        env.update(secret_environment(isvc, secrets_dir))  # before any file is written: a usage error
         self.env = env
 
     # -- helpers ---------------------------------------------------------------------------------

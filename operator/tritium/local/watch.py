@@ -29,6 +29,7 @@ from tritium.local.manifest import load_manifest
 from tritium.local.processes import LogMux
 from tritium.local.rollout import RevisionView, RolloutLoop
 from tritium.local.runner import HOST, Interrupted, LocalRun, StartError, free_ports, port_is_free
+from tritium.local.secrets import secret_environment
 from tritium.render.metadata import revision_of
 from tritium.rollout.analysis import Measurement
 from tritium.rollout.state import Policy
@@ -69,10 +70,12 @@ class TaggedOut(io.TextIOBase):
 class RevisionRun:
     """One revision's pipeline and where it stands: starting, ready, failed or stopped."""
 
-    def __init__(self, isvc: InferenceService, out: IO[str], ready_timeout: float) -> None:
+    def __init__(self, isvc: InferenceService, out: IO[str], ready_timeout: float,
+                 secrets_dir: str | None = None) -> None:
         self.isvc = isvc
         self.revision = revision_of(isvc.spec)
-        self.run = LocalRun(isvc, TaggedOut(out, self.revision), ready_timeout=ready_timeout)
+        self.run = LocalRun(isvc, TaggedOut(out, self.revision), ready_timeout=ready_timeout,
+                            secrets_dir=secrets_dir)
         self.url: str | None = None
         self.metrics: str | None = None
         self.failure: str | None = None
@@ -131,8 +134,9 @@ class Starter(threading.Thread):
 class LocalEffects:
     """What RolloutLoop asks for, done with local processes, files and the front proxy."""
 
-    def __init__(self, front: Front, out: IO[str], ready_timeout: float) -> None:
+    def __init__(self, front: Front, out: IO[str], ready_timeout: float, secrets_dir: str | None = None) -> None:
         self.front = front
+        self.secrets_dir = secrets_dir
         self.mux = LogMux(out)
         self.out = out
         self.ready_timeout = ready_timeout
@@ -153,7 +157,7 @@ class LocalEffects:
         return {rev: run.view() for rev, run in self.runs.items()}
 
     def start(self, revision: str) -> None:
-        run = RevisionRun(self.specs[revision], self.out, self.ready_timeout)
+        run = RevisionRun(self.specs[revision], self.out, self.ready_timeout, self.secrets_dir)
         self.runs[revision] = run
         self.say(f"revision {revision}: starting its pipeline beside the others")
         self.starter.jobs.put(run)
@@ -251,14 +255,15 @@ class Watcher:
 
 
 def watch(path: str, name: str | None, out: IO[str], port: int | None, ready_timeout: float,
-          stop: threading.Event) -> int:
+          stop: threading.Event, secrets_dir: str | None = None) -> int:
     """Run until ``stop`` is set (0), or until the serving revision fails (1)."""
     isvc = load_watched(path, name)
+    secret_environment(isvc, secrets_dir)  # a Secret the spec names and DIR lacks: a usage error, up front
     if port is not None and not port_is_free(port):
         raise StartError(f"port {port} on {HOST} is already in use")
     front = Front(HOST, port or free_ports(1)[0])
     front.start()
-    effects = LocalEffects(front, out, ready_timeout)
+    effects = LocalEffects(front, out, ready_timeout, secrets_dir)
     watcher = Watcher(path, isvc.name, effects.say)
     watcher.changed()  # the file as loaded above
     target = revision_of(isvc.spec)
