@@ -377,6 +377,7 @@ def test_full_mode_applies_every_option(helm: str) -> None:
     )
     assert c["imagePullPolicy"] == "Always"
     assert "--verbose" in c["args"] and "--namespace=inference" in c["args"]
+    assert "--prometheus-url=http://prometheus-operated.monitoring.svc:9090" in c["args"]
     assert {e["name"] for e in c["env"]} >= {"HTTPS_PROXY", "TRITIUM_TOKEN", "POD_NAME"}
     assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
     assert pod["priorityClassName"] == "system-cluster-critical"
