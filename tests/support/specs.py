@@ -22,8 +22,13 @@ CRD_FILE = ROOT / "crds" / "serving.tritium.dev_inferenceservices.yaml"
 
 
 def example_paths() -> list[Path]:
-    """Every InferenceService example shipped in examples/."""
+    """The InferenceService examples at the top of examples/ (the cluster ones)."""
     return sorted(EXAMPLES_DIR.glob("*.yaml"))
+
+
+def all_example_paths() -> list[Path]:
+    """Every file under examples/ holding an InferenceService (GitOps, local mode, rollouts too)."""
+    return sorted(p for p in EXAMPLES_DIR.rglob("*.yaml") if "\nkind: InferenceService" in p.read_text())
 
 
 def load_example(path: Path) -> dict[str, Any]:

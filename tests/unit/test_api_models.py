@@ -20,6 +20,7 @@ from tests.support.specs import (
     RULE_CASES,
     SCHEMA_BAD,
     VARIANTS,
+    all_example_paths,
     api_models,
     example_paths,
     load_example,
@@ -88,7 +89,7 @@ def test_wire_form_is_camel_case_with_defaults_filled() -> None:
 
 def test_examples_parse() -> None:
     """The shipped examples are valid (users copy them first)."""
-    paths = example_paths()
+    paths = all_example_paths()
     assert paths, "no examples found"
     for path in paths:
         isvc = parse(load_example(path))
