@@ -9,6 +9,7 @@ let any client choose its own address).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -27,8 +28,13 @@ def parse_networks(cidrs: Iterable[str], field: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_address(text: str) -> Address | None:
-    """An address as a peer or X-Forwarded-For hop gives it; IPv4-mapped IPv6 becomes IPv4."""
+    """An address as a peer or X-Forwarded-For hop gives it; IPv4-mapped IPv6 becomes IPv4.
+
+    Cached: ipaddress parses in microseconds, and a gateway sees the same few peers (its load
+    balancer, its proxies) on request after request.
+    """
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
         text = text[1:text.index("]")]

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from tritium.api.spec import SecuritySpec
 from tritium.dataplane.apikeys import KeyFile, presented_key
-from tritium.dataplane.clientip import Network, client_address, parse_networks, within
+from tritium.dataplane.clientip import Address, Network, client_address, parse_networks, within
 from tritium.dataplane.errors import ApiError
 from tritium.dataplane.http_server import Request
 from tritium.dataplane.ratelimit import RateLimiter
@@ -33,6 +33,7 @@ CLIENT_STATE = "client_address"
 OPEN_ENDPOINTS = frozenset(("live", "ready"))
 _CHALLENGE = 'Bearer realm="tritium"'
 _MAX_KEY_CHILDREN = 1_000
+_MAX_VERDICTS = 65_536  # allowlist answers kept; cleared whole when full (a scan of many addresses)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class Security:
         )
         self._children: dict[tuple[str, str, int], Any] = {}
         self._task: asyncio.Task[None] | None = None
+        self._verdicts: dict[Address, bool] = {}
 
     async def start(self) -> None:
         if self.keys is not None:
@@ -95,7 +97,7 @@ class Security:
         if self.allow is not None or (self.limiter is not None and not self.limit_per_key):
             address = client_address(request.peer, request.headers.get("x-forwarded-for"), self.trusted)
             request.state[CLIENT_STATE] = address
-        if self.allow is not None and (address is None or not within(address, self.allow)):
+        if self.allow is not None and (address is None or not self._allowed(address)):
             raise ApiError(403, "forbidden", f"client address {address or 'unknown'} is not in the allowlist")
         key_id = None
         if self.keys is not None:
@@ -114,6 +116,17 @@ class Security:
             if refused is not None:
                 raise ApiError(429, "rate_limited", f"rate limit exceeded; retry in {refused.reset_seconds} s",
                                headers=refused.headers())
+
+    def _allowed(self, address: Address) -> bool:
+        """Allowlist membership, remembered per address (a CIDR test per network costs microseconds)."""
+        allowed = self._verdicts.get(address)
+        if allowed is None:
+            assert self.allow is not None
+            allowed = within(address, self.allow)
+            if len(self._verdicts) >= _MAX_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[address] = allowed
+        return allowed
 
     def count(self, request: Request, endpoint: str, status: int) -> None:
         """Count an answered request under its key id (requests without a valid key are not counted here)."""
