@@ -114,8 +114,9 @@ class Security:
             identity = f"key:{key_id}" if self.limit_per_key else f"ip:{address or 'unknown'}"
             refused = await self.limiter.check(identity)
             if refused is not None:
-                raise ApiError(429, "rate_limited", f"rate limit exceeded; retry in {refused.reset_seconds} s",
-                               headers=refused.headers())
+                headers = refused.headers()
+                raise ApiError(429, "rate_limited", f"rate limit exceeded; retry after {headers['Retry-After']} s",
+                               headers=headers)
 
     def _allowed(self, address: Address) -> bool:
         """Allowlist membership, remembered per address (a CIDR test per network costs microseconds)."""
