@@ -75,3 +75,32 @@ def test_only_running_pods_with_an_address_are_measured() -> None:
         {"metadata": {}, "status": {"phase": "Running", "podIP": "127.1.0.2"}},
     ]
     assert canary_pod_ips(pods) == ("127.1.0.2", "127.1.0.3")
+
+
+def test_a_finished_rollouts_fields_are_removed_at_every_depth() -> None:
+    """A JSON merge patch keeps what it does not name: a key gone from status.rollout must be null."""
+    from tritium.controller.reconcile import merge_patch
+
+    old = {"phase": "Ready", "canaryRevision": OLD,
+           "rollout": {"phase": "Promoted", "lastAnalysisAt": "2026-01-01T00:00:00Z", "unreadySince": "x"}}
+    new = {"phase": "Ready", "rollout": {"phase": "Pending", "startedAt": "2026-01-02T00:00:00Z"}}
+    patch = merge_patch(old, new)
+    assert patch == {"phase": "Ready", "canaryRevision": None,
+                     "rollout": {"phase": "Pending", "startedAt": "2026-01-02T00:00:00Z", "lastAnalysisAt": None,
+                                 "unreadySince": None}}
+    # Applied as the API server applies a merge patch, it gives exactly the new status.
+    def apply(target: dict, p: dict) -> dict:  # type: ignore[type-arg]
+        out = dict(target)
+        for k, v in p.items():
+            if v is None:
+                out.pop(k, None)
+            elif isinstance(v, dict):
+                out[k] = apply(out.get(k) or {}, v)
+            else:
+                out[k] = v
+        return out
+
+    assert apply(old, patch) == new
+    state = RolloutState(stable=OLD, revision=NEW, phase=Phase.PENDING, started_at=0)
+    assert apply(old, merge_patch(old, state.to_status() | {"phase": "Ready"}))["rollout"] == \
+        {k: v for k, v in state.to_status()["rollout"].items()}

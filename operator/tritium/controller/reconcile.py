@@ -445,9 +445,7 @@ class Reconciler:
         """Write only when something changed (a steady state costs no API writes)."""
         if all(previous.get(k) == v for k, v in status.items()) and all(k in status for k in previous):
             return
-        patch: dict[str, Any] = {k: None for k in previous if k not in status}
-        patch.update(status)
-        answer = await self.client.patch_status("InferenceService", namespace, name, patch)
+        answer = await self.client.patch_status("InferenceService", namespace, name, merge_patch(previous, status))
         version = str(((answer or {}).get("metadata") or {}).get("resourceVersion", ""))
         if version:
             self._status[(namespace, name)] = (version, {k: v for k, v in status.items() if v is not None})
@@ -456,6 +454,20 @@ class Reconciler:
         """Delete every child now (owner references would too, but only with a garbage collector)."""
         for child in children:
             await self.client.delete(child.kind, namespace, child.name)
+
+
+def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``: keys gone are null at every
+    depth (a key left out of a nested object would stay on the server, e.g. a finished rollout's
+    times in status.rollout); lists and scalars are replaced whole."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            patch[key] = merge_patch(before, value)
+        else:
+            patch[key] = value
+    return patch
 
 
 def _monitoring(desired: list[dict[str, Any]], skipped: list[str]) -> tuple[str, str, str] | None:

@@ -82,6 +82,9 @@ class CanaryForwarder:
         headers[REQUEST_ID_HEADER] = request.state[REQUEST_ID_HEADER]
         headers[TIMEOUT_HEADER] = f"{max(remaining, 0.001):.6f}"
         headers[ROUTED_HEADER] = self.revision
+        if request.peer:  # the canary's allowlist and limits see the client, through trustedProxies
+            before = headers.get("x-forwarded-for")
+            headers["x-forwarded-for"] = f"{before}, {request.peer}" if before else request.peer
         return headers
 
     async def forward(self, request: Request, target: Target, deadline: Deadline) -> Response | StreamResponse | None:
