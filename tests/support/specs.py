@@ -230,6 +230,21 @@ RULE_CASES: list[RuleCase] = [
         ],
     ),
     RuleCase(
+        "AutoscalingSpec",
+        "autoscaler keda with a metric other than cpu requires prometheusUrl, and only it uses it",
+        "spec.autoscaling.prometheusUrl",
+        bad=[
+            {"autoscaling": {"autoscaler": "keda", "metric": "pending"}},
+            {"autoscaling": {"autoscaler": "keda", "prometheusUrl": "http://prometheus:9090"}},
+            {"autoscaling": {"metric": "pending", "prometheusUrl": "http://prometheus:9090"}},
+        ],
+        good=[
+            {"autoscaling": {"autoscaler": "keda", "metric": "pending", "prometheusUrl": "http://prometheus:9090"}},
+            {"autoscaling": {"autoscaler": "keda"}},
+            {"autoscaling": {"metric": "pending"}},
+        ],
+    ),
+    RuleCase(
         "RolloutSpec",
         "canaryPercent must be within 1 and 50",
         "spec.rollout.canaryPercent",

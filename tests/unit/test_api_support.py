@@ -12,7 +12,6 @@ from tritium.api.resource import SpecError, parse_inference_service
 from tritium.api.support import NOT_SUPPORTED
 
 SET_FIELDS: dict[str, dict[str, Any]] = {
-    "spec.autoscaling.autoscaler": {"autoscaling": {"autoscaler": "keda"}},
     "spec.autoscaling.scaleUpSeconds": {"autoscaling": {"scaleUpSeconds": 10}},
     "spec.autoscaling.minReplicas": {"autoscaling": {"minReplicas": 0}},
     "spec.security.tls": {"security": {"tls": {"secretName": "cert"}}},
@@ -48,6 +47,9 @@ def test_every_entry_is_exercised() -> None:
      "runtime": {"resources": {"gpu": 1}}},
     {"autoscaling": {"metric": "queueTime", "targetQueueTimeMs": 20}, "monitoring": {"serviceMonitor": True}},
     {"autoscaling": {"metric": "pending"}, "monitoring": {"serviceMonitor": True}},
+    {"autoscaling": {"autoscaler": "keda"}},
+    {"autoscaling": {"autoscaler": "keda", "metric": "queueTime", "prometheusUrl": "http://prometheus:9090"},
+     "monitoring": {"serviceMonitor": True}},
     {"autoscaling": {"enabled": False, "metric": "gpu"}, "replicas": 2},  # no HPA, nothing to feed
     {"security": {"audit": {"enabled": False}}, "monitoring": {"serviceMonitor": False}},
     {"autoscaling": {"enabled": False, "minReplicas": 0}, "replicas": 3},  # scaled by hand
@@ -84,6 +86,26 @@ def test_a_metric_without_its_series_is_refused(patch: dict[str, Any], needs: st
         _check(patch)
     assert caught.value.field == "spec.autoscaling.metric"
     assert needs in caught.value.message
+
+
+def test_keda_without_the_podmonitor_is_refused_naming_keda() -> None:
+    with pytest.raises(SpecError) as caught:
+        _check({"autoscaling": {"autoscaler": "keda", "metric": "pending", "prometheusUrl": "http://prometheus:9090"}})
+    assert caught.value.field == "spec.autoscaling.metric"
+    assert "monitoring.serviceMonitor: true" in caught.value.message and "KEDA" in caught.value.message
+
+
+@pytest.mark.parametrize("autoscaler", ["hpa", "keda"])
+def test_scale_to_zero_is_refused_with_either_autoscaler(autoscaler: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        _check({"autoscaling": {"autoscaler": autoscaler, "minReplicas": 0}})
+    assert caught.value.field == "spec.autoscaling.minReplicas"
+    assert "not supported yet" in caught.value.message and "keda" in caught.value.message
+
+
+def test_the_autoscaler_is_no_longer_refused() -> None:
+    assert "spec.autoscaling.autoscaler" not in NOT_SUPPORTED
+    assert "spec.autoscaling.scaleUpSeconds" in NOT_SUPPORTED
 
 
 def test_security_refuses_only_what_is_not_implemented_by_name() -> None:

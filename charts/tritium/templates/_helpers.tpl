@@ -102,6 +102,9 @@ into the ClusterRole; in namespaced mode into one Role per watched namespace.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors", "podmonitors", "prometheusrules"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+- apiGroups: ["keda.sh"]
+  resources: ["scaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # Pods are only listed: the builtin analysis provider scrapes the canary pods' own gateway metrics.
 - apiGroups: [""]
   resources: ["pods"]

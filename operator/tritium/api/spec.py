@@ -344,7 +344,8 @@ class AutoscalingSpec(ApiModel):
     """
 
     enabled: bool = described(
-        "Scale automatically between minReplicas and maxReplicas: one HorizontalPodAutoscaler per revision.",
+        "Scale automatically between minReplicas and maxReplicas: one HorizontalPodAutoscaler (or, with autoscaler "
+        "keda, one KEDA ScaledObject) per revision.",
         default=True,
     )
     min_replicas: int = described("Fewest serving pods.", default=2, ge=0, le=1000)
@@ -357,8 +358,8 @@ class AutoscalingSpec(ApiModel):
     metric: Literal["cpu", "rps", "gpu", "queueTime", "pending"] = described(
         "What drives scaling: cpu (metrics-server); rps (inference requests per second per pod, from the "
         "gateway), gpu (Triton's GPU utilisation), queueTime (Triton's queue time per request) or pending "
-        "(Triton's requests waiting), which the prometheus-adapter rules of the chart serve "
-        "(prometheusAdapter.enabled; see docs/metrics.md).",
+        "(Triton's requests waiting), which the prometheus-adapter rules of the chart serve to the HPA "
+        "(prometheusAdapter.enabled), or KEDA queries from prometheusUrl (see docs/metrics.md).",
         default="cpu",
     )
     target_requests_per_second: float | None = described(
@@ -381,7 +382,16 @@ class AutoscalingSpec(ApiModel):
     scale_up_seconds: int = described(
         "Within how many seconds a load rise must be answered with new pods.", default=30, ge=0, le=3600
     )
-    autoscaler: Literal["hpa", "keda"] = described("Which autoscaler drives scaling.", default="hpa")
+    autoscaler: Literal["hpa", "keda"] = described(
+        "Which autoscaler drives scaling: hpa (a HorizontalPodAutoscaler per revision) or keda (a KEDA "
+        "ScaledObject per revision, from which KEDA, installed in the cluster, makes the HPA).",
+        default="hpa",
+    )
+    prometheus_url: str | None = described(
+        "Prometheus that KEDA queries for the metric (autoscaler keda with a metric other than cpu, which "
+        "requires it), e.g. http://prometheus-operated.monitoring:9090.",
+        default=None, pattern=r"^https?://",
+    )
 
     cel_rules = (
         CelRule("self.minReplicas <= self.maxReplicas", "minReplicas must be <= maxReplicas", ".minReplicas"),
@@ -399,6 +409,11 @@ class AutoscalingSpec(ApiModel):
             "!has(self.targetPendingRequests) || self.metric == 'pending'",
             "targetPendingRequests is used only by metric pending",
             ".targetPendingRequests",
+        ),
+        CelRule(
+            "(self.autoscaler == 'keda' && self.metric != 'cpu') == has(self.prometheusUrl)",
+            "autoscaler keda with a metric other than cpu requires prometheusUrl, and only it uses it",
+            ".prometheusUrl",
         ),
     )
 

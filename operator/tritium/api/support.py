@@ -19,7 +19,6 @@ from tritium.api.spec import InferenceServiceSpec, ModelSpec
 
 # Spec path prefix -> why it is refused. Checked in this order; the first field set is named.
 NOT_SUPPORTED: dict[str, str] = {
-    "spec.autoscaling.autoscaler": "only the HorizontalPodAutoscaler (hpa) drives scaling for now",
     "spec.autoscaling.scaleUpSeconds": "the HPA answers a rise in about 30 s (15 s metric resolution + 15 s "
     "sync) plus pod start-up; that figure cannot be tuned yet",
     # apiKeysSecretRef, ipAllowlist, trustedProxies and rateLimit work (docs/security.md); these do not yet.
@@ -62,18 +61,21 @@ def check_supported(isvc: InferenceService) -> None:
     """Raise SpecError "not supported yet" for the first field set that does nothing yet."""
     scaling = isvc.spec.autoscaling
     if scaling.enabled and scaling.min_replicas == 0:
-        raise SpecError("spec.autoscaling.minReplicas", "0 is not supported yet (scale to zero needs the keda "
-                        "autoscaler, which is not implemented yet); use 1 or more, or autoscaling.enabled: false")
+        raise SpecError("spec.autoscaling.minReplicas", "0 is not supported yet (scale to zero, even with "
+                        "autoscaler keda: KEDA could remove the last pod, but nothing would hold a request "
+                        "until one is back); use 1 or more, or autoscaling.enabled: false")
     if scaling.enabled and scaling.metric == "gpu" and isvc.spec.runtime.resources.gpu == 0:
         # Triton exports nv_gpu_utilization only for the GPUs it sees: without one the HPA would
         # find no value, and never scale.
         raise SpecError("spec.autoscaling.metric", "gpu needs runtime.resources.gpu >= 1 (a pod without a GPU "
                         "has no GPU utilisation to scale on)")
     if scaling.enabled and scaling.metric != "cpu" and not isvc.spec.monitoring.service_monitor:
-        # The prometheus-adapter rules read the series the service's PodMonitor scrapes (labelled
-        # inferenceservice); without it the HPA would find no value, and never scale.
+        # The prometheus-adapter rules (or KEDA's query) read the series the service's PodMonitor
+        # scrapes (labelled inferenceservice); without it the HPA would find no value, and never scale.
+        reader = ("KEDA's prometheus trigger queries" if scaling.autoscaler == "keda"
+                  else "the chart's prometheus-adapter rules serve to the HPA")
         raise SpecError("spec.autoscaling.metric", f"{scaling.metric} needs monitoring.serviceMonitor: true (the "
-                        "PodMonitor whose series the chart's prometheus-adapter rules serve to the HPA)")
+                        f"PodMonitor whose series {reader})")
     wire = spec_to_wire(isvc.spec)
     for prefix, why in NOT_SUPPORTED.items():
         present, value = _lookup(wire, prefix)

@@ -35,10 +35,11 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    # Gateway API and Prometheus Operator kinds: a cluster may lack their CRDs (reconcile.OPTIONAL_KINDS).
+    # Gateway API, Prometheus Operator and KEDA kinds: a cluster may lack their CRDs (reconcile.OPTIONAL_KINDS).
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "PodMonitor": ("/apis/monitoring.coreos.com/v1", "podmonitors"),
     "PrometheusRule": ("/apis/monitoring.coreos.com/v1", "prometheusrules"),
+    "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     "InferenceService": ("/apis/serving.tritium.dev/v1alpha1", "inferenceservices"),
     "Event": ("/api/v1", "events"),
 }

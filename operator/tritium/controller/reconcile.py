@@ -111,16 +111,17 @@ class ChildRef:
 
 
 PER_REVISION_KINDS = frozenset(
-    {"Deployment", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"}
+    {"Deployment", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "ScaledObject"}
 )
 
-# Kinds whose CRD a cluster may lack (Gateway API's, the Prometheus Operator's) -> that CRD's name. A child of
+# Kinds whose CRD a cluster may lack (Gateway API's, the Prometheus Operator's, KEDA's) -> that CRD's name. A child of
 # such a kind is skipped while the API server does not serve it (an apply answered 404, confirmed
 # by discovery): the service still serves, and status says MonitoringReady=False, CRDMissing.
 # Once the CRD is established, handlers.optional_crd_changed reconciles the services that wait.
 OPTIONAL_KINDS = {"HTTPRoute": "httproutes.gateway.networking.k8s.io",
                   "PodMonitor": "podmonitors.monitoring.coreos.com",
-                  "PrometheusRule": "prometheusrules.monitoring.coreos.com"}
+                  "PrometheusRule": "prometheusrules.monitoring.coreos.com",
+                  "ScaledObject": "scaledobjects.keda.sh"}
 
 
 @dataclass(frozen=True)
@@ -331,6 +332,14 @@ class Reconciler:
             own = revision_name(isvc, revision)
             desired = [o for o in desired if not (o["kind"] in PER_REVISION_KINDS and o["metadata"]["name"] == own)]
         have = {(c.kind, c.name): c for c in children}
+        wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
+        for old in _handed_over(desired, have, wanted):
+            # autoscaler hpa <-> keda: the old autoscaler of a Deployment goes before the new one is
+            # applied (KEDA's webhook refuses a ScaledObject for a Deployment an HPA scales).
+            await self.client.delete(old.kind, namespace, old.name)
+            self.forget_child(namespace, old.kind, old.name)
+            children = [c for c in children if c is not old]
+            logger.info(f"removed {old.kind} {old.name}: the spec chose the other autoscaler")
         corrected: str | None = None
         skipped: list[str] = []  # optional kinds this cluster does not serve
         for obj in desired:
@@ -342,6 +351,10 @@ class Reconciler:
             if result is None:
                 skipped.append(obj["kind"])
                 self._waiting.setdefault(obj["kind"], set()).add((namespace, name))
+                if obj["kind"] == "ScaledObject":
+                    await self.events.post(body, "Warning", "CRDMissing", f"ScaledObject {obj['metadata']['name']} "
+                                           f"skipped: the cluster has no {OPTIONAL_KINDS['ScaledObject']} CRD (install "
+                                           "KEDA); nothing scales the revision until it is installed")
                 continue
             self._applied[(namespace, obj["kind"], obj["metadata"]["name"])] = Applied(
                 obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH],
@@ -364,7 +377,6 @@ class Reconciler:
                     observed[rev] = dataclasses.replace(observed[rev], current=False)
                 if template:
                     corrected = f"{', '.join(template[:3])} had been changed by hand and was put back"
-        wanted = {(o["kind"], o["metadata"]["name"]) for o in desired}
         for child in children:
             kept = child.kind in PER_REVISION_KINDS and child.revision in decision.keep
             if (child.kind, child.name) not in wanted and not kept:
@@ -470,9 +482,29 @@ def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return patch
 
 
+# The two autoscalers of a revision's Deployment: the spec wants one at most (autoscaling.autoscaler).
+AUTOSCALER_KINDS = {"HorizontalPodAutoscaler": "ScaledObject", "ScaledObject": "HorizontalPodAutoscaler"}
+
+
+def _handed_over(desired: list[dict[str, Any]], have: dict[tuple[str, str], ChildRef],
+                 wanted: set[tuple[str, str]]) -> list[ChildRef]:
+    """The live autoscalers no longer wanted whose Deployment the desired other kind takes over."""
+    out = []
+    for obj in desired:
+        other = AUTOSCALER_KINDS.get(obj["kind"])
+        old = have.get((other, obj["metadata"]["name"])) if other else None
+        if old is not None and (old.kind, old.name) not in wanted:
+            out.append(old)
+    return out
+
+
 def _monitoring(desired: list[dict[str, Any]], skipped: list[str]) -> tuple[str, str, str] | None:
-    """The MonitoringReady condition (status, reason, message); None when no monitoring child is wanted."""
-    kinds = [o["kind"] for o in desired if o["kind"] in OPTIONAL_KINDS]
+    """The MonitoringReady condition (status, reason, message); None when no monitoring child is wanted.
+
+    A ScaledObject is an autoscaler, not monitoring: a missing KEDA CRD is said by a Warning event.
+    """
+    kinds = [o["kind"] for o in desired if o["kind"] in OPTIONAL_KINDS and o["kind"] != "ScaledObject"]
+    skipped = [k for k in skipped if k != "ScaledObject"]
     if not kinds:
         return None
     if skipped:

@@ -21,6 +21,7 @@ from tritium.render import (
     pdb,
     podmonitor,
     prometheusrule,
+    scaledobject,
     service,
     serviceaccount,
     traffic,
@@ -39,8 +40,9 @@ def render_children(
     ``replicas`` the revision's replica count when the operator knows better than the spec (the
     autoscaler's current count, or a canary's size); ``routing`` which revisions get traffic
     (rollout/machine.py decides; by default ``revision`` takes it all). While ``revision`` is the
-    canary it has no autoscaler: the operator sizes it for its share, and the stable revision's
-    autoscaler, never re-rendered during the rollout, keeps the capacity it has.
+    canary it has no autoscaler (neither HPA nor ScaledObject): the operator sizes it for its share,
+    and the stable revision's autoscaler, never re-rendered during the rollout, keeps the capacity
+    it has.
     """
     rev = revision or revision_of(isvc.spec, images)
     route = routing or Routing.only(rev)
@@ -60,6 +62,7 @@ def render_children(
         httproute.render(isvc, route),
         podmonitor.render(isvc, rev),
         prometheusrule.render(isvc, rev),
+        None if canary else scaledobject.render(isvc, rev),
     ]
     return [stamp_applied_hash(c) for c in children if c is not None]
 

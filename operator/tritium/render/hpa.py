@@ -1,4 +1,5 @@
-"""The per-revision HorizontalPodAutoscaler (autoscaling/v2), or None when autoscaling is off.
+"""The per-revision HorizontalPodAutoscaler (autoscaling/v2), or None when autoscaling is off or
+driven by KEDA (autoscaler keda: render/scaledobject.py, whose ScaledObject has the same behavior).
 
 One HPA per revision Deployment, named like it, so a new revision scales on its own while the
 stable one keeps the capacity it has until it is removed (its HPA goes with it, never first).
@@ -72,10 +73,29 @@ def metric(scaling: AutoscalingSpec) -> dict[str, Any]:
     }}
 
 
+def behavior(scaling: AutoscalingSpec) -> dict[str, Any]:
+    """How fast the autoscaler may add and remove pods (the HPA's, and KEDA's HPA's, behavior)."""
+    return {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "selectPolicy": "Max",
+            "policies": [
+                {"type": "Percent", "value": 100, "periodSeconds": SYNC_SECONDS},
+                {"type": "Pods", "value": 4, "periodSeconds": SYNC_SECONDS},
+            ],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": scaling.scale_down_cooldown_seconds,
+            "selectPolicy": "Max",
+            "policies": [{"type": "Percent", "value": 100, "periodSeconds": SYNC_SECONDS}],
+        },
+    }
+
+
 def render(isvc: InferenceService, revision: str) -> dict[str, Any] | None:
     scaling = isvc.spec.autoscaling
-    if not scaling.enabled:
-        return None
+    if not scaling.enabled or scaling.autoscaler != "hpa":
+        return None  # autoscaler keda: render/scaledobject.py, and KEDA makes the HPA
     name = revision_name(isvc, revision)
     return {
         "apiVersion": "autoscaling/v2",
@@ -86,20 +106,6 @@ def render(isvc: InferenceService, revision: str) -> dict[str, Any] | None:
             "minReplicas": scaling.min_replicas,
             "maxReplicas": scaling.max_replicas,
             "metrics": [metric(scaling)],
-            "behavior": {
-                "scaleUp": {
-                    "stabilizationWindowSeconds": 0,
-                    "selectPolicy": "Max",
-                    "policies": [
-                        {"type": "Percent", "value": 100, "periodSeconds": SYNC_SECONDS},
-                        {"type": "Pods", "value": 4, "periodSeconds": SYNC_SECONDS},
-                    ],
-                },
-                "scaleDown": {
-                    "stabilizationWindowSeconds": scaling.scale_down_cooldown_seconds,
-                    "selectPolicy": "Max",
-                    "policies": [{"type": "Percent", "value": 100, "periodSeconds": SYNC_SECONDS}],
-                },
-            },
+            "behavior": behavior(scaling),
         },
     }
