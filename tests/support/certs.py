@@ -67,3 +67,30 @@ def make_certs(directory: Path) -> ClusterCerts:
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
     return ClusterCerts(directory)
+
+
+_SERVING = ("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+
+def serving_ca(directory: Path, name: str = "serving-ca") -> Path:
+    """A CA for the gateway's serving certificates (what cert-manager's issuer would be); its .crt path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    _ca(directory, name, f"/CN=tritium-test-{name}")
+    return directory / f"{name}.crt"
+
+
+def serving_cert(directory: Path, name: str, ca: str = "serving-ca") -> tuple[Path, Path]:
+    """A loopback serving certificate (IP:127.0.0.1, DNS:localhost) signed by ``ca``: (tls.crt, tls.key).
+
+    Each one gets the CA's next serial number, so two of them are told apart by it.
+    """
+    _signed(directory, name, ca, "/CN=tritium-gateway", _SERVING)
+    return directory / f"{name}.crt", directory / f"{name}.key"
+
+
+def serial_of(cert: Path) -> int:
+    """The certificate's serial number, as ssl.getpeercert()'s "serialNumber" (hex) reads."""
+    out = subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(cert)], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.strip().split("=", 1)[1], 16)

@@ -8,6 +8,7 @@ binary. What is tested here is the gateway's side of the request, never Triton's
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -42,8 +43,11 @@ async def _fake_triton(request: Request) -> Response:
 
 @asynccontextmanager
 async def serving(directory: Path, security: dict[str, Any], settings: SecuritySettings | None = None,
-                  ) -> AsyncIterator[tuple[str, Gateway]]:
-    """(gateway URL, gateway) with spec.security = ``security``; everything stops on exit."""
+                  tls: ssl.SSLContext | None = None) -> AsyncIterator[tuple[str, Gateway]]:
+    """(gateway URL, gateway) with spec.security = ``security``; everything stops on exit.
+
+    With ``tls`` (dataplane/tls.py's listening context) the API port is HTTPS, as in a pod.
+    """
     triton = HttpServer(_fake_triton)
     triton_port = free_port()
     await triton.listen(HOST, triton_port)
@@ -54,8 +58,8 @@ async def serving(directory: Path, security: dict[str, Any], settings: SecurityS
     api = HttpServer(build_handler(gateway), max_body=gateway.max_bytes, error_body=error_body)
     port = free_port()
     try:
-        await api.listen(HOST, port)
-        yield f"http://{HOST}:{port}", gateway
+        await api.listen(HOST, port, tls)
+        yield f"{'https' if tls else 'http'}://{HOST}:{port}", gateway
     finally:
         await api.shutdown(grace=1.0)
         await gateway.stop()

@@ -14,7 +14,6 @@ from tritium.api.support import NOT_SUPPORTED
 SET_FIELDS: dict[str, dict[str, Any]] = {
     "spec.autoscaling.scaleUpSeconds": {"autoscaling": {"scaleUpSeconds": 10}},
     "spec.autoscaling.minReplicas": {"autoscaling": {"minReplicas": 0}},
-    "spec.security.tls": {"security": {"tls": {"secretName": "cert"}}},
     "spec.security.redactPII": {"security": {"redactPII": True}},
     "spec.security.audit.enabled": {"security": {"audit": {"enabled": True}}},
     "spec.security.signResponses": {"security": {"signResponses": True}},
@@ -62,6 +61,8 @@ def test_every_entry_is_exercised() -> None:
     {"traffic": {"router": "gatewayAPI", "parentRefs": [{"name": "public"}], "hostnames": ["m.example.com"]}},
     {"monitoring": {"webhook": {"url": "https://hooks.example.com/x"}}},
     {"security": {"apiKeysSecretRef": {"name": "keys", "key": "keys"}}},
+    {"security": {"tls": {"secretName": "cert"}}},
+    {"security": {"tls": {"secretName": "cert", "minVersion": "1.3"}}},
     {"security": {"ipAllowlist": ["10.0.0.0/8", "fd00::/8"], "trustedProxies": ["10.1.0.0/16"]}},
     {"security": {"rateLimit": {"requestsPerSecond": 5, "burst": 20, "per": "clientAddress"}}},
     {"security": {"rateLimit": {"requestsPerSecond": 5, "redis": {"urlSecretRef": {"name": "r", "key": "url"}}},
@@ -110,8 +111,7 @@ def test_the_autoscaler_is_no_longer_refused() -> None:
 
 def test_security_refuses_only_what_is_not_implemented_by_name() -> None:
     security = {p for p in NOT_SUPPORTED if p.startswith("spec.security")}
-    assert security == {"spec.security.tls", "spec.security.redactPII", "spec.security.audit",
-                        "spec.security.signResponses"}
+    assert security == {"spec.security.redactPII", "spec.security.audit", "spec.security.signResponses"}
 
 
 def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:

@@ -397,6 +397,9 @@ def test_tls_variant() -> None:
     assert gateway["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     env = {e["name"]: e["value"] for e in gateway["env"]}
     assert env["TRITIUM_TLS_CERT_FILE"] == f"{L.SECRETS_DIR}/tls/tls.crt"
+    assert env["TRITIUM_TLS_KEY_FILE"] == f"{L.SECRETS_DIR}/tls/tls.key"
+    assert env["TRITIUM_TLS_MIN_VERSION"] == "1.3"  # the variant's spec.security.tls.minVersion
+    assert gateway["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
     assert {"name": "tls", "secret": {"secretName": "demo-tls"}} in pod_spec(children)["volumes"]
 
 

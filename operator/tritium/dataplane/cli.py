@@ -42,8 +42,12 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-async def _serve_gateway(gateway: Any, host: str, port: int, metrics_port: int) -> None:
-    """Serve the API and /metrics until SIGTERM/SIGINT, then drain requests in progress and stop."""
+async def _serve_gateway(gateway: Any, host: str, port: int, metrics_port: int, tls: Any = None) -> None:
+    """Serve the API and /metrics until SIGTERM/SIGINT, then drain requests in progress and stop.
+
+    With ``tls`` (a dataplane.tls.CertificateReloader) the API port is HTTPS and follows the
+    certificate's files; the metrics port stays plain HTTP either way (see dataplane/tls.py).
+    """
     from tritium.dataplane.gateway import build_handler, error_body
     from tritium.dataplane.http_server import HttpServer
     from tritium.dataplane.metrics import metrics_route
@@ -55,12 +59,17 @@ async def _serve_gateway(gateway: Any, host: str, port: int, metrics_port: int) 
     await gateway.start()
     api = HttpServer(build_handler(gateway), max_body=gateway.max_bytes, error_body=error_body)
     metrics = HttpServer(metrics_route(gateway.metrics.registry), max_body=0)
+    reload_task = asyncio.create_task(tls.watch()) if tls is not None else None
     try:
-        await api.listen(host, port)
+        await api.listen(host, port, tls.listening if tls is not None else None)
         await metrics.listen(host, metrics_port)
-        logging.getLogger("tritium").info("gateway listening on %s:%d (metrics on %d)", host, port, metrics_port)
+        logging.getLogger("tritium").info("gateway listening on %s:%d%s (metrics on %d, plain HTTP)", host, port,
+                                          f" with TLS >= {tls.settings.min_version}" if tls is not None else "",
+                                          metrics_port)
         await stop.wait()
     finally:
+        if reload_task is not None:
+            reload_task.cancel()
         await api.shutdown()
         await metrics.shutdown(grace=1.0)
         await gateway.stop()
@@ -69,6 +78,7 @@ async def _serve_gateway(gateway: Any, host: str, port: int, metrics_port: int) 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from tritium.dataplane.gateway import Gateway, GatewaySettings, redis_url_from_env
     from tritium.dataplane.security import SecuritySettings
+    from tritium.dataplane.tls import CertificateReloader, TlsSettings
 
     config = _load(args.spec)
     if ":" not in args.triton_grpc:
@@ -86,9 +96,15 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     _use_uvloop()
     try:
         gateway = Gateway(settings)
+        tls_settings = TlsSettings.from_env(config.spec.security.tls)
     except ValueError as exc:  # a security layer the spec asks for cannot be set up
         raise _usage(str(exc)) from None
-    asyncio.run(_serve_gateway(gateway, args.host, args.port, args.metrics_port))
+    try:
+        # Loaded before anything listens: a certificate that cannot be served stops the start.
+        tls = CertificateReloader(tls_settings) if tls_settings is not None else None
+    except OSError as exc:  # ssl.SSLError too
+        raise _usage(f"spec.security.tls: the certificate and key cannot be loaded: {exc}") from None
+    asyncio.run(_serve_gateway(gateway, args.host, args.port, args.metrics_port, tls))
     return 0
 
 

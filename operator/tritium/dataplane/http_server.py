@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -474,10 +475,17 @@ class HttpServer:
         self.connections: set[_Connection] = set()
         self.servers: list[asyncio.Server] = []
 
-    async def listen(self, host: str, port: int) -> None:
+    async def listen(self, host: str, port: int, tls: ssl.SSLContext | None = None,
+                     handshake_timeout: float = 10.0) -> None:
+        """Listen on ``host:port``; with ``tls``, connections are TLS (dataplane/tls.py builds the context).
+
+        A TLS connection reaches the parser only once its handshake is done, so the idle and
+        stall timers start then; ``handshake_timeout`` bounds the handshake itself.
+        """
         loop = asyncio.get_running_loop()
+        extra: dict[str, Any] = {"ssl": tls, "ssl_handshake_timeout": handshake_timeout} if tls else {}
         self.servers.append(await loop.create_server(lambda: _Connection(self), host, port, reuse_address=True,
-                                                     backlog=1024))
+                                                     backlog=1024, **extra))
 
     async def shutdown(self, grace: float = 10.0) -> None:
         """Stop listening, let answers in progress finish (up to `grace` seconds), close the rest."""
