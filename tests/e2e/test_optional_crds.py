@@ -2,8 +2,8 @@
 
 Their CRDs come from the Go modules that ship them (scripts/optional-crds.sh), so an object of
 ours that one of these projects would refuse is refused here too: the chart's ServiceMonitor and
-PrometheusRule, the rendered PodMonitor and PrometheusRule children, and the HTTPRoute and ScaledObject
-children as render/ grows them.
+PrometheusRule, the rendered PodMonitor, PrometheusRule and ScaledObject (autoscaler keda, each
+metric) children, and hand-written HTTPRoute and ScaledObject objects.
 """
 
 from __future__ import annotations
@@ -121,3 +121,23 @@ def test_invalid_objects_are_refused(
     result = server_dry_run(kube, namespace, [obj])
     assert result.returncode != 0, f"the server accepted {obj['kind']} {obj['metadata']['name']}"
     assert field in result.stderr, result.stderr
+
+
+KEDA_SPECS = {
+    metric: {"monitoring": {"serviceMonitor": True}, "runtime": {"resources": {"gpu": 1}},
+             "autoscaling": {"autoscaler": "keda", "metric": metric, "minReplicas": 1, "maxReplicas": 1000,
+                             **({} if metric == "cpu" else {"prometheusUrl": "http://prometheus.monitoring:9090"}),
+                             **({"targetRequestsPerSecond": 2.5} if metric == "rps" else {})}}
+    for metric in ("cpu", "rps", "gpu", "queueTime", "pending")
+}
+
+
+@pytest.mark.parametrize("spec", KEDA_SPECS.values(), ids=KEDA_SPECS.keys())
+def test_rendered_scaledobjects_pass_the_server(
+    kube: Kube, namespace: str, optional_crds: list[str], spec: dict[str, Any]
+) -> None:
+    isvc = parse_inference_service(manifest(spec, namespace=namespace))
+    objects = [c for c in render_children(isvc) if c["kind"] == "ScaledObject"]
+    assert len(objects) == 1
+    result = server_dry_run(kube, namespace, objects)
+    assert result.returncode == 0, result.stderr
