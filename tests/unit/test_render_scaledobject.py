@@ -27,7 +27,7 @@ from tests.unit.test_render_httproute import problems
 from tritium.api.checks import check_spec
 from tritium.api.resource import InferenceService, parse_inference_service
 from tritium.controller.reconcile import ChildRef, _handed_over, _monitoring
-from tritium.render import hpa, render_children, scaledobject
+from tritium.render import hpa, prometheusrule, render_children, scaledobject
 from tritium.render.routing import Routing
 
 REVISION = "0123456789"
@@ -248,3 +248,10 @@ def test_a_missing_keda_crd_is_not_a_monitoring_condition() -> None:
     assert _monitoring([{"kind": "Deployment"}, {"kind": "ScaledObject"}], ["ScaledObject"]) is None
     assert _monitoring([{"kind": "PodMonitor"}, {"kind": "ScaledObject"}], ["ScaledObject"]) == (
         "True", "Applied", "PodMonitor applied")
+
+
+def test_the_replicas_at_max_alert_reads_the_hpa_keda_makes() -> None:
+    isvc = _isvc(monitoring={"serviceMonitor": True})
+    rule = prometheusrule.replicas_at_max_rule(isvc)
+    assert 'horizontalpodautoscaler=~"keda-hpa-demo-[0-9a-f]{10}"' in rule["expr"]
+    assert '"horizontalpodautoscaler", ".*-([0-9a-f]{10})")' in rule["expr"]  # the revision, as for the HPA

@@ -17,7 +17,7 @@ What each metric is (every expression selects this service's series only: its na
 - availability: the share of the service's gateway pods Prometheus can scrape (``up``); it alerts
   when it falls *below* the threshold, the others when they go above it.
 The replicas-at-max alert reads kube-state-metrics' HPA series (``horizontalpodautoscaler`` is
-NAME-REVISION, see render/hpa.py).
+NAME-REVISION, see render/hpa.py; keda-hpa-NAME-REVISION, KEDA's, with autoscaler keda).
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def alert_rule(isvc: InferenceService, rule: AlertRule) -> dict[str, Any]:
 def replicas_at_max_rule(isvc: InferenceService) -> dict[str, Any]:
     """The revision's HPA has held it at maxReplicas for 15 min: the service needs more room."""
     prefix = revision_name(isvc, "0" * 10)[:-10]  # NAME- (shortened like the HPA's name)
+    if isvc.spec.autoscaling.autoscaler == "keda":
+        prefix = f"keda-hpa-{prefix}"  # the HPA KEDA makes for the ScaledObject NAME-REVISION
     hpa = f'namespace="{isvc.namespace}",horizontalpodautoscaler=~"{prefix}[0-9a-f]{{10}}"'
     expr = (
         f'label_replace(kube_horizontalpodautoscaler_status_current_replicas{{{hpa}}}'
