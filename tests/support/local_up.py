@@ -81,7 +81,7 @@ class UpProcess:
         for line in self.process.stdout:
             line = line.rstrip("\n")
             self.lines.append(line)
-            if line.startswith("gateway: http://"):
+            if line.startswith(("gateway: http://", "gateway: https://")):
                 self.gateway = line.split(" ", 1)[1]
                 self.ready.set()
         self.ready.set()  # output ended: ready or not, stop waiting

@@ -201,3 +201,15 @@ def test_an_invalid_change_is_one_line_and_the_last_good_spec_stays(tmp_path: Pa
     assert watcher.changed() is None
     assert len(lines) == 1 and lines[0].startswith("invalid change, ignored: ") and "\n" not in lines[0], lines
     assert "keep serving" in lines[0]
+
+
+def test_load_watched_refuses_tls_the_front_cannot_serve(tmp_path: Path) -> None:
+    """The front holding the port speaks plain HTTP: a TLS spec behind it is refused, not downgraded."""
+    import yaml
+
+    doc = yaml.safe_load(EXAMPLE.read_text().replace("file://./", f"file://{EXAMPLE.parent}/"))
+    doc["spec"].setdefault("security", {})["tls"] = {"secretName": "gw-tls"}
+    spec = tmp_path / "isvc.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UsageError, match=r"spec\.security\.tls is not supported with --watch"):
+        load_watched(str(spec))

@@ -67,3 +67,30 @@ def test_up_refuses_to_serve_without_its_keys(tmp_path: Path) -> None:
                          timeout=60)
     assert out.returncode == 2, out.stderr
     assert "--secrets" in out.stderr
+
+
+def test_the_tls_secret_is_read_in_place(tmp_path: Path) -> None:
+    (tmp_path / "gw-tls").mkdir()
+    for key in ("tls.crt", "tls.key"):
+        (tmp_path / "gw-tls" / key).write_text("PEM\n")
+    env = secret_environment(_isvc({"security": {"tls": {"secretName": "gw-tls", "minVersion": "1.3"}}}),
+                             str(tmp_path))
+    # The paths the gateway polls, as in a pod: replacing the files renews the certificate live.
+    assert env == {"TRITIUM_TLS_CERT_FILE": str(tmp_path.resolve() / "gw-tls" / "tls.crt"),
+                   "TRITIUM_TLS_KEY_FILE": str(tmp_path.resolve() / "gw-tls" / "tls.key"),
+                   "TRITIUM_TLS_MIN_VERSION": "1.3"}
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    (None, "pass --secrets DIR with the file DIR/gw-tls/tls.crt"),
+    (("tls.crt",), "gw-tls/tls.key is missing"),
+])
+def test_a_tls_secret_that_cannot_be_found_is_a_usage_error(tmp_path: Path, files: tuple[str, ...] | None,
+                                                             message: str) -> None:
+    if files is not None:
+        (tmp_path / "gw-tls").mkdir()
+        for key in files:
+            (tmp_path / "gw-tls" / key).write_text("PEM\n")
+    with pytest.raises(UsageError, match=message):
+        secret_environment(_isvc({"security": {"tls": {"secretName": "gw-tls"}}}),
+                           str(tmp_path) if files is not None else None)

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import sys
 import tempfile
 import threading
@@ -151,9 +152,24 @@ def write_config(isvc: InferenceService, wiring: Wiring) -> str:
     return revision
 
 
+def gateway_scheme(isvc: InferenceService) -> str:
+    """https when the spec asks for TLS: the local gateway serves the certificate from --secrets DIR."""
+    return "https" if isvc.spec.security.tls else "http"
+
+
+def _probe_context() -> ssl.SSLContext:
+    """What the kubelet's HTTPS probe does: TLS without verifying the certificate (this is our own
+    child process on loopback, and the certificate may name the cluster's host, not 127.0.0.1)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def _http_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
+        context = _probe_context() if url.startswith("https://") else None
+        with urllib.request.urlopen(url, timeout=1, context=context) as resp:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -257,7 +273,7 @@ class LocalRun:
         for stage in stages:
             port = wiring.pre_port if stage == "pre" else wiring.post_port
             self._wait_until(f"{stage} stage", lambda p=port: _http_ok(f"http://{HOST}:{p}/healthz"), deadline)
-        url = f"http://{HOST}:{wiring.gateway_port}"
+        url = f"{gateway_scheme(isvc)}://{HOST}:{wiring.gateway_port}"
         self._wait_until("gateway", lambda: _http_ok(f"{url}/v2/health/ready"), deadline)
         self.starting = False
         self.say(f"ready in {time.monotonic() - began:.1f}s; Ctrl-C stops")

@@ -14,6 +14,7 @@ from tritium.api.spec import SecretKeyRef
 from tritium.cli import UsageError
 from tritium.dataplane.gateway import REDIS_URL_ENV
 from tritium.dataplane.security import API_KEYS_FILE_ENV, RATELIMIT_REDIS_URL_ENV
+from tritium.dataplane.tls import CERT_FILE_ENV, KEY_FILE_ENV, MIN_VERSION_ENV
 
 
 def _path(ref: SecretKeyRef, secrets_dir: Path | None, field: str) -> Path:
@@ -34,7 +35,8 @@ def secret_environment(isvc: InferenceService, secrets_dir: str | None) -> dict[
     """The variables the pod's containers get from the Secrets the spec names, from ``secrets_dir``.
 
     A Secret the gateway needs and cannot find is a usage error: starting without it would serve
-    an unprotected gateway (API keys) or a process that refuses to start (the limiter's Redis).
+    an unprotected gateway (API keys) or a process that refuses to start (the limiter's Redis,
+    the TLS certificate).
     """
     base = Path(secrets_dir).resolve() if secrets_dir else None
     if base is not None and not base.is_dir():
@@ -44,6 +46,13 @@ def secret_environment(isvc: InferenceService, secrets_dir: str | None) -> dict[
     sec = spec.security
     if sec.api_keys_secret_ref:
         env[API_KEYS_FILE_ENV] = str(_path(sec.api_keys_secret_ref, base, "spec.security.apiKeysSecretRef"))
+    if sec.tls:
+        # The paths, as for the keys: replacing DIR/NAME/tls.crt and tls.key renews the certificate
+        # in the running gateway, as kubelet's swap of the mounted Secret does in a pod.
+        for key, variable in (("tls.crt", CERT_FILE_ENV), ("tls.key", KEY_FILE_ENV)):
+            ref = SecretKeyRef(name=sec.tls.secret_name, key=key)
+            env[variable] = str(_path(ref, base, "spec.security.tls.secretName"))
+        env[MIN_VERSION_ENV] = sec.tls.min_version
     if sec.rate_limit and sec.rate_limit.redis:
         env[RATELIMIT_REDIS_URL_ENV] = _value(sec.rate_limit.redis.url_secret_ref, base,
                                               "spec.security.rateLimit.redis.urlSecretRef")

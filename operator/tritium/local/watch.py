@@ -41,8 +41,16 @@ DRAIN_SECONDS = 30.0  # longest wait for requests in flight to a revision being 
 
 
 def load_watched(path: str, name: str | None = None) -> InferenceService:
-    """The watched file, checked as `tritium up` checks it (spec.rollout included)."""
-    return load_manifest(path, name)
+    """The watched file, checked as `tritium up` checks it (spec.rollout included).
+
+    spec.security.tls is refused here: the front that holds the user's port across revisions
+    speaks plain HTTP, so a TLS revision behind it would be served without TLS.
+    """
+    isvc = load_manifest(path, name)
+    if isvc.spec.security.tls:
+        raise UsageError("spec.security.tls is not supported with --watch yet (the front holding the port "
+                         "across revisions speaks plain HTTP); run `tritium up` without --watch for TLS")
+    return isvc
 
 
 _PREFIX = re.compile(r"^\[([a-z]+)\] ")
