@@ -1,9 +1,11 @@
-"""Which revisions run, and the status that says so (pure: no I/O, no clock).
+"""What the operator sees of each revision, and the status that says which serves (pure).
 
-A new revision runs beside the stable one until it is ready; only then is the old one let go.
-So a bad image or a model that never loads leaves the stable revision serving, and an operator
-restart loses nothing: the stable revision is read back from status. The blue-green canary with
-analysis extends this plan (weights and promotion) without changing its inputs or outputs.
+rollout/machine.py decides which revisions stay and who gets traffic; this module holds what it
+decides from (DeploymentObservation), the replica rule for autoscaled revisions
+(target_replicas), and the serving part of status (phase, Ready, replica counts) from the
+revisions kept (RevisionPlan). ``plan_revisions`` is the plan without a canary: a new revision
+replaces the stable one once Ready (what decide() does with ``analysis.durationSeconds: 0`` and
+no scale-down delay); the status tests use it as the simplest plan.
 """
 
 from __future__ import annotations
