@@ -304,7 +304,8 @@ async def _renewal(tmp_path: Path, pki: Pki) -> None:
         watch.cancel()
 
 
-async def test_inference_over_https_and_the_sdk_verifies_the_certificate(tmp_path: Path, pki: Pki) -> None:
+async def test_inference_over_https_and_the_sdk_verifies_the_certificate(tmp_path: Path, pki: Pki,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     secret = TlsSecretDir(tmp_path)
     secret.write(*pki.first)
     reloader = CertificateReloader(secret.settings())
@@ -321,8 +322,33 @@ async def test_inference_over_https_and_the_sdk_verifies_the_certificate(tmp_pat
         meta = await asyncio.to_thread(sdk, str(pki.ca))  # the SDK is synchronous: off this loop
         assert meta.name == "add"  # type: ignore[attr-defined]
         for untrusted in (str(pki.other_ca), True):  # another CA; the system's (certifi) roots
-            with pytest.raises(APIConnectionError, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            with pytest.raises(APIConnectionError, match="TLS certificate is not trusted") as caught:
                 await asyncio.to_thread(sdk, untrusted)
+            assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value) and "--cacert" in str(caught.value)
+
+        def sdk_with_retries() -> float:
+            began = time.monotonic()
+            with InferenceClient(endpoint=url, verify=str(pki.other_ca), retries=5) as sdk_client, \
+                    pytest.raises(APIConnectionError):
+                sdk_client.model("add")
+            return time.monotonic() - began
+
+        # Not retried: five retries with backoff would take a second or more.
+        assert await asyncio.to_thread(sdk_with_retries) < 0.5
+
+        def cli(*args: str) -> int:
+            from tritium.cli import main
+
+            return main(["invoke", "add", "-i", "INPUT0=[1,2]", "--endpoint", url, "--timeout", "1", *args])
+
+        # The CLI gets through TLS with --cacert; the answer is then the gateway's (no Triton here:
+        # 503, exit 1), not a certificate failure.
+        capsys.readouterr()
+        assert await asyncio.to_thread(cli, "--cacert", str(pki.ca)) == 1
+        trusted = capsys.readouterr().err
+        assert "not trusted" not in trusted and "nvalid" not in trusted and "unavailable" in trusted.lower(), trusted
+        assert await asyncio.to_thread(cli, "--cacert", str(pki.other_ca)) == 1
+        assert "TLS certificate is not trusted" in capsys.readouterr().err
 
 
 def _wait_https(url: str, ctx: ssl.SSLContext, proc: Proc, timeout: float = 20.0) -> None:

@@ -61,6 +61,9 @@ def test_parse_retry_after_http_date() -> None:
     ({"transport": "connect"}, True),
     ({"transport": "sent"}, False),
     ({"transport": "sent", "idempotent": True}, True),
+    # an untrusted TLS certificate: the next attempt meets the same one
+    ({"transport": "certificate"}, False),
+    ({"transport": "certificate", "idempotent": True}, False),
     # 429: refused before running
     ({"status": 429, "code": "overloaded", "retry_after": 1.0}, True),
     ({"status": 429}, True),

@@ -90,6 +90,19 @@ def ssl_verify(verify: VerifyTypes, cert: CertTypes | None) -> bool | ssl.SSLCon
     return ctx
 
 
+def _untrusted_certificate(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind an httpx error, if that is what it is (httpx
+    wraps the ssl module's error in its own ConnectError)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 class Call:
     """One logical call, the same for every attempt (the request id too, so retries correlate in logs)."""
 
@@ -230,6 +243,12 @@ class Core:
         if isinstance(exc, httpx.TimeoutException) and kind == "sent":
             return DeadlineExceededError(f"no answer from {self.endpoint} in time ({type(exc).__name__})",
                                          request_id=rid), kind
+        untrusted = _untrusted_certificate(exc)
+        if untrusted is not None:
+            why = untrusted.verify_message or str(untrusted)
+            return APIConnectionError(
+                f"cannot reach {self.endpoint}: its TLS certificate is not trusted ({why}; CERTIFICATE_VERIFY_FAILED); "
+                "pass verify='ca.pem' (tritium invoke --cacert ca.pem) to trust its CA", request_id=rid), "certificate"
         what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         return APIConnectionError(f"cannot reach {self.endpoint}: {what}", request_id=rid), kind
 

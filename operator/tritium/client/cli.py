@@ -42,7 +42,9 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         p.add_argument("--api-key", default=None, help="API key (default: $TRITIUM_API_KEY)")
         p.add_argument("--timeout", type=float, default=None, help="seconds for the whole call (also the deadline)")
         p.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
-        p.add_argument("--ca-bundle", default=None, help="CA bundle (PEM) to verify the server with")
+        p.add_argument("--ca-bundle", "--cacert", dest="ca_bundle", default=None, metavar="FILE",
+                       help="CA certificate(s) (PEM) to verify the server's TLS certificate with, e.g. the "
+                            "issuer of the gateway's spec.security.tls Secret (--cacert as in curl)")
         p.add_argument("--json", action="store_true",
                        help="print JSON (invoke: the response; stream: one line per chunk)")
         p.set_defaults(func=func)

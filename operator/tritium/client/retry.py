@@ -20,6 +20,8 @@ must be able to reason about how many times it ran:
   the model may have run. ``RetryPolicy(idempotent=True)`` says "my models are pure functions"
   and retries invoke like a read.
 * A stream is never retried once its first event has arrived.
+* Nothing is retried when the server's TLS certificate is not trusted: the next attempt would
+  meet the same certificate.
 
 Waiting: exponential backoff with full jitter (``uniform(0, min(cap, base * 2**attempt))``, which
 spreads a crowd of clients that failed together), but never less than the server's
@@ -38,9 +40,10 @@ __all__ = ["RetryPolicy", "Timeout", "backoff_delay", "parse_retry_after", "retr
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
-#: How a transport failure happened: "connect" (nothing was sent) or "sent" (the request may have
-#: reached the server).
-TransportFailure = Literal["connect", "sent"]
+#: How a transport failure happened: "connect" (nothing was sent), "sent" (the request may have
+#: reached the server) or "certificate" (the server's TLS certificate is not trusted: nothing was
+#: sent, and asking again gets the same certificate, so it is never retried).
+TransportFailure = Literal["connect", "sent", "certificate"]
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ def should_retry(
     ``RetryPolicy(idempotent=True)``.
     """
     if transport is not None:
-        return transport == "connect" or idempotent
+        return transport == "connect" or (transport == "sent" and idempotent)
     if status is None or status not in RETRYABLE_STATUSES:
         return False
     if idempotent:
