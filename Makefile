@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-rollout bench-dataplane bench-dataplane-paired bench-sdk bench-router soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-sdk bench-router soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
@@ -22,6 +22,7 @@ help:
 	@echo "make cluster-up             a real Kubernetes control plane on loopback (cluster-down stops it)"
 	@echo "make bench-operator         operator benchmark, 200 InferenceServices against the API emulator"
 	@echo "make bench-operator-real    the same against a real API server"
+	@echo "make bench-operator-rollouts the same, then a canary in each at once (writes while analysed)"
 	@echo "make bench-rollout          seconds from a canary's analysis to its rollback or promotion (real API server)"
 	@echo "make bench-dataplane        gateway vs direct Triton (perf_analyzer); bench-dataplane-paired: MiniLM"
 	@echo "make bench-sdk              the Python SDK's overhead"
@@ -123,6 +124,11 @@ bench-operator: venv
 # nodes, pods Ready) when KUBECONFIG is unset, else KUBECONFIG's cluster (docs/benchmarks.md).
 bench-operator-real: venv control-plane
 	$(BIN)/python benchmarks/operator_bench.py --real
+
+# The same, then every service's model changed at once: a canary each, analysed every 30 s
+# (Inconclusive: nothing listens on the simulated pods), kept in flight (docs/benchmarks.md).
+bench-operator-rollouts: venv control-plane
+	$(BIN)/python benchmarks/operator_bench.py --real --rollouts
 
 # How fast the operator acts on a canary's analysis (rollback, promotion), on a control plane of its
 # own: simulated pods, whose metrics endpoints the benchmark serves on their addresses (docs/benchmarks.md).

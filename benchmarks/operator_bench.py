@@ -17,6 +17,17 @@ resourceVersion changed (the services and all their children, listed before and 
 Writes are counted in the operator process itself (every non-GET HTTP call it makes, kopf's
 bookkeeping included; `aiohttp.ClientSession._request` wrapped), and also read from the operator's
 own metric (tritium_operator_api_writes_total); with the emulator, also from the emulator.
+
+With --rollouts (real mode only), the services are created with
+`rollout: {analysis: {intervalSeconds: 30, durationSeconds: 86400}}` and, once all are Ready and the
+steady state above is measured, each one's spec.model.maxBatchSize is patched at once: a canary
+revision each, analysed every 30 s for a day, so all canaries stay in flight. It reports the
+seconds until every service has its canary Ready at its weight (status.rollout.phase Canary,
+status.canaryWeight 5), the write calls per service for starting the rollout, and over a second
+steady window the write calls per service per analysis interval (the builtin provider finds
+nothing listening on the simulated pods, so each measurement is Inconclusive: one status write per
+service per interval by design) and the objects other than the services whose resourceVersion
+changed (none expected: children are not rewritten while a canary waits).
 """
 
 from __future__ import annotations
@@ -52,6 +63,9 @@ CHILDREN = tuple(CHILD_KINDS)  # every kind the operator makes for one service (
 MANAGED = "app.kubernetes.io/managed-by=tritium-operator"
 OWNER_LABEL = "serving.tritium.dev/inferenceservice"
 ISVCS = "/apis/serving.tritium.dev/v1alpha1/namespaces/{ns}/inferenceservices"
+# --rollouts: each canary is analysed every 30 s for a day, so it stays in flight; weight 5 % (the default).
+ROLLOUT = {"analysis": {"intervalSeconds": 30, "durationSeconds": 86400}}
+CANARY_WEIGHT = 5
 
 # Started instead of `python -m tritium.cli`: counts every write call the operator process makes
 # (kopf's and the operator's own) in a metric on the operator's metrics port, then runs the CLI.
@@ -136,8 +150,9 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
-def nodes_for(n: int) -> int:
-    """Simulated nodes enough for the pods of n services (the test plane's 2 at least, one spare)."""
+def nodes_for(n: int, canaries: bool = False) -> int:
+    """Simulated nodes enough for the pods of n services (the test plane's 2 at least, one spare),
+    and with canaries for one canary pod per service as well (the canary's pods are the same)."""
     from tests.support.nodesim import CAPACITY, parse_quantity, pod_requests
     from tritium.api.resource import parse_inference_service
     from tritium.images import DEFAULT_IMAGES
@@ -151,7 +166,7 @@ def nodes_for(n: int) -> int:
     wanted = pod_requests(deployment["spec"]["template"])
     per_node = min([int(parse_quantity(CAPACITY["pods"]))] + [
         int(parse_quantity(CAPACITY[k]) // v) for k, v in wanted.items() if k in CAPACITY and v > 0])
-    pods = n * int(body["spec"]["autoscaling"]["minReplicas"])
+    pods = n * int(body["spec"]["autoscaling"]["minReplicas"]) + (n if canaries else 0)
     return max(2, math.ceil(pods / per_node) + 1)
 
 
@@ -180,7 +195,7 @@ def labelled(samples: dict[str, float], *names: str) -> dict[str, float]:
 class Target:
     """What the operator runs against: the emulator, a control plane of our own, or KUBECONFIG's cluster."""
 
-    def __init__(self, mode: str, workdir: Path, n: int, namespace: str) -> None:
+    def __init__(self, mode: str, workdir: Path, n: int, namespace: str, canaries: bool = False) -> None:
         self.mode, self.workdir, self.namespace = mode, workdir, namespace
         self.emulator: subprocess.Popen[str] | None = None
         self.plane: Any = None
@@ -189,7 +204,7 @@ class Target:
         if mode == "emulator":
             self._start_emulator()
         elif mode == "plane":
-            self._start_plane(n)
+            self._start_plane(n, canaries)
         else:
             self.kubeconfig = os.environ["KUBECONFIG"]
 
@@ -206,10 +221,10 @@ class Target:
             "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
         }))
 
-    def _start_plane(self, n: int) -> None:
+    def _start_plane(self, n: int, canaries: bool) -> None:
         from tests.support.cluster import ControlPlane
 
-        nodes = nodes_for(n)
+        nodes = nodes_for(n, canaries)
         started = time.perf_counter()
         self.plane = ControlPlane(self.workdir / "plane", nodes=nodes)
         self.plane.start()
@@ -339,9 +354,20 @@ def log_summary(path: Path) -> dict[str, Any]:
     return {"levels": dict(levels), "top": dict(messages.most_common(5))}
 
 
-async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str) -> dict[str, Any]:
+def canary_at_weight(item: dict[str, Any]) -> bool:
+    status = item.get("status") or {}
+    return (status.get("rollout") or {}).get("phase") == "Canary" and status.get("canaryWeight") == CANARY_WEIGHT
+
+
+def analysis_results(items: list[dict[str, Any]]) -> Counter[str]:
+    """The measurements recorded in the services' status.analysis (the last 10 of each), by result."""
+    return Counter(str(a.get("result")) for item in items for a in (item.get("status") or {}).get("analysis") or [])
+
+
+async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
+              rollouts: bool = False) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tritium-opbench-"))
-    target = Target(mode, workdir, n, ns)
+    target = Target(mode, workdir, n, ns, canaries=rollouts)
     metrics_port = free_port()
     log_path = Path(os.environ.get("BENCH_OPERATOR_LOG") or workdir / "operator.log")
     log = open(log_path, "w")  # noqa: SIM115
@@ -397,7 +423,9 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
             results["operator_rss_before_mb"] = round(rss_mb(operator.pid), 1)
             started = time.perf_counter()
             await asyncio.gather(*(
-                client._request("POST", ISVCS.format(ns=ns), body=make_isvc(name, ns)) for name in names
+                client._request("POST", ISVCS.format(ns=ns),
+                                body=make_isvc(name, ns, **({"rollout": ROLLOUT} if rollouts else {})))
+                for name in names
             ))
             if "emulator" in base:
                 base["emulator"] += n  # the benchmark's own creates
@@ -459,6 +487,9 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
                 results["steady_state_changed_examples"] = changed[:5]
             results["steady_state_cpu_seconds"] = {k: round(v - cpu_before.get(k, 0.0), 1)
                                                    for k, v in cpu_after.items()}
+            if rollouts:
+                results.update(await rollout_phase(client, ns, names, counts, metrics, pids, steady_seconds,
+                                                   timeout))
             results["operator_peak_rss_mb"] = round(peak_rss_mb(operator.pid), 1)
             results["operator_rss_at_end_mb"] = round(rss_mb(operator.pid), 1)
             if os.environ.get("BENCH_OPERATOR_TRACEMALLOC"):
@@ -498,6 +529,104 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str)
     return results
 
 
+async def rollout_phase(client: KubeClient, ns: str, names: list[str], counts: Any, metrics: Any,
+                        pids: dict[str, int], steady_seconds: float, timeout: float) -> dict[str, Any]:
+    """--rollouts: every service's model changed at once; its canary to weight, then a steady window."""
+    n = len(names)
+    interval = float(ROLLOUT["analysis"]["intervalSeconds"])
+    out: dict[str, Any] = {}
+
+    async def isvcs() -> list[dict[str, Any]]:
+        return (await client._request("GET", ISVCS.format(ns=ns))).get("items") or []
+
+    before_isvcs = await isvcs()
+    old_batch = {i["metadata"]["name"]: int(i["spec"]["model"]["maxBatchSize"]) for i in before_isvcs}
+    base = await counts()
+    base_by_call = labelled((await metrics()).get("bench_operator_process_writes_total", {}), "verb", "resource")
+    cpu_before = cpu_seconds(pids)
+    started = time.perf_counter()
+    await asyncio.gather(*(
+        client._request("PATCH", f"{ISVCS.format(ns=ns)}/{name}",
+                        body={"spec": {"model": {"maxBatchSize": old_batch[name] * 2}}},
+                        content_type="application/merge-patch+json")
+        for name in names
+    ))
+    out["rollout_patch_seconds"] = round(time.perf_counter() - started, 2)
+    at_weight = 0
+    items: list[dict[str, Any]] = []
+    while time.perf_counter() - started < timeout:
+        await asyncio.sleep(0.5)
+        items = await isvcs()
+        at_weight = sum(1 for item in items if canary_at_weight(item))
+        if at_weight == n:
+            break
+    out["rollout_seconds_to_all_canaries_at_weight"] = (round(time.perf_counter() - started, 2)
+                                                        if at_weight == n else None)
+    out["rollout_canaries_at_weight"] = at_weight
+    out["rollout_cpu_seconds_until_then"] = {k: round(v - cpu_before.get(k, 0.0), 1)
+                                             for k, v in cpu_seconds(pids).items()}
+    await asyncio.sleep(5)  # late events, as after the creates
+    after_start = await counts()
+    items = await isvcs()
+    by_call = labelled((await metrics()).get("bench_operator_process_writes_total", {}), "verb", "resource")
+    measured = analysis_results(items)
+    out["rollout_start_writes_per_service"] = round((after_start["process"] - base["process"]) / n, 2)
+    out["rollout_start_operator_own_writes_per_service"] = round((after_start["own"] - base["own"]) / n, 2)
+    # Canaries that reached weight early may have been measured already within that span (one
+    # status write each, by design): counted here so they can be told apart from the start's writes.
+    out["rollout_start_measurements_recorded"] = dict(measured)
+    out["rollout_start_writes_per_service_less_measurements"] = round(
+        (after_start["process"] - base["process"] - sum(measured.values())) / n, 2)
+    out["rollout_start_writes_by_call"] = {k: round(v - base_by_call.get(k, 0.0)) for k, v in sorted(by_call.items())
+                                           if v != base_by_call.get(k, 0.0)}
+    out["rollout_phases_after_start"] = dict(Counter(
+        f"{((i.get('status') or {}).get('rollout') or {}).get('phase')} weight "
+        f"{(i.get('status') or {}).get('canaryWeight')}" for i in items))
+
+    # Steady window: canaries at weight, analysed every interval (Inconclusive: nothing listens on
+    # the simulated pods' addresses). The services' own resourceVersions change with each status write.
+    # The write counts, their breakdown and the measurements recorded are read together at each end
+    # of the window (the listing of every object, slower, is outside it).
+    before_versions = await versions(client, ns)
+    before_counts = await counts()
+    before_by_call = labelled((await metrics()).get("bench_operator_process_writes_total", {}), "verb", "resource")
+    before_measured = analysis_results(await isvcs())
+    cpu_before = cpu_seconds(pids)
+    await asyncio.sleep(steady_seconds)
+    cpu_after = cpu_seconds(pids)
+    after_counts = await counts()
+    by_call = labelled((await metrics()).get("bench_operator_process_writes_total", {}), "verb", "resource")
+    items = await isvcs()
+    measured = analysis_results(items)
+    after_versions = await versions(client, ns)
+    changed = sorted(k for k in before_versions.keys() | after_versions.keys()
+                     if before_versions.get(k) != after_versions.get(k) and not k.startswith("InferenceService/"))
+    writes = after_counts["process"] - before_counts["process"]
+    out["rollout_steady_seconds"] = steady_seconds
+    out["rollout_steady_writes"] = round(writes)
+    out["rollout_steady_operator_own_writes"] = round(after_counts["own"] - before_counts["own"])
+    out["rollout_steady_writes_by_call"] = {k: round(v - before_by_call.get(k, 0.0)) for k, v in sorted(by_call.items())
+                                            if v != before_by_call.get(k, 0.0)}
+    out["rollout_steady_writes_per_service_per_interval"] = round(writes / n / (steady_seconds / interval), 2)
+    out["rollout_steady_measurements_recorded"] = {k: v - before_measured.get(k, 0) for k, v in measured.items()
+                                                   if v != before_measured.get(k, 0)}
+    made = sum(measured.values()) - sum(before_measured.values())  # status.analysis keeps 10: far from full here
+    out["rollout_steady_writes_per_measurement"] = round(writes / made, 2) if made > 0 else None
+    out["rollout_steady_services_changed"] = sum(
+        1 for k in before_versions.keys() | after_versions.keys()
+        if k.startswith("InferenceService/") and before_versions.get(k) != after_versions.get(k))
+    out["rollout_steady_objects_sampled"] = len(before_versions)
+    out["rollout_steady_changed_children"] = len(changed)
+    if changed:
+        out["rollout_steady_changed_by_kind"] = dict(Counter(k.split("/")[0] for k in changed))
+        out["rollout_steady_changed_examples"] = changed[:5]
+    out["rollout_steady_cpu_seconds"] = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()}
+    out["rollout_phases_at_end"] = dict(Counter(
+        f"{((i.get('status') or {}).get('rollout') or {}).get('phase')} weight "
+        f"{(i.get('status') or {}).get('canaryWeight')}" for i in items))
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="InferenceServices to create at once")
@@ -508,10 +637,15 @@ def main() -> int:
                         help="a real API server instead of the emulator: KUBECONFIG's cluster (CRD installed) "
                         "when set, else a control plane of its own (tests/support/cluster.py)")
     parser.add_argument("--namespace", default="bench", help="namespace to create the services in")
+    parser.add_argument("--rollouts", action="store_true",
+                        help="with --real: then change every service's model at once and measure the canaries "
+                        "(to weight, then a steady window with analysis every 30 s)")
     args = parser.parse_args()
+    if args.rollouts and not args.real:
+        parser.error("--rollouts needs --real (on the emulator no pod, so no canary, gets Ready)")
     mode = ("kubeconfig" if os.environ.get("KUBECONFIG") else "plane") if args.real else "emulator"
     timeout = args.timeout if args.timeout is not None else (600 if mode == "plane" else 180)
-    results = asyncio.run(run(args.n, args.steady, timeout, mode, args.namespace))
+    results = asyncio.run(run(args.n, args.steady, timeout, mode, args.namespace, args.rollouts))
     width = max(len(k) for k in results)
     print(f"{'metric'.ljust(width)}  value")
     for key, value in results.items():
@@ -519,6 +653,10 @@ def main() -> int:
     print(json.dumps(results))
     ok = (results["done"] == args.n and results.get("ready", args.n) == args.n
           and results["steady_state_writes"] == 0 and results["steady_state_changed_objects"] == 0)
+    if args.rollouts:  # the rollout targets that are about correctness (time and RSS are reported)
+        ok = ok and (results["rollout_canaries_at_weight"] == args.n
+                     and results["rollout_steady_changed_children"] == 0
+                     and results["rollout_steady_writes_per_service_per_interval"] <= 1.5)
     return 0 if ok else 1
 
 
