@@ -52,7 +52,7 @@ async def test_monitoring_children_follow_the_spec(
     assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == name
     assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} == {"metrics", "triton-metrics"}
     assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} == {
-        "TritiumHighP99Latency", "TritiumHighErrorRatio", "TritiumReplicasAtMax"}
+        "TritiumHighP99Latency", "TritiumHighErrorRatio", "TritiumCanaryFailing", "TritiumReplicasAtMax"}
     obj = await wait_status(api, namespace, name, lambda o: ready(o) and condition(o, "MonitoringReady").get(
         "status") == "True", timeout=READY_TIMEOUT)
     revision = obj["status"]["stableRevision"]

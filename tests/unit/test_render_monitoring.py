@@ -120,7 +120,8 @@ def test_pod_monitor_labels_series_with_service_and_revision() -> None:
 
 def test_default_rules() -> None:
     found = {r["alert"]: r for r in rules(isvc({"serviceMonitor": True}))}
-    assert set(found) == {"TritiumHighP99Latency", "TritiumHighErrorRatio", "TritiumReplicasAtMax"}
+    assert set(found) == {"TritiumHighP99Latency", "TritiumHighErrorRatio", "TritiumCanaryFailing",
+                          "TritiumReplicasAtMax"}
     assert found["TritiumHighP99Latency"]["expr"].endswith(" > 1000")
     assert (found["TritiumHighP99Latency"]["for"], found["TritiumHighP99Latency"]["labels"]["severity"]) == (
         "5m", "warning")
@@ -129,6 +130,19 @@ def test_default_rules() -> None:
         "5m", "critical")
     assert "kube_horizontalpodautoscaler_spec_max_replicas" in found["TritiumReplicasAtMax"]["expr"]
     assert found["TritiumReplicasAtMax"]["for"] == "15m"
+
+
+def test_canary_failing_alert_reads_what_stable_gateways_forward() -> None:
+    service = isvc({"serviceMonitor": True}, rollout={"analysis": {"maxErrorRatio": 0.05}})
+    rule = next(r for r in rules(service) if r["alert"] == "TritiumCanaryFailing")
+    assert "tritium_gateway_forwarded_requests_total" in rule["expr"] and rule["expr"].endswith(" > 0.05")
+    assert (rule["for"], rule["labels"]["severity"]) == ("1m", "warning")
+    assert "{{ $labels.revision }}" in rule["annotations"]["summary"]
+
+
+def test_no_canary_failing_alert_when_gateways_forward_nothing() -> None:
+    service = isvc({"serviceMonitor": True}, traffic={"router": "gatewayAPI", "parentRefs": [{"name": "gw"}]})
+    assert "TritiumCanaryFailing" not in {r["alert"] for r in rules(service)}
 
 
 def test_no_replicas_at_max_alert_without_autoscaling() -> None:
@@ -249,6 +263,17 @@ def _up(sel: str, down: bool) -> list[dict[str, str]]:
             {"series": f'up{{{sel},container="gateway",pod="p2"}}', "values": ("0" if down else "1") + "x30"}]
 
 
+def _forwarded(sel: str, failed: str, failed_per_min: int) -> list[dict[str, str]]:
+    """What a stable gateway counts of the requests it forwards to canary revision c1: with
+    honorLabels the series' own revision label (the canary's) is the one Prometheus keeps."""
+    sel = sel.replace('revision="r1"', 'revision="c1"').replace('revision="r9"', 'revision="c9"')
+    return [
+        {"series": f'tritium_gateway_forwarded_requests_total{{{sel},pod="stable-1",code="200"}}', "values": "0+95x30"},
+        {"series": f'tritium_gateway_forwarded_requests_total{{{sel},pod="stable-1",code="{failed}"}}',
+         "values": f"0+{failed_per_min}x30"},
+    ]
+
+
 def _hpa(namespace: str, name: str, current: int) -> list[dict[str, str]]:
     labels = f'namespace="{namespace}",horizontalpodautoscaler="{name}",job="kube-state-metrics"'
     return [{"series": f"kube_horizontalpodautoscaler_status_current_replicas{{{labels}}}", "values": f"{current}x30"},
@@ -278,6 +303,11 @@ CASES: dict[str, tuple[list[dict[str, str]], list[dict[str, str]], dict[str, str
         _up(MINE, down=False) + [s for f in FOREIGN for s in _up(f, down=True)],
         {**SERIES_LABELS},
     ),
+    "TritiumCanaryFailing": (
+        _forwarded(MINE, "fallback", 5),
+        _forwarded(MINE, "404", 50) + [s for f in FOREIGN for s in _forwarded(f, "503", 50)],
+        {**SERIES_LABELS, "revision": "c1"},
+    ),
     "TritiumReplicasAtMax": (
         _hpa("ml", f"demo-{REV}", 3),
         _hpa("ml", f"demo-{REV}", 2) + _hpa("ml", f"demo-other-{REV}", 3) + _hpa("prod", f"demo-{REV}", 3),
@@ -297,7 +327,8 @@ def test_each_alert_fires_on_its_series_and_only_then(tmp_path: Path) -> None:
     service = isvc({"serviceMonitor": True, "alerts": EVERY_METRIC})
     defaults = isvc({"serviceMonitor": True})
     by_alert = {r["alert"]: r for r in rules(service)}
-    by_alert["TritiumReplicasAtMax"] = next(r for r in rules(defaults) if r["alert"] == "TritiumReplicasAtMax")
+    for default in ("TritiumReplicasAtMax", "TritiumCanaryFailing"):
+        by_alert[default] = next(r for r in rules(defaults) if r["alert"] == default)
     # Annotations hold {{ $value }}, whose exact float promtool would compare; `check rules`
     # above validates their templates, so here they are left out.
     group = {"name": "under-test", "rules": [{k: v for k, v in r.items() if k != "annotations"}

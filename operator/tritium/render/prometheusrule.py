@@ -4,8 +4,8 @@ Which alerts:
 - ``spec.monitoring.alerts`` set: exactly those (they replace the defaults; ``alerts: []`` means
   no alert at all), for any of the metrics below;
 - unset, with ``monitoring.serviceMonitor: true``: the defaults, p99 latency over 1000 ms for
-  5 min (warning), error ratio over 1 % for 5 min (critical) and, with autoscaling on, a revision
-  held at maxReplicas for 15 min (warning);
+  5 min (warning), error ratio over 1 % for 5 min (critical), a failing canary (below) and, with
+  autoscaling on, a revision held at maxReplicas for 15 min (warning);
 - neither: no PrometheusRule.
 
 What each metric is (every expression selects this service's series only: its namespace and the
@@ -18,6 +18,15 @@ What each metric is (every expression selects this service's series only: its na
   when it falls *below* the threshold, the others when they go above it.
 The replicas-at-max alert reads kube-state-metrics' HPA series (``horizontalpodautoscaler`` is
 NAME-REVISION, see render/hpa.py; keda-hpa-NAME-REVISION, KEDA's, with autoscaler keda).
+
+The canary-failing alert (with ``traffic.router: gateway``, the default) reads what the stable
+revision's gateways count of the requests they forward to the canary
+(``tritium_gateway_forwarded_requests_total``; its own ``revision`` label, kept by the PodMonitor's
+honorLabels, is the canary's): it fires while the share of them that failed (a 5xx answer, no
+answer before the deadline, a broken stream, or a canary that could not be reached) is above
+``rollout.analysis.maxErrorRatio`` for 1 min. Only a canary has such series, so the alert names
+the canary revision whatever the stable one is. With ``router: gatewayAPI`` nothing is forwarded;
+the per-revision error-ratio alert covers the canary's revision there.
 """
 
 from __future__ import annotations
@@ -34,6 +43,9 @@ from tritium.render.podmonitor import SERIES_LABEL_SERVICE
 
 WINDOW = "5m"
 REPLICAS_AT_MAX_SECONDS = 900
+CANARY_FAILING_SECONDS = 60
+# Outcomes of a forwarded request that count as a canary failure (dataplane/metrics.py `forwarded`).
+CANARY_FAILED_CODES = '5..|deadline|broken|fallback'
 
 
 @dataclass(frozen=True)
@@ -134,6 +146,31 @@ def replicas_at_max_rule(isvc: InferenceService) -> dict[str, Any]:
     }
 
 
+def canary_failing_rule(isvc: InferenceService) -> dict[str, Any]:
+    """The canary revision fails more of the requests forwarded to it than the analysis accepts."""
+    sel = _selector(isvc)
+    by = f"sum by (namespace, {SERIES_LABEL_SERVICE}, {REV})"
+    forwarded = "tritium_gateway_forwarded_requests_total"
+    threshold = isvc.spec.rollout.analysis.max_error_ratio
+    expr = (
+        f'{by} (rate({forwarded}{{{sel},code=~"{CANARY_FAILED_CODES}"}}[{WINDOW}]))'
+        f" / {by} (rate({forwarded}{{{sel}}}[{WINDOW}])) > {threshold:g}"
+    )
+    return {
+        "alert": "TritiumCanaryFailing",
+        "expr": expr,
+        "for": _duration(CANARY_FAILING_SECONDS),
+        "labels": _labels(isvc, "warning"),
+        "annotations": {
+            "summary": f"InferenceService {isvc.namespace}/{isvc.name}: canary revision "
+                       f"{{{{ $labels.{REV} }}}} is failing",
+            "description": f"Canary revision {{{{ $labels.{REV} }}}} of {isvc.namespace}/{isvc.name} failed "
+                           f"{{{{ $value }}}} of the requests forwarded to it (> {threshold:g}, "
+                           "rollout.analysis.maxErrorRatio, for 1m).",
+        },
+    }
+
+
 def rules_of(isvc: InferenceService) -> list[dict[str, Any]]:
     """The alerting rules the service wants (see the module docstring)."""
     mon = isvc.spec.monitoring
@@ -142,6 +179,8 @@ def rules_of(isvc: InferenceService) -> list[dict[str, Any]]:
     if not mon.service_monitor:
         return []
     rules = [alert_rule(isvc, r) for r in DEFAULT_ALERTS]
+    if isvc.spec.traffic.router == "gateway":
+        rules.append(canary_failing_rule(isvc))
     if isvc.spec.autoscaling.enabled:
         rules.append(replicas_at_max_rule(isvc))
     return rules
