@@ -35,3 +35,4 @@ FETCH_CONTAINER = "fetch-model"
 SOCKET_DIR = "/tmp"
 
 RUN_AS_USER = 1000  # the NGC Triton image's triton-server user; the Tritium image uses the same uid
+TRITON_EXIT_TIMEOUT = 20  # seconds Triton gives requests in flight after SIGTERM (--exit-timeout-secs)

@@ -45,3 +45,33 @@ def test_gpu_placement_from_the_spec_is_kept() -> None:
                     )["Deployment"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "A100"}
     assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+
+
+def _pod(patch: dict[str, Any] | None = None) -> dict[str, Any]:
+    return _children(patch)["Deployment"]["spec"]["template"]["spec"]
+
+
+def test_a_failed_pod_leaves_the_endpoints_within_5_seconds() -> None:
+    """Readiness of every container fails within periodSeconds x failureThreshold + timeoutSeconds."""
+    pod = _pod({"preprocess": {"builtin": {"format": "json"}}})
+    for container in pod["containers"]:
+        probe = container["readinessProbe"]
+        worst = probe["periodSeconds"] * probe["failureThreshold"] + probe["timeoutSeconds"]
+        assert worst <= 5, (container["name"], probe)
+
+
+def test_a_stopping_pod_answers_what_it_accepted() -> None:
+    """preStop: the gateway serves while the pod leaves the endpoints, then drains; the backends it
+    calls stop only after that; the grace period covers the backends' wait and Triton's exit."""
+    from tritium import pod_layout as L
+    from tritium.render.deployment import GATEWAY_DRAIN
+
+    pod = _pod({"preprocess": {"builtin": {"format": "json"}}})
+    by_name = {c["name"]: c for c in pod["containers"]}
+    wait = {name: c["lifecycle"]["preStop"]["sleep"]["seconds"] for name, c in by_name.items()}
+    gateway = wait.pop(L.GATEWAY_CONTAINER)
+    assert gateway >= 5 > 0
+    assert all(w >= gateway + GATEWAY_DRAIN for w in wait.values()), wait
+    assert f"--exit-timeout-secs={L.TRITON_EXIT_TIMEOUT}" in by_name[L.TRITON_CONTAINER]["command"]
+    assert pod["terminationGracePeriodSeconds"] > max(wait.values()) + L.TRITON_EXIT_TIMEOUT
+    assert validate_strict(_children()["Deployment"]) is not None

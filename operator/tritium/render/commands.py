@@ -58,7 +58,7 @@ def triton_command(isvc: InferenceService, wiring: Wiring) -> list[str]:
         f"--metrics-port={wiring.triton_metrics_port}",
         "--model-control-mode=explicit",
         f"--load-model={spec.model.name}",
-        "--exit-timeout-secs=20",
+        f"--exit-timeout-secs={pod_layout.TRITON_EXIT_TIMEOUT}",
         *wiring.triton_extra,
     ]
     if spec.model.response_cache.enabled:

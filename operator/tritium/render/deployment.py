@@ -52,9 +52,32 @@ def _resources(res: ResourceRequirements | StageResources) -> dict[str, Any]:
     return {"requests": requests, "limits": limits}
 
 
-def _http_probe(path: str, port: int | str, period: int, failures: int) -> dict[str, Any]:
+# Failover: a pod whose Triton or stage died is out of the Service's endpoints within
+# READY_PERIOD x READY_FAILURES = 4 s (+ READY_TIMEOUT for a probe that hangs): the mission's 5 s.
+# The gateway's readiness asks Triton and every stage each time, so it fails on the next probe.
+READY_PERIOD, READY_FAILURES, READY_TIMEOUT = 2, 2, 1
+# A pod that stops: the kubelet runs preStop hooks before SIGTERM. The gateway keeps serving for
+# GATEWAY_PRESTOP seconds while the endpoint controller and kube-proxy take the pod out of the
+# Service, then drains what is in flight (up to GATEWAY_DRAIN, dataplane/cli.py); Triton and the
+# stages wait for that (BACKEND_PRESTOP) before their own SIGTERM, so no request in flight loses
+# its model. The grace period covers the backends' wait plus Triton's --exit-timeout-secs.
+GATEWAY_PRESTOP, GATEWAY_DRAIN = 5, 10
+BACKEND_PRESTOP = GATEWAY_PRESTOP + GATEWAY_DRAIN
+TERMINATION_GRACE = BACKEND_PRESTOP + L.TRITON_EXIT_TIMEOUT + 10
+
+
+def _http_probe(path: str, port: int | str, period: int, failures: int, timeout: int = 2) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures,
-            "timeoutSeconds": 2}
+            "timeoutSeconds": timeout}
+
+
+def _ready_probe(path: str, port: int | str) -> dict[str, Any]:
+    return _http_probe(path, port, READY_PERIOD, READY_FAILURES, READY_TIMEOUT)
+
+
+def _pre_stop(seconds: int) -> dict[str, Any]:
+    """A sleep hook the kubelet runs itself (no shell or sleep binary needed in the image)."""
+    return {"preStop": {"sleep": {"seconds": seconds}}}
 
 
 def _mount(name: str, path: str, read_only: bool = True) -> dict[str, Any]:
@@ -96,7 +119,8 @@ def _triton_container(isvc: InferenceService, images: dict[str, str]) -> dict[st
         # Model loading can take minutes: the startup probe holds liveness off until Triton is up.
         "startupProbe": _http_probe("/v2/health/live", L.TRITON_HTTP_PORT, 5, 120),
         "livenessProbe": _http_probe("/v2/health/live", L.TRITON_HTTP_PORT, 10, 3),
-        "readinessProbe": _http_probe("/v2/health/ready", L.TRITON_HTTP_PORT, 5, 2),
+        "readinessProbe": _ready_probe("/v2/health/ready", L.TRITON_HTTP_PORT),
+        "lifecycle": _pre_stop(BACKEND_PRESTOP),
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": [_mount("models", L.MODEL_REPOSITORY), _mount("shm", "/dev/shm", read_only=False),
                          _mount("tmp", "/tmp", read_only=False)],
@@ -120,7 +144,8 @@ def _stage_container(isvc: InferenceService, stage: str, images: dict[str, str])
         "command": stage_command(stage, WIRING),
         "resources": _resources(spec.resources),
         "livenessProbe": _http_probe("/healthz", port, 10, 3),
-        "readinessProbe": _http_probe("/healthz", port, 5, 2),
+        "readinessProbe": _ready_probe("/healthz", port),
+        "lifecycle": _pre_stop(BACKEND_PRESTOP),
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": mounts,
     }
@@ -158,7 +183,7 @@ def _gateway_container(isvc: InferenceService, images: dict[str, str]) -> dict[s
     if sec.tls:
         mounts.append(_mount("tls", f"{L.SECRETS_DIR}/tls"))
     scheme = "HTTPS" if sec.tls else "HTTP"
-    probe_ready = _http_probe("/v2/health/ready", "gateway", 5, 2)
+    probe_ready = _ready_probe("/v2/health/ready", "gateway")
     probe_live = _http_probe("/v2/health/live", "gateway", 10, 3)
     for probe in (probe_ready, probe_live):
         probe["httpGet"]["scheme"] = scheme
@@ -173,6 +198,7 @@ def _gateway_container(isvc: InferenceService, images: dict[str, str]) -> dict[s
         "resources": _resources(gw.resources),
         "livenessProbe": probe_live,
         "readinessProbe": probe_ready,
+        "lifecycle": _pre_stop(GATEWAY_PRESTOP),
         "securityContext": CONTAINER_SECURITY,
         "volumeMounts": mounts,
     }
@@ -226,7 +252,7 @@ def _pod_spec(isvc: InferenceService, revision: str, images: dict[str, str]) -> 
             "fsGroup": L.RUN_AS_USER,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE,
         "initContainers": [_fetch_container(isvc, images)],
         "containers": [c for c in containers if c is not None],
         "volumes": _volumes(isvc, revision),
