@@ -47,9 +47,12 @@ def render_children(
     rev = revision or revision_of(isvc.spec, images)
     route = routing or Routing.only(rev)
     canary = route.canary == rev
+    # Children shared by the revisions carry the serving revision's label: a new revision does
+    # not rewrite them, only a promotion does.
+    shared = route.stable
     # Order matters for the first apply: the ServiceAccount and ConfigMaps exist before pods need them.
     children = [
-        serviceaccount.render(isvc, rev),
+        serviceaccount.render(isvc, shared),
         configmap.render(isvc, rev),
         traffic.render(isvc, route),
         deployment.render(isvc, rev, images=images, replicas=replicas),
@@ -57,11 +60,11 @@ def render_children(
         pdb.render(isvc, rev),
         *service.render_revisions(isvc, route),
         service.render(isvc, route),
-        networkpolicy.render(isvc, rev),
+        networkpolicy.render(isvc, shared),
         # Kinds whose CRDs a cluster may lack last: it skips them (controller/reconcile.py).
         httproute.render(isvc, route),
-        podmonitor.render(isvc, rev),
-        prometheusrule.render(isvc, rev),
+        podmonitor.render(isvc, shared),
+        prometheusrule.render(isvc, shared),
         None if canary else scaledobject.render(isvc, rev),
     ]
     return [stamp_applied_hash(c) for c in children if c is not None]
