@@ -34,7 +34,7 @@ _METADATA = orjson.dumps({"name": "add", "versions": ["1"], "platform": "python"
 
 
 async def _fake_triton(request: Request) -> Response:
-    if request.method == "POST" and request.path == "/v2/models/add/infer":
+    if request.method == "POST" and request.path in ("/v2/models/add/infer", "/v2/models/add/versions/1/infer"):
         return Response(200, _ANSWER, {"Content-Type": "application/json"})
     if request.method == "GET" and request.path == "/v2/models/add":
         return Response(200, _METADATA, {"Content-Type": "application/json"})

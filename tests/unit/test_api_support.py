@@ -15,7 +15,6 @@ SET_FIELDS: dict[str, dict[str, Any]] = {
     "spec.autoscaling.scaleUpSeconds": {"autoscaling": {"scaleUpSeconds": 10}},
     "spec.autoscaling.minReplicas": {"autoscaling": {"minReplicas": 0}},
     "spec.security.redactPII": {"security": {"redactPII": True}},
-    "spec.security.audit.enabled": {"security": {"audit": {"enabled": True}}},
     "spec.security.signResponses": {"security": {"signResponses": True}},
 }
 
@@ -62,6 +61,8 @@ def test_every_entry_is_exercised() -> None:
     {"monitoring": {"webhook": {"url": "https://hooks.example.com/x"}}},
     {"security": {"apiKeysSecretRef": {"name": "keys", "key": "keys"}}},
     {"security": {"tls": {"secretName": "cert"}}},
+    {"security": {"audit": {"enabled": True}}},
+    {"security": {"audit": {"enabled": True, "file": "/tmp/audit.log"}}},
     {"security": {"tls": {"secretName": "cert", "minVersion": "1.3"}}},
     {"security": {"ipAllowlist": ["10.0.0.0/8", "fd00::/8"], "trustedProxies": ["10.1.0.0/16"]}},
     {"security": {"rateLimit": {"requestsPerSecond": 5, "burst": 20, "per": "clientAddress"}}},
@@ -111,7 +112,7 @@ def test_the_autoscaler_is_no_longer_refused() -> None:
 
 def test_security_refuses_only_what_is_not_implemented_by_name() -> None:
     security = {p for p in NOT_SUPPORTED if p.startswith("spec.security")}
-    assert security == {"spec.security.redactPII", "spec.security.audit", "spec.security.signResponses"}
+    assert security == {"spec.security.redactPII", "spec.security.signResponses"}
 
 
 def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:
@@ -133,3 +134,9 @@ def test_surge_false_needs_fixed_replicas_to_take_from(patch: dict[str, Any], wh
 
 def test_surge_false_with_fixed_replicas_is_accepted() -> None:
     _check({"rollout": {"surge": False}, "autoscaling": {"enabled": False}, "replicas": 2})
+
+
+def test_an_audit_file_without_the_audit_is_refused() -> None:
+    with pytest.raises(SpecError) as caught:
+        _check({"security": {"audit": {"file": "/tmp/audit.log"}}})
+    assert caught.value.field == "spec.security.audit.file"

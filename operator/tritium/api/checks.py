@@ -78,6 +78,8 @@ def check_values(isvc: InferenceService) -> None:
     check_storage_uri(spec.model.storage_uri)
     _check_cidrs(spec.security.ip_allowlist, "spec.security.ipAllowlist")
     _check_cidrs(spec.security.trusted_proxies, "spec.security.trustedProxies")
+    if spec.security.audit.file and not spec.security.audit.enabled:
+        raise SpecError("spec.security.audit.file", "needs audit.enabled: true (no record is written without it)")
     post = spec.postprocess
     if post and post.builtin and post.builtin.top_k and spec.model.outputs:
         names = {o.name for o in spec.model.outputs}

@@ -570,7 +570,15 @@ class TlsSpec(ApiModel):
 class AuditSpec(ApiModel):
     """Audit log of requests (who, what, when, outcome; never payloads)."""
 
-    enabled: bool = described("Write an audit record per request.", default=False)
+    enabled: bool = described(
+        "Write an audit record per metadata and inference call: one JSON object per line on the gateway's "
+        "stdout (time, request id, API key id, client address, model, version, revision, status, latency, "
+        "SHA-256 of the request body, cache hit). Bodies, keys and tokens are never written; health probes "
+        "are not audited.", default=False)
+    file: str | None = described(
+        "Also append each record to this file, a path the gateway container can write (in a pod only /tmp "
+        "is, an emptyDir that goes with the pod: collect stdout for a lasting log). Only stdout when unset.",
+        default=None)
 
 
 class SecuritySpec(ApiModel):

@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 
 from tritium.dataplane import cache as cache_mod
+from tritium.dataplane.audit import UNAUDITED, AuditLog
 from tritium.dataplane.config import DataPlaneConfig
 from tritium.dataplane.errors import (
     CACHE_HEADER,
@@ -34,7 +35,7 @@ from tritium.dataplane.forward import CanaryForwarder
 from tritium.dataplane.http_server import Request, Response, Router, StreamResponse
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
-from tritium.dataplane.security import Security, SecuritySettings
+from tritium.dataplane.security import KEY_ID_STATE, Security, SecuritySettings
 from tritium.dataplane.stage_client import StageClient
 from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
 from tritium.dataplane.traffic import TrafficFile, TrafficSplit
@@ -116,6 +117,7 @@ class Gateway:
         self._traffic_task: asyncio.Task[None] | None = None
         self.security = Security(spec.security, settings.security or SecuritySettings(), self.metrics.registry,
                                  namespace=f"{settings.config.namespace}/{settings.config.name}")
+        self.audit = AuditLog(spec.security.audit, self.revision) if spec.security.audit.enabled else None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -158,6 +160,8 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.security.stop()
+        if self.audit is not None:
+            self.audit.close()
         if self._traffic_task is not None:
             self._traffic_task.cancel()
         if self.canary is not None:
@@ -421,6 +425,7 @@ class Gateway:
 _FIXED_ENDPOINTS = {"/v2": "server", "/v2/health/live": "live", "/v2/health/ready": "ready"}
 _DEADLINE_ENDPOINTS = ("infer", "invoke")  # the stream handler bounds itself: its headers may already be sent
 _SPLIT_ENDPOINTS = frozenset(("infer", "invoke", "stream"))  # inference: the only requests a canary gets a share of
+_INFERENCE_ENDPOINTS = _SPLIT_ENDPOINTS  # their time is a key's inference seconds
 
 
 def _endpoint_label(pattern: str) -> str:
@@ -461,6 +466,7 @@ def build_handler(gateway: Gateway) -> Any:
     labels: dict[str, str] = {}
     split = gateway.split
     security = gateway.security if gateway.security.enabled else None
+    audit = gateway.audit
 
     async def dispatch(request: Request) -> Response | StreamResponse:
         start = time.perf_counter()
@@ -505,12 +511,18 @@ def build_handler(gateway: Gateway) -> Any:
             log.exception("unexpected error in %s", request.path)
             err = ApiError(500, "internal_error", f"internal error ({type(exc).__name__})")
             response, status = _error_response(err, request, rid), 500
+        elapsed = time.perf_counter() - start
+        if audit is not None and endpoint not in UNAUDITED:  # before the model label is blanked below
+            audit.record(request, endpoint=endpoint, model=model, status=status, seconds=elapsed,
+                         key_id=request.state.get(KEY_ID_STATE), client=str(gateway.security.client(request) or "")
+                         or None, cache=response.headers.get(CACHE_HEADER))
         if status == 404:
             model = ""  # never a label value per made-up model name
         if endpoint != "other" or status != 404:
-            gateway.metrics.observe(model, endpoint, status, time.perf_counter() - start)
+            gateway.metrics.observe(model, endpoint, status, elapsed)
         if security is not None:
-            security.count(request, endpoint, status)
+            sent = len(response.body) if isinstance(response, Response) else response.sent
+            security.count(request, endpoint, status, sent, elapsed if endpoint in _INFERENCE_ENDPOINTS else 0.0)
         return response
 
     return dispatch

@@ -126,6 +126,7 @@ class StreamResponse:
         self.headers = headers or {}
         self._connection: _Connection | None = None
         self._chunked = True
+        self.sent = 0  # body bytes written so far (per-key byte counts, dataplane/security.py)
 
     async def prepare(self, request: Request) -> None:
         conn = request._connection
@@ -144,6 +145,7 @@ class StreamResponse:
         if conn.closing:
             raise ConnectionResetError("the client went away")
         if data:
+            self.sent += len(data)
             conn.write(b"%x\r\n%b\r\n" % (len(data), data) if self._chunked else data)
         await conn.drain()
 

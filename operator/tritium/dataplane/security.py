@@ -7,7 +7,9 @@ metrics port is a separate server and never passes through here.
 
 Each refusal is an ApiError, so it is answered in the gateway's error JSON and counted in
 tritium_gateway_requests like any other answer. The key's id (never the key) is kept in the
-request's state for later layers (audit) and counted per key in tritium_gateway_key_requests.
+request's state for later layers (audit) and counted per key: tritium_gateway_key_requests (by
+endpoint and status code, so errors are its 4xx/5xx codes), and bytes received and sent and
+inference seconds, per key only (a key's usage, not a second breakdown of the requests counter).
 """
 
 from __future__ import annotations
@@ -76,7 +78,16 @@ class Security:
             "tritium_gateway_key_requests", "Requests answered, by the id of the API key that made them.",
             ["key", "endpoint", "code"], registry=registry,
         )
+        self.key_received = Counter(
+            "tritium_gateway_key_received_bytes", "Request body bytes received, by API key id.", ["key"],
+            registry=registry)
+        self.key_sent = Counter(
+            "tritium_gateway_key_sent_bytes", "Response body bytes sent, by API key id.", ["key"], registry=registry)
+        self.key_inference = Counter(
+            "tritium_gateway_key_inference_seconds", "Seconds spent answering inference calls (infer, invoke, "
+            "stream), by API key id.", ["key"], registry=registry)
         self._children: dict[tuple[str, str, int], Any] = {}
+        self._usage: dict[str, tuple[Any, Any, Any]] = {}
         self._task: asyncio.Task[None] | None = None
         self._verdicts: dict[Address, bool] = {}
 
@@ -129,11 +140,31 @@ class Security:
             self._verdicts[address] = allowed
         return allowed
 
-    def count(self, request: Request, endpoint: str, status: int) -> None:
-        """Count an answered request under its key id (requests without a valid key are not counted here)."""
+    def client(self, request: Request) -> Address | None:
+        """The client's address as the allowlist resolves it (peer, or X-Forwarded-For past trusted proxies)."""
+        address = request.state.get(CLIENT_STATE)
+        if address is None:
+            address = client_address(request.peer, request.headers.get("x-forwarded-for"), self.trusted)
+            request.state[CLIENT_STATE] = address
+        return address
+
+    def count(self, request: Request, endpoint: str, status: int, sent: int = 0, inference: float = 0.0) -> None:
+        """Count an answered request under its key id (requests without a valid key are not counted here):
+        the request, its body bytes, the ``sent`` response bytes and the ``inference`` seconds."""
         key_id = request.state.get(KEY_ID_STATE)
         if key_id is None:
             return
+        usage = self._usage.get(key_id)
+        if usage is None:
+            usage = (self.key_received.labels(key_id), self.key_sent.labels(key_id), self.key_inference.labels(key_id))
+            if len(self._usage) < _MAX_KEY_CHILDREN:
+                self._usage[key_id] = usage
+        if request.body:
+            usage[0].inc(len(request.body))
+        if sent:
+            usage[1].inc(sent)
+        if inference:
+            usage[2].inc(inference)
         ident = (key_id, endpoint, status)
         child = self._children.get(ident)
         if child is None:
