@@ -44,6 +44,7 @@ from tritium.rollout.revisions import DeploymentObservation, RevisionPlan, servi
 from tritium.rollout.state import Policy, RolloutState
 
 STATUS_BOOKKEEPING = "kopf"  # status.kopf belongs to kopf, never compared nor overwritten here
+ROLLOUT_STATUS_KEYS = ("stableRevision", "canaryRevision", "canaryWeight", "analysis", "rollout")
 
 
 # Per-revision children are named NAME-REVISION (render.metadata.revision_name), revision 10 hex.
@@ -121,7 +122,11 @@ PER_REVISION_KINDS = frozenset(
 OPTIONAL_KINDS = {"HTTPRoute": "httproutes.gateway.networking.k8s.io",
                   "PodMonitor": "podmonitors.monitoring.coreos.com",
                   "PrometheusRule": "prometheusrules.monitoring.coreos.com",
+                  "AlertmanagerConfig": "alertmanagerconfigs.monitoring.coreos.com",
                   "ScaledObject": "scaledobjects.keda.sh"}
+# The optional kinds MonitoringReady speaks of (the Prometheus Operator's); a missing Gateway API or
+# KEDA CRD is said by a Warning event instead.
+MONITORING_KINDS = ("PodMonitor", "PrometheusRule", "AlertmanagerConfig")
 
 
 @dataclass(frozen=True)
@@ -288,6 +293,9 @@ class Reconciler:
                 previous=previous, generation=generation, plan=None, observed=observed,
                 url=previous.get("url", ""), selector=previous.get("selector", ""), now=_now(), spec_error=message,
             )
+            # A rollout in flight waits as it is (its children are untouched too) and goes on once
+            # the spec is valid again: its state stays in status.
+            status.update({k: previous[k] for k in ROLLOUT_STATUS_KEYS if k in previous})
             await self._write_status(namespace, name, previous, status)
             return "invalid_spec"
 
@@ -355,6 +363,10 @@ class Reconciler:
                     await self.events.post(body, "Warning", "CRDMissing", f"ScaledObject {obj['metadata']['name']} "
                                            f"skipped: the cluster has no {OPTIONAL_KINDS['ScaledObject']} CRD (install "
                                            "KEDA); nothing scales the revision until it is installed")
+                elif obj["kind"] == "HTTPRoute":
+                    await self.events.post(body, "Warning", "CRDMissing", f"HTTPRoute {obj['metadata']['name']} "
+                                           f"skipped: the cluster has no {OPTIONAL_KINDS['HTTPRoute']} CRD (install "
+                                           "the Gateway API); no Gateway routes to the service until it is installed")
                 continue
             self._applied[(namespace, obj["kind"], obj["metadata"]["name"])] = Applied(
                 obj["metadata"]["annotations"][ANNOTATION_APPLIED_HASH],
@@ -501,10 +513,11 @@ def _handed_over(desired: list[dict[str, Any]], have: dict[tuple[str, str], Chil
 def _monitoring(desired: list[dict[str, Any]], skipped: list[str]) -> tuple[str, str, str] | None:
     """The MonitoringReady condition (status, reason, message); None when no monitoring child is wanted.
 
-    A ScaledObject is an autoscaler, not monitoring: a missing KEDA CRD is said by a Warning event.
+    Only MONITORING_KINDS count: a ScaledObject is an autoscaler and an HTTPRoute a route, whose
+    missing CRDs are said by Warning events.
     """
-    kinds = [o["kind"] for o in desired if o["kind"] in OPTIONAL_KINDS and o["kind"] != "ScaledObject"]
-    skipped = [k for k in skipped if k != "ScaledObject"]
+    kinds = [o["kind"] for o in desired if o["kind"] in MONITORING_KINDS]
+    skipped = [k for k in skipped if k in MONITORING_KINDS]
     if not kinds:
         return None
     if skipped:
