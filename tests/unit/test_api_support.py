@@ -15,7 +15,6 @@ SET_FIELDS: dict[str, dict[str, Any]] = {
     "spec.autoscaling.scaleUpSeconds": {"autoscaling": {"scaleUpSeconds": 10}},
     "spec.autoscaling.minReplicas": {"autoscaling": {"minReplicas": 0}},
     "spec.security.redactPII": {"security": {"redactPII": True}},
-    "spec.security.signResponses": {"security": {"signResponses": True}},
 }
 
 
@@ -62,6 +61,7 @@ def test_every_entry_is_exercised() -> None:
     {"security": {"apiKeysSecretRef": {"name": "keys", "key": "keys"}}},
     {"security": {"tls": {"secretName": "cert"}}},
     {"security": {"audit": {"enabled": True}}},
+    {"security": {"signResponses": True, "signingKeySecretRef": {"name": "sig", "key": "hmac"}}},
     {"security": {"audit": {"enabled": True, "file": "/tmp/audit.log"}}},
     {"security": {"tls": {"secretName": "cert", "minVersion": "1.3"}}},
     {"security": {"ipAllowlist": ["10.0.0.0/8", "fd00::/8"], "trustedProxies": ["10.1.0.0/16"]}},
@@ -112,7 +112,7 @@ def test_the_autoscaler_is_no_longer_refused() -> None:
 
 def test_security_refuses_only_what_is_not_implemented_by_name() -> None:
     security = {p for p in NOT_SUPPORTED if p.startswith("spec.security")}
-    assert security == {"spec.security.redactPII", "spec.security.signResponses"}
+    assert security == {"spec.security.redactPII"}
 
 
 def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:
@@ -140,3 +140,10 @@ def test_an_audit_file_without_the_audit_is_refused() -> None:
     with pytest.raises(SpecError) as caught:
         _check({"security": {"audit": {"file": "/tmp/audit.log"}}})
     assert caught.value.field == "spec.security.audit.file"
+
+
+@pytest.mark.parametrize("security", [{"signResponses": True}, {"signingKeySecretRef": {"name": "s", "key": "k"}}])
+def test_signing_needs_both_the_switch_and_the_key(security: dict[str, Any]) -> None:
+    with pytest.raises(SpecError) as caught:
+        _check({"security": security})
+    assert caught.value.field == "spec.security.signingKeySecretRef"

@@ -94,3 +94,13 @@ def test_a_tls_secret_that_cannot_be_found_is_a_usage_error(tmp_path: Path, file
     with pytest.raises(UsageError, match=message):
         secret_environment(_isvc({"security": {"tls": {"secretName": "gw-tls"}}}),
                            str(tmp_path) if files is not None else None)
+
+
+def test_the_signing_key_is_read_in_place(tmp_path: Path) -> None:
+    (tmp_path / "sig").mkdir()
+    (tmp_path / "sig" / "hmac").write_text("k" * 32)
+    spec = {"security": {"signResponses": True, "signingKeySecretRef": {"name": "sig", "key": "hmac"}}}
+    env = secret_environment(_isvc(spec), str(tmp_path))
+    assert env == {"TRITIUM_SIGNING_KEY_FILE": str(tmp_path.resolve() / "sig" / "hmac")}
+    with pytest.raises(UsageError, match="signingKeySecretRef"):
+        secret_environment(_isvc(spec), None)

@@ -32,3 +32,11 @@ def test_rate_limit_redis_url_comes_from_its_secret() -> None:
 def test_in_memory_limits_and_allowlists_need_no_env() -> None:
     gateway = _gateway({"rateLimit": {"requestsPerSecond": 10}, "ipAllowlist": ["10.0.0.0/8"]})
     assert "env" not in gateway
+
+
+def test_signing_key_is_mounted_where_the_env_points() -> None:
+    gateway = _gateway({"signResponses": True, "signingKeySecretRef": {"name": "sig", "key": "hmac"}})
+    env = {e["name"]: e.get("value") for e in gateway["env"]}
+    mount = next(m for m in gateway["volumeMounts"] if m["name"] == "signing")
+    assert env["TRITIUM_SIGNING_KEY_FILE"] == f"{mount['mountPath']}/hmac"
+    assert mount["readOnly"] is True

@@ -78,6 +78,10 @@ def check_values(isvc: InferenceService) -> None:
     check_storage_uri(spec.model.storage_uri)
     _check_cidrs(spec.security.ip_allowlist, "spec.security.ipAllowlist")
     _check_cidrs(spec.security.trusted_proxies, "spec.security.trustedProxies")
+    if spec.security.sign_responses and spec.security.signing_key_secret_ref is None:
+        raise SpecError("spec.security.signingKeySecretRef", "signResponses needs the Secret key to sign with")
+    if spec.security.signing_key_secret_ref is not None and not spec.security.sign_responses:
+        raise SpecError("spec.security.signingKeySecretRef", "needs signResponses: true (nothing is signed without it)")
     if spec.security.audit.file and not spec.security.audit.enabled:
         raise SpecError("spec.security.audit.file", "needs audit.enabled: true (no record is written without it)")
     post = spec.postprocess
@@ -108,6 +112,9 @@ def references(isvc: InferenceService) -> list[Reference]:
         )
     if sec.tls:
         refs.append(Reference("Secret", sec.tls.secret_name, "tls.crt", "spec.security.tls.secretName"))
+    if sec.signing_key_secret_ref:
+        refs.append(Reference("Secret", sec.signing_key_secret_ref.name, sec.signing_key_secret_ref.key,
+                              "spec.security.signingKeySecretRef"))
     if spec.gateway.cache.redis:
         ref = spec.gateway.cache.redis.url_secret_ref
         refs.append(Reference("Secret", ref.name, ref.key, "spec.gateway.cache.redis.urlSecretRef"))

@@ -604,7 +604,15 @@ class SecuritySpec(ApiModel):
         "Redact personal data (emails, phone numbers...) in logs.", default=False, alias="redactPII"
     )
     audit: AuditSpec = nested(AuditSpec, "Audit log.")
-    sign_responses: bool = described("Sign responses with an HMAC header.", default=False)
+    sign_responses: bool = described(
+        "Sign every non-streaming answer of metadata and inference calls: header X-Tritium-Signature: "
+        "v1=HEX, HMAC-SHA256 under the key signingKeySecretRef names, over the request id (X-Request-Id), a "
+        "newline, and the body as sent (tritium.client.verify_response checks it). Provenance of the answer, "
+        "not a watermark of the model; streams (SSE) are not signed. Needs signingKeySecretRef.",
+        default=False)
+    signing_key_secret_ref: SecretKeyRef | None = described(
+        "Secret key holding the HMAC key (at least 32 bytes; surrounding whitespace ignored), for "
+        "signResponses. Edits of the Secret apply without a restart.", default=None)
 
 
 class AlertRule(ApiModel):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # what static tools see; at run time the names load on first 
     )
     from tritium.client.response import BatchResult, Health, ModelMetadata, Response, StreamChunk, TensorSpec
     from tritium.client.retry import RetryPolicy, Timeout
+    from tritium.client.signing import verify_response
     from tritium.client.sync import ChunkStream, InferenceClient
 
 # Names -> the module defining them, imported on first use: `tritium.client.cli` is loaded by every
@@ -47,6 +48,7 @@ _MODULES = {
     "StreamChunk": "response", "TensorSpec": "response",
     "RetryPolicy": "retry", "Timeout": "retry",
     "ChunkStream": "sync", "InferenceClient": "sync",
+    "verify_response": "signing",
 }
 
 
@@ -86,4 +88,5 @@ __all__ = [
     "TensorSpec",
     "Timeout",
     "TritiumError",
+    "verify_response",
 ]

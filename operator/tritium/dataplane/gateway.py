@@ -35,7 +35,8 @@ from tritium.dataplane.forward import CanaryForwarder
 from tritium.dataplane.http_server import Request, Response, Router, StreamResponse
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
-from tritium.dataplane.security import KEY_ID_STATE, Security, SecuritySettings
+from tritium.dataplane.security import KEY_ID_STATE, OPEN_ENDPOINTS, Security, SecuritySettings
+from tritium.dataplane.signing import SIGNATURE_HEADER, Signer
 from tritium.dataplane.stage_client import StageClient
 from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
 from tritium.dataplane.traffic import TrafficFile, TrafficSplit
@@ -118,11 +119,16 @@ class Gateway:
         self.security = Security(spec.security, settings.security or SecuritySettings(), self.metrics.registry,
                                  namespace=f"{settings.config.namespace}/{settings.config.name}")
         self.audit = AuditLog(spec.security.audit, self.revision) if spec.security.audit.enabled else None
+        self.signer = (Signer((settings.security or SecuritySettings()).signing_key_file)
+                       if spec.security.sign_responses else None)
+        self._signer_task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
         await self.security.start()
+        if self.signer is not None:
+            self._signer_task = asyncio.create_task(self.signer.watch())
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=None),
             skip_auto_headers=("User-Agent",),
@@ -160,6 +166,8 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.security.stop()
+        if self._signer_task is not None:
+            self._signer_task.cancel()
         if self.audit is not None:
             self.audit.close()
         if self._traffic_task is not None:
@@ -467,6 +475,7 @@ def build_handler(gateway: Gateway) -> Any:
     split = gateway.split
     security = gateway.security if gateway.security.enabled else None
     audit = gateway.audit
+    signer = gateway.signer
 
     async def dispatch(request: Request) -> Response | StreamResponse:
         start = time.perf_counter()
@@ -511,6 +520,8 @@ def build_handler(gateway: Gateway) -> Any:
             log.exception("unexpected error in %s", request.path)
             err = ApiError(500, "internal_error", f"internal error ({type(exc).__name__})")
             response, status = _error_response(err, request, rid), 500
+        if signer is not None and isinstance(response, Response) and endpoint not in OPEN_ENDPOINTS:
+            response.headers[SIGNATURE_HEADER] = signer.sign(rid, response.body)  # errors too: all but streams
         elapsed = time.perf_counter() - start
         if audit is not None and endpoint not in UNAUDITED:  # before the model label is blanked below
             audit.record(request, endpoint=endpoint, model=model, status=status, seconds=elapsed,

@@ -27,6 +27,7 @@ from tritium.dataplane.clientip import Address, Network, client_address, parse_n
 from tritium.dataplane.errors import ApiError
 from tritium.dataplane.http_server import Request
 from tritium.dataplane.ratelimit import RateLimiter
+from tritium.dataplane.signing import SIGNING_KEY_FILE_ENV
 
 API_KEYS_FILE_ENV = "TRITIUM_API_KEYS_FILE"
 RATELIMIT_REDIS_URL_ENV = "TRITIUM_RATELIMIT_REDIS_URL"
@@ -44,10 +45,12 @@ class SecuritySettings:
 
     api_keys_file: str | None = None
     ratelimit_redis_url: str | None = None
+    signing_key_file: str | None = None  # dataplane/signing.py
 
     @classmethod
     def from_env(cls) -> SecuritySettings:
-        return cls(os.environ.get(API_KEYS_FILE_ENV) or None, os.environ.get(RATELIMIT_REDIS_URL_ENV) or None)
+        return cls(os.environ.get(API_KEYS_FILE_ENV) or None, os.environ.get(RATELIMIT_REDIS_URL_ENV) or None,
+                   os.environ.get(SIGNING_KEY_FILE_ENV) or None)
 
 
 class Security:

@@ -14,6 +14,7 @@ from tritium.api.spec import SecretKeyRef
 from tritium.cli import UsageError
 from tritium.dataplane.gateway import REDIS_URL_ENV
 from tritium.dataplane.security import API_KEYS_FILE_ENV, RATELIMIT_REDIS_URL_ENV
+from tritium.dataplane.signing import SIGNING_KEY_FILE_ENV
 from tritium.dataplane.tls import CERT_FILE_ENV, KEY_FILE_ENV, MIN_VERSION_ENV
 
 
@@ -46,6 +47,8 @@ def secret_environment(isvc: InferenceService, secrets_dir: str | None) -> dict[
     sec = spec.security
     if sec.api_keys_secret_ref:
         env[API_KEYS_FILE_ENV] = str(_path(sec.api_keys_secret_ref, base, "spec.security.apiKeysSecretRef"))
+    if sec.sign_responses and sec.signing_key_secret_ref:  # the path: editing it changes the key live
+        env[SIGNING_KEY_FILE_ENV] = str(_path(sec.signing_key_secret_ref, base, "spec.security.signingKeySecretRef"))
     if sec.tls:
         # The paths, as for the keys: replacing DIR/NAME/tls.crt and tls.key renews the certificate
         # in the running gateway, as kubelet's swap of the mounted Secret does in a pod.

@@ -157,6 +157,9 @@ def _gateway_env(isvc: InferenceService) -> list[dict[str, Any]]:
     if sec.api_keys_secret_ref:
         env.append({"name": "TRITIUM_API_KEYS_FILE",
                     "value": f"{L.SECRETS_DIR}/api-keys/{sec.api_keys_secret_ref.key}"})
+    if sec.sign_responses and sec.signing_key_secret_ref:  # dataplane/signing.py SIGNING_KEY_FILE_ENV
+        env.append({"name": "TRITIUM_SIGNING_KEY_FILE",
+                    "value": f"{L.SECRETS_DIR}/signing/{sec.signing_key_secret_ref.key}"})
     if sec.tls:  # dataplane/tls.py: the gateway serves HTTPS with these and refuses to start without them
         env += [{"name": "TRITIUM_TLS_CERT_FILE", "value": f"{L.SECRETS_DIR}/tls/tls.crt"},
                 {"name": "TRITIUM_TLS_KEY_FILE", "value": f"{L.SECRETS_DIR}/tls/tls.key"},
@@ -182,6 +185,8 @@ def _gateway_container(isvc: InferenceService, images: dict[str, str]) -> dict[s
         mounts.append(_mount("api-keys", f"{L.SECRETS_DIR}/api-keys"))
     if sec.tls:
         mounts.append(_mount("tls", f"{L.SECRETS_DIR}/tls"))
+    if sec.sign_responses and sec.signing_key_secret_ref:
+        mounts.append(_mount("signing", f"{L.SECRETS_DIR}/signing"))
     scheme = "HTTPS" if sec.tls else "HTTP"
     probe_ready = _ready_probe("/v2/health/ready", "gateway")
     probe_live = _http_probe("/v2/health/live", "gateway", 10, 3)
@@ -231,6 +236,8 @@ def _volumes(isvc: InferenceService, revision: str) -> list[dict[str, Any]]:
         volumes.append({"name": "api-keys", "secret": {"secretName": spec.security.api_keys_secret_ref.name}})
     if spec.security.tls:
         volumes.append({"name": "tls", "secret": {"secretName": spec.security.tls.secret_name}})
+    if spec.security.sign_responses and spec.security.signing_key_secret_ref:
+        volumes.append({"name": "signing", "secret": {"secretName": spec.security.signing_key_secret_ref.name}})
     return volumes
 
 
