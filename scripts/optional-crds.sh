@@ -10,7 +10,13 @@ GATEWAY_API=v1.6.3
 PROMETHEUS_OPERATOR=v0.85.0
 KEDA=v2.21.0
 OUT="${TRITIUM_CRD_CACHE:-$PWD/.cache/crds}/gateway-$GATEWAY_API-prom-$PROMETHEUS_OPERATOR-keda-$KEDA"
-if [ -f "$OUT/.complete" ]; then
+# .complete lists the files copied: a cache made before a CRD was added is completed, not used.
+WANT="gateway.networking.k8s.io_gatewayclasses.yaml gateway.networking.k8s.io_gateways.yaml
+gateway.networking.k8s.io_httproutes.yaml gateway.networking.k8s.io_referencegrants.yaml
+monitoring.coreos.com_servicemonitors.yaml monitoring.coreos.com_podmonitors.yaml
+monitoring.coreos.com_prometheusrules.yaml monitoring.coreos.com_alertmanagerconfigs.yaml
+keda.sh_scaledobjects.yaml keda.sh_triggerauthentications.yaml"
+if [ -f "$OUT/.complete" ] && [ "$(cat "$OUT/.complete")" = "$WANT" ]; then
   echo "$OUT"
   exit 0
 fi
@@ -28,12 +34,12 @@ keda="$(module_dir "github.com/kedacore/keda/v2@$KEDA")"
 for kind in gatewayclasses gateways httproutes referencegrants; do
   cp "$gateway/config/crd/standard/gateway.networking.k8s.io_$kind.yaml" "$OUT/"
 done
-for kind in servicemonitors podmonitors prometheusrules; do
+for kind in servicemonitors podmonitors prometheusrules alertmanagerconfigs; do
   cp "$prometheus/example/prometheus-operator-crd/monitoring.coreos.com_$kind.yaml" "$OUT/"
 done
 for kind in scaledobjects triggerauthentications; do
   cp "$keda/config/crd/bases/keda.sh_$kind.yaml" "$OUT/"
 done
 chmod u+w "$OUT"/*.yaml
-touch "$OUT/.complete"
+echo "$WANT" >"$OUT/.complete"
 echo "$OUT"

@@ -113,7 +113,8 @@ def optional_crds(kube: Kube) -> list[str]:
     """Install the optional CRDs on our own control plane; on a user's cluster, use what it has."""
     names = [
         "httproutes.gateway.networking.k8s.io", "servicemonitors.monitoring.coreos.com",
-        "podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com", "scaledobjects.keda.sh",
+        "podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com",
+        "alertmanagerconfigs.monitoring.coreos.com", "scaledobjects.keda.sh",
     ]
     if kube.simulated:
         kube.kubectl("apply", "--server-side", "-f", str(optional_crds_dir()))

@@ -2,8 +2,9 @@
 
 Their CRDs come from the Go modules that ship them (scripts/optional-crds.sh), so an object of
 ours that one of these projects would refuse is refused here too: the chart's ServiceMonitor and
-PrometheusRule, the rendered PodMonitor, PrometheusRule and ScaledObject (autoscaler keda, each
-metric) children, and hand-written HTTPRoute and ScaledObject objects.
+PrometheusRule, the rendered PodMonitor, PrometheusRule, AlertmanagerConfig (webhook url or
+secretRef) and ScaledObject (autoscaler keda, each metric) children, and hand-written HTTPRoute
+and ScaledObject objects.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ MONITORING_SPECS = {
         {"metric": m, "threshold": 0.5, "forSeconds": 90, "severity": s}
         for m, s in (("p99LatencyMs", "info"), ("errorRatio", "warning"), ("queueTimeMs", "critical"),
                      ("availability", "warning"))]}},
+    "webhook url": {"monitoring": {"serviceMonitor": True, "webhook": {"url": "https://hooks.example.com/a"}}},
+    "webhook secretRef": {"monitoring": {"serviceMonitor": True, "webhook": {
+        "secretRef": {"name": "alert-hook", "key": "url"}}}},
 }
 
 
@@ -60,7 +64,8 @@ def test_rendered_monitoring_children_pass_the_server(
 ) -> None:
     isvc = parse_inference_service(manifest(spec, namespace=namespace))
     objects = [c for c in render_children(isvc) if c["apiVersion"].startswith("monitoring.coreos.com/")]
-    assert {o["kind"] for o in objects} == {"PodMonitor", "PrometheusRule"}
+    webhook = {"AlertmanagerConfig"} if "webhook" in spec["monitoring"] else set()
+    assert {o["kind"] for o in objects} == {"PodMonitor", "PrometheusRule", *webhook}
     result = server_dry_run(kube, namespace, objects)
     assert result.returncode == 0, result.stderr
 

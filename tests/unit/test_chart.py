@@ -65,6 +65,7 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
     ("monitoring.coreos.com", "servicemonitors"): WRITE,
     ("monitoring.coreos.com", "podmonitors"): WRITE,
     ("monitoring.coreos.com", "prometheusrules"): WRITE,
+    ("monitoring.coreos.com", "alertmanagerconfigs"): WRITE,
     ("keda.sh", "scaledobjects"): WRITE,
     ("", "secrets"): READ,
     ("", "pods"): ["list"],  # the builtin analysis provider finds the canary pods' addresses

@@ -1,5 +1,6 @@
-"""Children of a kind whose CRD the cluster lacks (PodMonitor, PrometheusRule): skipped, remembered,
-applied again once the CRD is installed (controller/reconcile.py)."""
+"""Children of a kind whose CRD the cluster lacks (PodMonitor, PrometheusRule, AlertmanagerConfig,
+HTTPRoute, ScaledObject): skipped, remembered, applied again once the CRD is installed
+(controller/reconcile.py)."""
 
 from __future__ import annotations
 
@@ -57,3 +58,13 @@ def test_monitoring_condition() -> None:
     status, reason, message = _monitoring(desired, ["PrometheusRule"]) or ("", "", "")
     assert (status, reason) == ("False", "CRDMissing")
     assert "PrometheusRule" in message and "prometheusrules.monitoring.coreos.com" in message
+
+
+def test_monitoring_condition_counts_only_the_prometheus_operators_kinds() -> None:
+    desired = [{"kind": "HTTPRoute"}, {"kind": "ScaledObject"}]
+    assert _monitoring(desired, ["HTTPRoute", "ScaledObject"]) is None
+    desired += [{"kind": "PodMonitor"}, {"kind": "AlertmanagerConfig"}]
+    assert _monitoring(desired, ["HTTPRoute"]) == ("True", "Applied", "PodMonitor, AlertmanagerConfig applied")
+    status, reason, message = _monitoring(desired, ["HTTPRoute", "AlertmanagerConfig"]) or ("", "", "")
+    assert (status, reason) == ("False", "CRDMissing")
+    assert "alertmanagerconfigs.monitoring.coreos.com" in message and "httproutes" not in message

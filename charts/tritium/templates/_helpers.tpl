@@ -100,7 +100,7 @@ into the ClusterRole; in namespaced mode into one Role per watched namespace.
   resources: ["httproutes"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
-  resources: ["servicemonitors", "podmonitors", "prometheusrules"]
+  resources: ["servicemonitors", "podmonitors", "prometheusrules", "alertmanagerconfigs"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]

@@ -35,6 +35,7 @@ CHILD_KINDS = {
     "HTTPRoute": ("gateway.networking.k8s.io", "v1", "httproutes"),
     "PodMonitor": ("monitoring.coreos.com", "v1", "podmonitors"),
     "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules"),
+    "AlertmanagerConfig": ("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs"),
     "ScaledObject": ("keda.sh", "v1alpha1", "scaledobjects"),
 }
 client = KubeClient()

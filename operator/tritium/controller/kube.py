@@ -39,6 +39,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "PodMonitor": ("/apis/monitoring.coreos.com/v1", "podmonitors"),
     "PrometheusRule": ("/apis/monitoring.coreos.com/v1", "prometheusrules"),
+    "AlertmanagerConfig": ("/apis/monitoring.coreos.com/v1alpha1", "alertmanagerconfigs"),
     "ScaledObject": ("/apis/keda.sh/v1alpha1", "scaledobjects"),
     "InferenceService": ("/apis/serving.tritium.dev/v1alpha1", "inferenceservices"),
     "Event": ("/api/v1", "events"),

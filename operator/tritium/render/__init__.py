@@ -13,6 +13,7 @@ import yaml
 from tritium.api.resource import InferenceService
 from tritium.images import DEFAULT_IMAGES, Images
 from tritium.render import (
+    alertmanagerconfig,
     configmap,
     deployment,
     hpa,
@@ -65,6 +66,7 @@ def render_children(
         httproute.render(isvc, route),
         podmonitor.render(isvc, shared),
         prometheusrule.render(isvc, shared),
+        alertmanagerconfig.render(isvc, shared),
         None if canary else scaledobject.render(isvc, rev),
     ]
     return [stamp_applied_hash(c) for c in children if c is not None]
