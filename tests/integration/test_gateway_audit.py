@@ -74,3 +74,18 @@ async def test_no_audit_when_disabled(tmp_path: Path, capsys: pytest.CaptureFixt
         assert gateway.audit is None
         assert (await client.post(f"{url}/v2/models/add/infer", content=INFER_BODY, headers=JSON)).status_code == 200
     assert "request_sha256" not in capsys.readouterr().out
+
+
+async def test_redaction_applies_to_audit_records_and_the_log(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    security = {"audit": {"enabled": True}, "redactPII": True, "redactPatterns": [r"secret-\d+"]}
+    async with serving(tmp_path, security) as (url, _), httpx.AsyncClient() as client:
+        capsys.readouterr()
+        rid = "eve@example.com-secret-42"
+        assert (await client.get(f"{url}/v2/models/add", headers={"X-Request-Id": rid})).status_code == 200
+        logging.getLogger("tritium.gateway").warning("client %s", "eve@example.com")
+        out = capsys.readouterr().out
+    assert _records(out)[0]["request_id"] == "[email]-[redacted]"
+    assert _records(out)[0]["client"] == "[ip]"
+    assert "client [email]" in caplog.text and "eve@example.com" not in caplog.text

@@ -14,7 +14,6 @@ from tritium.api.support import NOT_SUPPORTED
 SET_FIELDS: dict[str, dict[str, Any]] = {
     "spec.autoscaling.scaleUpSeconds": {"autoscaling": {"scaleUpSeconds": 10}},
     "spec.autoscaling.minReplicas": {"autoscaling": {"minReplicas": 0}},
-    "spec.security.redactPII": {"security": {"redactPII": True}},
 }
 
 
@@ -61,6 +60,7 @@ def test_every_entry_is_exercised() -> None:
     {"security": {"apiKeysSecretRef": {"name": "keys", "key": "keys"}}},
     {"security": {"tls": {"secretName": "cert"}}},
     {"security": {"audit": {"enabled": True}}},
+    {"security": {"redactPII": True, "redactPatterns": [r"cust-\\d+"]}},
     {"security": {"signResponses": True, "signingKeySecretRef": {"name": "sig", "key": "hmac"}}},
     {"security": {"audit": {"enabled": True, "file": "/tmp/audit.log"}}},
     {"security": {"tls": {"secretName": "cert", "minVersion": "1.3"}}},
@@ -112,7 +112,7 @@ def test_the_autoscaler_is_no_longer_refused() -> None:
 
 def test_security_refuses_only_what_is_not_implemented_by_name() -> None:
     security = {p for p in NOT_SUPPORTED if p.startswith("spec.security")}
-    assert security == {"spec.security.redactPII"}
+    assert security == set()
 
 
 def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:
@@ -147,3 +147,13 @@ def test_signing_needs_both_the_switch_and_the_key(security: dict[str, Any]) -> 
     with pytest.raises(SpecError) as caught:
         _check({"security": security})
     assert caught.value.field == "spec.security.signingKeySecretRef"
+
+
+@pytest.mark.parametrize(("security", "field"), [
+    ({"redactPatterns": ["x"]}, "spec.security.redactPatterns"),
+    ({"redactPII": True, "redactPatterns": ["ok", "(unclosed"]}, "spec.security.redactPatterns[1]"),
+])
+def test_redact_patterns_need_redaction_and_must_compile(security: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        _check({"security": security})
+    assert caught.value.field == field

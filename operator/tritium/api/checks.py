@@ -8,6 +8,7 @@ leaves every running child untouched: what serves keeps serving.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -82,6 +83,14 @@ def check_values(isvc: InferenceService) -> None:
         raise SpecError("spec.security.signingKeySecretRef", "signResponses needs the Secret key to sign with")
     if spec.security.signing_key_secret_ref is not None and not spec.security.sign_responses:
         raise SpecError("spec.security.signingKeySecretRef", "needs signResponses: true (nothing is signed without it)")
+    for i, pattern in enumerate(spec.security.redact_patterns or []):
+        if not spec.security.redact_pii:
+            raise SpecError("spec.security.redactPatterns", "needs redactPII: true (nothing is redacted without it)")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise SpecError(f"spec.security.redactPatterns[{i}]", f"{pattern!r} is not a regular expression: "
+                            f"{exc}") from None
     if spec.security.audit.file and not spec.security.audit.enabled:
         raise SpecError("spec.security.audit.file", "needs audit.enabled: true (no record is written without it)")
     post = spec.postprocess

@@ -601,8 +601,13 @@ class SecuritySpec(ApiModel):
     )
     tls: TlsSpec | None = described("Serve TLS on the gateway port.", default=None)
     redact_pii: bool = described(
-        "Redact personal data (emails, phone numbers...) in logs.", default=False, alias="redactPII"
+        "Redact personal data in every gateway log line and audit record: e-mail addresses, phone numbers, "
+        "card numbers (Luhn-checked), IBANs (mod-97-checked), IP addresses. Responses are not changed.",
+        default=False, alias="redactPII"
     )
+    redact_patterns: list[str] | None = described(
+        "Extra regular expressions (Python re syntax) whose matches are redacted too, with redactPII.",
+        default=None)
     audit: AuditSpec = nested(AuditSpec, "Audit log.")
     sign_responses: bool = described(
         "Sign every non-streaming answer of metadata and inference calls: header X-Tritium-Signature: "

@@ -21,9 +21,7 @@ from tritium.api.spec import InferenceServiceSpec, ModelSpec
 NOT_SUPPORTED: dict[str, str] = {
     "spec.autoscaling.scaleUpSeconds": "the HPA answers a rise in about 30 s (15 s metric resolution + 15 s "
     "sync) plus pod start-up; that figure cannot be tuned yet",
-    # tls, apiKeysSecretRef, ipAllowlist, trustedProxies, rateLimit, audit and signResponses work
-    # (docs/security.md); these do not yet.
-    "spec.security.redactPII": "redaction of personal data in logs is not implemented yet",
+    # every spec.security field works (docs/security.md).
 }
 
 

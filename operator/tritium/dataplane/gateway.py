@@ -35,6 +35,7 @@ from tritium.dataplane.forward import CanaryForwarder
 from tritium.dataplane.http_server import Request, Response, Router, StreamResponse
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
+from tritium.dataplane.redact import RedactingFilter, Redactor
 from tritium.dataplane.security import KEY_ID_STATE, OPEN_ENDPOINTS, Security, SecuritySettings
 from tritium.dataplane.signing import SIGNATURE_HEADER, Signer
 from tritium.dataplane.stage_client import StageClient
@@ -122,11 +123,20 @@ class Gateway:
         self.signer = (Signer((settings.security or SecuritySettings()).signing_key_file)
                        if spec.security.sign_responses else None)
         self._signer_task: asyncio.Task[None] | None = None
+        self.redaction = (RedactingFilter(Redactor(spec.security.redact_patterns or ()))
+                          if spec.security.redact_pii else None)
+        self._redacted: list[logging.Handler] = []
+        if self.redaction is not None and self.audit is not None:
+            self.audit.add_filter(self.redaction)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
         await self.security.start()
+        if self.redaction is not None:  # every handler of the process' log (cli.py sets it up first)
+            self._redacted = list(logging.getLogger().handlers)
+            for handler in self._redacted:
+                handler.addFilter(self.redaction)
         if self.signer is not None:
             self._signer_task = asyncio.create_task(self.signer.watch())
         self.session = aiohttp.ClientSession(
@@ -166,6 +176,8 @@ class Gateway:
 
     async def stop(self) -> None:
         await self.security.stop()
+        for handler in self._redacted:
+            handler.removeFilter(self.redaction)
         if self._signer_task is not None:
             self._signer_task.cancel()
         if self.audit is not None:
