@@ -96,11 +96,11 @@ async def test_lifecycle(kube: Kube, api: KubeClient, namespace: str, operator: 
     await wait_event(api, namespace, name, "RevisionRemoved")
 
     # A field that does nothing yet is refused, naming it, rather than silently ignored.
-    await patch_spec(api, namespace, name, {"security": {"redactPII": True}})
+    await patch_spec(api, namespace, name, {"autoscaling": {"scaleUpSeconds": 10}})
     obj = await wait_status(api, namespace, name, lambda o: "not supported yet" in condition(o, "Ready").get(
         "message", ""))
-    assert condition(obj, "Ready")["message"].startswith("spec.security.redactPII")
-    await patch_spec(api, namespace, name, {"security": {"redactPII": False}})
+    assert condition(obj, "Ready")["message"].startswith("spec.autoscaling.scaleUpSeconds")
+    await patch_spec(api, namespace, name, {"autoscaling": {"scaleUpSeconds": 30}})
     await wait_status(api, namespace, name, ready, timeout=READY_TIMEOUT)
 
     # A spec the schema accepts but that cannot work: InvalidSpec naming the field, nothing touched.

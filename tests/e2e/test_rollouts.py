@@ -282,11 +282,11 @@ async def test_a_person_promotes_or_aborts_with_an_annotation(
     new = obj["status"]["canaryRevision"]
     assert obj["status"]["rollout"]["reason"] == "AwaitingPromotion" and obj["status"]["canaryWeight"] == 5
     # A refused spec meanwhile leaves the rollout as it is, state included, until it is fixed.
-    await patch_spec(api, namespace, name, {"security": {"redactPII": True}})
+    await patch_spec(api, namespace, name, {"autoscaling": {"scaleUpSeconds": 10}})
     refused = await wait_status(api, namespace, name, lambda o: "not supported yet" in next(
         (c.get("message", "") for c in o["status"].get("conditions", []) if c["type"] == "Ready"), ""))
     assert phase(refused) == "Paused" and refused["status"]["canaryRevision"] == new
-    await patch_spec(api, namespace, name, {"security": {"redactPII": False}})
+    await patch_spec(api, namespace, name, {"autoscaling": {"scaleUpSeconds": 30}})
     await api._request("PATCH", f"/apis/serving.tritium.dev/v1alpha1/namespaces/{namespace}/inferenceservices/{name}",
                        body={"metadata": {"annotations": {"serving.tritium.dev/promote": new}}},
                        content_type="application/merge-patch+json")
