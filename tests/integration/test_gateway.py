@@ -131,6 +131,33 @@ def test_invoke_400_names_the_field(gw: Deployment, body: dict, field: str) -> N
     assert _error(r)["field"] == field
 
 
+_V2_INPUT1 = {"name": "INPUT1", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}
+
+
+@pytest.mark.parametrize("body", [
+    # Found by a black-box probe: each was a 500 (the gateway's, or Triton's "model_error").
+    {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": [True, False]}, _V2_INPUT1]},
+    {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}, _V2_INPUT1], "id": 5},
+    {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]}, _V2_INPUT1],
+     "parameters": {"priority": -5}},
+])
+def test_v2_bodies_triton_cannot_parse_are_400(gw: Deployment, body: dict) -> None:  # type: ignore[type-arg]
+    r = httpx.post(f"{gw.url}/v2/models/add/infer", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["field"]  # the gateway's own check or Triton's parse error, naming the field
+
+
+@pytest.mark.parametrize("inputs", [
+    {"INPUT0": [2**64, 1], "INPUT1": [1, 2]},  # a big integer is a fine FP32 (as INT64 it is a 400: unit test)
+    {"INPUT0": [], "INPUT1": []},  # zero-size tensors are answered (the gateway crashed on them: a 500)
+])
+def test_invoke_of_edge_values_is_answered_not_a_500(gw: Deployment, inputs: dict) -> None:  # type: ignore[type-arg]
+    r = httpx.post(f"{gw.url}/v1/models/add/invoke", json={"inputs": inputs})
+    assert r.status_code == 200, r.text
+    total = np.asarray(r.json()["outputs"]["SUM"]).reshape(-1)
+    assert total.size == len(inputs["INPUT0"])
+
+
 def test_triton_rejection_is_400_naming_the_input(gw: Deployment) -> None:
     r = httpx.post(f"{gw.url}/v1/models/add/invoke", json={"inputs": {"INPUT0": [[1.0] * 9] * 9}})
     assert r.status_code == 400

@@ -117,7 +117,8 @@ def tensor_buffer(arr: np.ndarray) -> bytes | memoryview:
     Messages are joined into one body anyway, so a view of a C-contiguous little-endian tensor
     (typically one decoded from a previous hop) saves a copy of every tensor on every hop.
     """
-    if arr.dtype.kind not in "OSU" and arr.ndim and arr.flags.c_contiguous and _little_endian(arr.dtype):
+    # A zero-size tensor has no bytes to view (memoryview cannot cast a shape with a 0 in it).
+    if arr.dtype.kind not in "OSU" and arr.ndim and arr.size and arr.flags.c_contiguous and _little_endian(arr.dtype):
         return arr.data.cast("B")
     return tensor_to_bytes(arr)
 
@@ -144,6 +145,31 @@ def tensor_from_bytes(buf: bytes | memoryview, datatype: str, shape: list[int], 
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
+def _checked(raw: np.ndarray, dtype: Any, datatype: str, field: str) -> np.ndarray:
+    """``raw`` (as JSON gave it) as ``dtype``, refusing what a cast would silently change: an integer
+    out of the type's range (-1 as UINT8 would become 255), booleans as numbers, fractions or
+    booleans as integers. Triton refuses these too, but later, as a model error."""
+    target = np.dtype(dtype)
+    kind = raw.dtype.kind
+    if target.kind == "b" or raw.size == 0:
+        return raw.astype(target)
+    if kind == "b":
+        raise bad_request(f"true/false are not {datatype} values", field)
+    if target.kind in "iu":
+        if kind == "f":
+            raise bad_request(f"{datatype} values must be integers", field)
+        if kind in "iu" or kind == "O":
+            info = np.iinfo(target)
+            low, high = raw.min(), raw.max()
+            if low < info.min or high > info.max:
+                raise bad_request(f"{datatype} values must be within {info.min} and {info.max}", field)
+    with np.errstate(over="ignore"):  # an overflow is found below and refused, not warned about
+        out = raw.astype(target)
+    if target.kind == "f" and kind in "iuf" and not np.isfinite(out).all() and np.isfinite(raw).all():
+        raise bad_request(f"a value is out of the range of {datatype}", field)  # 1e39 as FP32 is inf
+    return out
+
+
 def tensor_from_json(data: Any, datatype: str, shape: list[int] | None, field: str) -> np.ndarray:
     """A JSON value (nested or flat list, scalar) -> a numpy tensor of the given datatype and shape."""
     dtype = numpy_dtype(datatype, field)
@@ -153,8 +179,8 @@ def tensor_from_json(data: Any, datatype: str, shape: list[int] | None, field: s
             arr = np.empty(flat.size, dtype=np.object_)
             arr[:] = [_as_bytes(x) for x in flat]
         else:
-            arr = np.asarray(data, dtype=dtype)
-    except (ValueError, TypeError) as exc:
+            arr = _checked(np.asarray(data), dtype, datatype, field)
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: e.g. 2**64 as INT64
         raise bad_request(f"cannot convert to {datatype}: {exc}", field) from None
     if shape is not None:
         if arr.size != math.prod(shape):

@@ -32,6 +32,9 @@ from tritium.dataplane.tensors import (
 _MAX_MESSAGE = 2**31 - 1
 RETRY_AFTER_SECONDS = "1"
 _INPUT_IN_MESSAGE = re.compile(r"input '([^']+)'")
+# Triton answers a request body it cannot parse with a 500 ("Unable to parse 'data': attempt to
+# access JSON non-number as double"): that is the client's error, not the model failing.
+_UNPARSABLE = re.compile(r"^(?:Unable to parse '([^']+)'|failed to parse the request JSON buffer)", re.IGNORECASE)
 _HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
 
 
@@ -299,6 +302,10 @@ def map_http_error(status: int, body: bytes, model: str) -> ApiError:
     message = re.sub(r"^\[request id: [^\]]*\] ", "", message)
     if status == 404 or "unknown model" in message.lower():
         return ApiError(404, "model_not_found", f"model {model!r} is not served here", field="model")
+    unparsable = _UNPARSABLE.search(message)
+    if unparsable and status in (400, 500):
+        return ApiError(400, "invalid_input", f"the request does not parse: {message}",
+                        field=unparsable.group(1) or "body")
     if status == 400:
         m = _INPUT_IN_MESSAGE.search(message)
         return ApiError(400, "invalid_input", message, field=f"inputs.{m.group(1)}" if m else "inputs")
