@@ -635,7 +635,8 @@ class AlertRule(ApiModel):
 
 
 class WebhookSpec(ApiModel):
-    """Where rollout notifications are sent (docs/notifications.md gives the JSON schema)."""
+    """Where notifications are sent: the operator's rollout events (docs/notifications.md gives the
+    JSON schema), and, with serviceMonitor, this service's alerts through an AlertmanagerConfig."""
 
     url: str | None = described("Webhook URL.", default=None, pattern=r"^https?://")
     secret_ref: SecretKeyRef | None = described("Secret key holding the webhook URL.", default=None)
@@ -656,7 +657,7 @@ class MonitoringSpec(ApiModel):
         "Create a Prometheus Operator PodMonitor scraping the gateway's and Triton's metrics ports of every "
         "pod (a PodMonitor: those ports are not behind the Service), and, unless alerts is set, a "
         "PrometheusRule with the default alerts (p99 latency > 1000 ms, error ratio > 1 %, replicas at "
-        "maxReplicas).",
+        "maxReplicas, a canary failing its error ratio).",
         default=False,
     )
     alerts: list[AlertRule] | None = described(
@@ -664,7 +665,10 @@ class MonitoringSpec(ApiModel):
         "([] for none).",
         default=None,
     )
-    webhook: WebhookSpec | None = described("Notification webhook.", default=None)
+    webhook: WebhookSpec | None = described(
+        "Notification webhook: rollout events from the operator, and (with serviceMonitor) this service's "
+        "alerts routed by an AlertmanagerConfig.", default=None,
+    )
 
 
 class CacheSpec(ApiModel):
