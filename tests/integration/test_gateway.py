@@ -158,6 +158,14 @@ def test_invoke_of_edge_values_is_answered_not_a_500(gw: Deployment, inputs: dic
     assert total.size == len(inputs["INPUT0"])
 
 
+def test_an_overlong_model_name_is_a_400(gw: Deployment) -> None:
+    """Names of ~8 KB overflowed the gRPC metadata to Triton (answered 503 or 429)."""
+    r = httpx.post(f"{gw.url}/v1/models/{'m' * 9000}/invoke", json={"inputs": {"INPUT0": [1.0]}})
+    assert r.status_code == 400 and _error(r)["field"] == "model", r.text
+    r = httpx.post(f"{gw.url}/v2/models/{'m' * 9000}/infer", json={"inputs": []})
+    assert r.status_code == 400 and r.json()["field"] == "model", r.text  # the v2 error shape
+
+
 def test_triton_rejection_is_400_naming_the_input(gw: Deployment) -> None:
     r = httpx.post(f"{gw.url}/v1/models/add/invoke", json={"inputs": {"INPUT0": [[1.0] * 9] * 9}})
     assert r.status_code == 400

@@ -61,6 +61,10 @@ _ID_PREFIX = os.urandom(10).hex()
 _ID_COUNTER = itertools.count(1)
 
 
+MAX_TIMEOUT_SECONDS = 24 * 3600.0  # a deadline longer than a day is a mistake, not a wish
+MAX_MODEL_NAME = 256  # Triton's model names are directory names; far above any real one
+
+
 def new_request_id() -> str:
     """A request id for requests that come without one: unique per process start, then a counter
     (32 hex digits like a UUID; a uuid4 per request read the random device every time)."""
@@ -77,6 +81,8 @@ def parse_timeout(value: str) -> float:
                           TIMEOUT_HEADER) from None
     if not seconds > 0:
         raise bad_request(f"{TIMEOUT_HEADER} must be positive", TIMEOUT_HEADER)
+    if not seconds <= MAX_TIMEOUT_SECONDS:  # also inf and 1e309 (float() accepts both)
+        raise bad_request(f"{TIMEOUT_HEADER} must be at most {MAX_TIMEOUT_SECONDS:.0f} s", TIMEOUT_HEADER)
     return seconds
 
 
@@ -502,6 +508,9 @@ def build_handler(gateway: Gateway) -> Any:
         try:
             if security is not None:  # before routing: an unknown path tells an unauthorised client nothing
                 await security.admit(request, endpoint)
+            if len(model) > MAX_MODEL_NAME:  # gRPC metadata to Triton would overflow (a 503 or 429 before)
+                raise ApiError(400, "invalid_model_name", f"a model name is at most {MAX_MODEL_NAME} characters",
+                               field="model")
             if handler is None:
                 if allowed:
                     raise ApiError(405, "method_not_allowed", f"{request.method} is not allowed here",
