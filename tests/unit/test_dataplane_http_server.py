@@ -850,6 +850,31 @@ async def test_a_stalled_request_gets_408(monkeypatch: pytest.MonkeyPatch) -> No
     assert [r.path for r in echo.requests] == ["/steady"]
 
 
+async def test_headers_trickled_line_by_line_get_408_after_the_header_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each line arrives before the stall limit, but the headers never end: cut off all the same."""
+    monkeypatch.setattr(http_server, "_CHECK_EVERY", 0.02)
+    monkeypatch.setattr(http_server, "STALL_SECONDS", 0.3)
+    monkeypatch.setattr(http_server, "HEADER_SECONDS", 0.4)
+    async with _serving(Echo(), error_body=error_body) as (_, port):
+        client = await Client.open(port)
+        start = time.monotonic()
+        await client.send(b"GET /v1/y HTTP/1.1\r\n")
+
+        async def trickle() -> None:
+            for i in range(20):
+                await asyncio.sleep(0.1)
+                try:
+                    await client.send(f"X-Line-{i}: {i}\r\n".encode())
+                except (ConnectionError, OSError):
+                    return
+
+        reply, _ = await asyncio.gather(client.response(), trickle())
+        elapsed = time.monotonic() - start
+        await client.close()
+    assert reply.status == 408 and "headers" in reply.json()["error"]["message"]
+    assert 0.35 < elapsed < 1.5  # the header deadline, long before the trickle's 2 s end
+
+
 # -- shutdown --------------------------------------------------------------------------------------
 
 

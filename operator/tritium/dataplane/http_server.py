@@ -30,6 +30,10 @@ log = logging.getLogger("tritium.http")
 MAX_HEADER_BYTES = 64 * 1024
 KEEPALIVE_SECONDS = 75.0  # an idle keep-alive connection is closed after this long
 STALL_SECONDS = 60.0  # a request whose bytes stop arriving midway is answered 408 after this long
+# The request line and headers must all arrive within this long of their first byte: a client that
+# trickles a header line every few seconds never stalls, and held a connection (and its buffers)
+# for as long as it liked.
+HEADER_SECONDS = 20.0
 _CHECK_EVERY = 15.0
 _MAX_QUEUED = 16  # pipelined requests waiting on one connection before it stops reading
 
@@ -243,6 +247,7 @@ class _Connection(asyncio.Protocol):
         self.body_size = 0
         self.in_message = False
         self.headers: dict[str, str] = {}
+        self.message_started = 0.0
 
     # -- transport events ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -329,6 +334,10 @@ class _Connection(asyncio.Protocol):
     def _check_idle(self) -> None:
         idle = self.loop.time() - self.last_activity
         if not self.busy and not self.queue:
+            heading = self.loop.time() - self.message_started
+            if self.in_message and not self.headers_complete and heading > HEADER_SECONDS:
+                self.reject(408, "request_timeout", "the request headers were not received in time")
+                return
             if self.in_message and idle > STALL_SECONDS:
                 self.reject(408, "request_timeout", "the request was not received in time")
                 return
@@ -342,6 +351,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._reset_message()
         self.in_message = True
+        self.message_started = self.loop.time()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
