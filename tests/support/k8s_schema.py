@@ -26,6 +26,7 @@ NO_SCHEMA_ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("monitoring.coreos.com/v1", "ServiceMonitor"),
         ("monitoring.coreos.com/v1", "PodMonitor"),
         ("monitoring.coreos.com/v1", "PrometheusRule"),
+        ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
         ("gateway.networking.k8s.io/v1", "HTTPRoute"),
         ("keda.sh/v1alpha1", "ScaledObject"),
     }

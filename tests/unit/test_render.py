@@ -84,6 +84,8 @@ def test_children_in_apply_order(case: dict[str, Any]) -> None:
     spec = parse(case).spec
     hpa = ["HorizontalPodAutoscaler"] if spec.autoscaling.enabled else []
     monitoring = ["PodMonitor", "PrometheusRule"] if spec.monitoring.service_monitor else []
+    if monitoring and spec.monitoring.webhook is not None and spec.monitoring.alerts != []:
+        monitoring.append("AlertmanagerConfig")  # the service's alerts to its webhook
     # The second ConfigMap is the traffic split, the first Service the revision's own.
     assert kinds == ["ServiceAccount", "ConfigMap", "ConfigMap", "Deployment", *hpa, "PodDisruptionBudget",
                      "Service", "Service", "NetworkPolicy", *monitoring]
