@@ -243,26 +243,27 @@ def _run(args: argparse.Namespace, action: Callable[[Cluster, str], str]) -> int
     return 0
 
 
+def _command_for_canary(args: argparse.Namespace, annotation: str, verb: str) -> int:
+    """Annotate the service with ``annotation`` = its canary revision (promote and abort alike)."""
+
+    def ask(cluster: Cluster, namespace: str) -> str:
+        canary = _canary(_service(cluster, namespace, args.name), namespace, args.name, verb)
+        cluster.patch(namespace, args.name, annotation_patch({annotation: canary}))
+        return f"{verb} requested: revision {canary} of {namespace}/{args.name}"
+
+    return _run(args, ask)
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from tritium.rollout.commands import PROMOTE
 
-    def promote(cluster: Cluster, namespace: str) -> str:
-        canary = _canary(_service(cluster, namespace, args.name), namespace, args.name, "promote")
-        cluster.patch(namespace, args.name, annotation_patch({PROMOTE: canary}))
-        return f"promote requested: revision {canary} of {namespace}/{args.name}"
-
-    return _run(args, promote)
+    return _command_for_canary(args, PROMOTE, "promote")
 
 
 def cmd_abort(args: argparse.Namespace) -> int:
     from tritium.rollout.commands import ABORT
 
-    def abort(cluster: Cluster, namespace: str) -> str:
-        canary = _canary(_service(cluster, namespace, args.name), namespace, args.name, "abort")
-        cluster.patch(namespace, args.name, annotation_patch({ABORT: canary}))
-        return f"abort requested: revision {canary} of {namespace}/{args.name}"
-
-    return _run(args, abort)
+    return _command_for_canary(args, ABORT, "abort")
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
