@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-sdk bench-router soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-ensemble bench-sdk bench-router soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench-operator-rollouts the same, then a canary in each at once (writes while analysed)"
 	@echo "make bench-rollout          seconds from a canary's analysis to its rollback or promotion (real API server)"
 	@echo "make bench-dataplane        gateway vs direct Triton (perf_analyzer); bench-dataplane-paired: MiniLM"
+	@echo "make bench-ensemble         MiniLM text -> embeddings: Tritium's pipeline vs a Triton ensemble (>= 1.0x)"
 	@echo "make bench-sdk              the Python SDK's overhead"
 	@echo "make bench-router           the canary router's CPU per request on the stable path (<= 20 us)"
 	@echo "make soak                   5 minutes of steady load, memory and errors watched"
@@ -106,6 +107,10 @@ bench-dataplane: venv
 bench-dataplane-paired: venv
 	$(BIN)/python benchmarks/dataplane_paired.py --model minilm --concurrency 8
 	$(BIN)/python benchmarks/dataplane_paired.py --model minilm --concurrency 1
+
+# MiniLM text in, embeddings out: tritium up's pipeline vs the same model as a Triton ensemble (docs/benchmarks.md).
+bench-ensemble: venv
+	$(BIN)/python benchmarks/ensemble_bench.py --concurrency 1 8
 
 bench-sdk: venv
 	$(BIN)/python benchmarks/sdk_bench.py

@@ -1,0 +1,262 @@
+"""MiniLM sentence embeddings: Tritium's pipeline against the Triton ensemble a Triton user would build.
+
+Two targets, each text in and embeddings out, on this machine at the same time:
+- **ensemble**: one tritonserver with benchmarks/ensemble's repository, `minilm_ensemble` =
+  tokenizer (python backend) -> examples/minilm's model -> pooling (python backend), called at
+  `POST /v2/models/minilm_ensemble/infer`;
+- **tritium**: `tritium up -f examples/minilm/isvc.yaml` (gateway -> pre stage -> Triton -> post
+  stage), called through its gateway at `POST /v2/models/minilm/infer` (``--tritium-api invoke``:
+  `POST /v1/models/minilm/invoke {"inputs": {"text": [...]}}` instead).
+
+Client: tritonclient.http (KServe v2, BYTES input `text` of shape [n], output `embeddings`), one
+client per worker thread and target, the same for both targets. C workers keep C requests in
+flight the whole time; which target they go to switches every --block seconds, both targets once
+per round, the first one alternating from round to round, so drift on a shared machine lands on
+both alike. Each round's ratio compares the two adjacent blocks; the first --settle seconds of a
+block are not counted. Each request is --sentences sentences of examples/minilm's reference set,
+the first one numbered, so no two requests are equal and the gateway's response cache (enabled in
+isvc.yaml) never answers one. Before the load, the reference sentences go through both targets and
+every embedding must match reference_embeddings.json (cosine >= 0.9999).
+
+    python benchmarks/ensemble_bench.py [--concurrency 1 8] [--rounds 8] [--block 5] [--settle 1]
+        [--sentences 4] [--tritium-api v2|invoke] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from dataplane_paired import rates  # noqa: E402
+from ensemble.build_repo import ENSEMBLE, build  # noqa: E402
+
+from tests.support.local_up import MINILM, require_minilm_parts, start_up  # noqa: E402
+
+TARGETS = ("ensemble", "tritium")
+MIN_COSINE = 0.9999
+GOAL = 1.0  # tritium / ensemble throughput, at every concurrency
+REFERENCE = json.loads((MINILM / "reference_embeddings.json").read_text())
+
+Sender = Callable[[list[str]], np.ndarray]
+
+
+def v2_sender(url: str, model: str) -> Sender:
+    """A tritonclient.http client (one keep-alive connection) sending `text` as BYTES [n]."""
+    import tritonclient.http as tc
+
+    client = tc.InferenceServerClient(urlsplit(url).netloc, connection_timeout=60, network_timeout=120)
+    wanted = [tc.InferRequestedOutput("embeddings")]
+
+    def send(texts: list[str]) -> np.ndarray:
+        tensor = tc.InferInput("text", [len(texts)], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=np.object_))
+        out = client.infer(model, [tensor], outputs=wanted).as_numpy("embeddings")
+        if out is None or out.shape != (len(texts), 384):
+            raise RuntimeError(f"{model}: embeddings of shape {None if out is None else out.shape}")
+        return out
+
+    return send
+
+
+def invoke_sender(url: str, model: str) -> Sender:
+    """Tritium's JSON invoke API over one keep-alive connection (http.client)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    path = f"/v1/models/{model}/invoke"
+
+    def send(texts: list[str]) -> np.ndarray:
+        conn.request("POST", path, json.dumps({"inputs": {"text": texts}}), {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"invoke: HTTP {resp.status}: {body[:300]!r}")
+        if resp.getheader("Connection", "").lower() == "close":
+            conn.close()
+        out = np.asarray(json.loads(body)["outputs"]["embeddings"], dtype=np.float32)
+        if out.shape != (len(texts), 384):
+            raise RuntimeError(f"invoke: embeddings of shape {out.shape}")
+        return out
+
+    return send
+
+
+def check_reference(name: str, send: Sender) -> dict[str, Any]:
+    """The lowest cosine between the target's embeddings of the reference sentences and the reference."""
+    got = send(list(REFERENCE["sentences"]))
+    dtype = str(got.dtype)
+    want = np.asarray(REFERENCE["embeddings"], dtype=np.float64)
+    got = got.astype(np.float64)
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    worst = float(cos.min())
+    print(f"{name}: {len(cos)} reference embeddings ({dtype}), lowest cosine {worst:.7f}")
+    if worst < MIN_COSINE:
+        raise SystemExit(f"{name}: embeddings differ from the reference (cosine {worst:.7f} < {MIN_COSINE})")
+    return {"lowest_cosine": worst, "dtype": dtype}
+
+
+class Load:
+    """C worker threads; each sends to whichever target is current, with its own client per target."""
+
+    def __init__(self, factories: dict[str, Callable[[], Sender]], concurrency: int, sentences: int) -> None:
+        self.factories, self.concurrency = factories, concurrency
+        self.base = list(REFERENCE["sentences"][1:1 + sentences])
+        self.target = next(iter(factories))
+        self.done: list[tuple[float, float, str]] = []  # (start, end, target) of each answered request
+        self.failed: dict[str, int] = dict.fromkeys(factories, 0)
+        self.errors: list[str] = []
+        self.stop = threading.Event()
+        self._counter = 0
+        self._lock = threading.Lock()
+
+    def texts(self) -> list[str]:
+        with self._lock:
+            self._counter += 1
+            n = self._counter
+        return [f"Request {n}: {self.base[0]}", *self.base[1:]]
+
+    def worker(self) -> None:
+        senders: dict[str, Sender] = {}
+        clock = time.perf_counter
+        while not self.stop.is_set():
+            target = self.target
+            if target not in senders:
+                senders[target] = self.factories[target]()
+            texts = self.texts()
+            start = clock()
+            try:
+                senders[target](texts)
+            except Exception as exc:  # counted and reported; the load goes on
+                self.failed[target] += 1
+                if len(self.errors) < 5:
+                    self.errors.append(f"{target}: {exc}")
+                senders.pop(target, None)  # a fresh connection next time
+                continue
+            self.done.append((start, clock(), target))
+
+    def run(self, order: list[str], block: float) -> list[tuple[str, float, float]]:
+        """-> (target, block start, block end) for each block, in order."""
+        threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(self.concurrency)]
+        self.target = order[0]
+        for t in threads:
+            t.start()
+        blocks = []
+        for target in order:
+            self.target = target
+            began = time.perf_counter()
+            time.sleep(block)
+            blocks.append((target, began, time.perf_counter()))
+        self.stop.set()
+        for t in threads:
+            t.join(150)
+        return blocks
+
+
+def measure(factories: dict[str, Callable[[], Sender]], concurrency: int, rounds: int, block: float,
+            settle: float, sentences: int) -> dict[str, Any]:
+    order = [t for r in range(rounds) for t in (TARGETS if r % 2 == 0 else TARGETS[::-1])]
+    load = Load(factories, concurrency, sentences)
+    load_before = os.getloadavg()
+    # Warm-up, not counted: both targets' connections and python stubs.
+    Load(factories, concurrency, sentences).run(list(TARGETS), 2.0)
+    blocks = load.run(order, block)
+    load_after = os.getloadavg()
+    measured = rates(load, blocks, settle)  # (target, requests/s, median latency ms) per block
+    per_round = [measured[i:i + 2] for i in range(0, len(measured), 2)]
+    ratios = [next(r for t, r, _ in pair if t == "tritium") / next(r for t, r, _ in pair if t == "ensemble")
+              for pair in per_round]
+    result: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "block_s": block, "settle_s": settle,
+                              "sentences": sentences, "failed": load.failed, "errors": load.errors,
+                              "loadavg_before": load_before, "loadavg_after": load_after,
+                              "blocks": measured, "round_ratios": ratios,
+                              "ratio": statistics.median(ratios), "targets": {}}
+    for target in TARGETS:
+        values = [r for t, r, _ in measured if t == target]
+        latencies = sorted(e - s for (s, e, t) in load.done if t == target and any(
+            t == b and s >= began + settle and e <= ended for b, began, ended in blocks))
+        result["targets"][target] = {
+            "rate_median": statistics.median(values), "rate_min": min(values), "rate_max": max(values),
+            "p50_ms": statistics.median(latencies) * 1000, "p99_ms": float(np.percentile(latencies, 99)) * 1000,
+            "requests": len(latencies),
+        }
+    return result
+
+
+def report(results: list[dict[str, Any]], api: str) -> None:
+    tritium_label = "tritium (v2)" if api == "v2" else "tritium (invoke API)"
+    for res in results:
+        print(f"\nconcurrency {res['concurrency']}: {res['rounds']} rounds of one {res['block_s']:g} s block per "
+              f"target (first {res['settle_s']:g} s not counted), {res['sentences']} sentences per request; "
+              f"failed {res['failed']}; load average {res['loadavg_before'][0]:.2f} before, "
+              f"{res['loadavg_after'][0]:.2f} after")
+        print("| target | requests/s, median of blocks (min-max) | p50 / p99 (ms) | requests counted |")
+        print("|---|---|---|---|")
+        for target in TARGETS:
+            m = res["targets"][target]
+            label = tritium_label if target == "tritium" else "Triton ensemble"
+            print(f"| {label} | {m['rate_median']:.1f} ({m['rate_min']:.1f}-{m['rate_max']:.1f}) | "
+                  f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {m['requests']} |")
+        rr = res["round_ratios"]
+        verdict = "met" if res["ratio"] >= GOAL else "NOT met"
+        print(f"tritium / ensemble: median of round ratios {res['ratio']:.3f}x (rounds {min(rr):.2f}-{max(rr):.2f}x); "
+              f">= {GOAL:.1f}x {verdict}")
+        for err in res["errors"]:
+            print(f"  error: {err}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--rounds", type=int, default=8, help="rounds per concurrency, one block per target each")
+    parser.add_argument("--block", type=float, default=5.0, help="seconds per block")
+    parser.add_argument("--settle", type=float, default=1.0, help="seconds not counted at the start of a block")
+    parser.add_argument("--sentences", type=int, default=4, help="sentences per request (1-8)")
+    parser.add_argument("--tritium-api", choices=["v2", "invoke"], default="v2")
+    parser.add_argument("--json", default=None, help="write every figure to this file")
+    args = parser.parse_args()
+    require_minilm_parts()
+    from tritium.local.tritonserver import TritonServer
+
+    workdir = Path(tempfile.mkdtemp(prefix="tritium-ensemble-"))
+    triton = TritonServer(build(workdir / "repo"), models=(ENSEMBLE,))
+    up = None
+    try:
+        triton.start(timeout=180)
+        up = start_up(MINILM / "isvc.yaml")
+        gateway = up.wait_ready()
+        tritium: Callable[[], Sender] = (
+            (lambda: v2_sender(gateway, "minilm")) if args.tritium_api == "v2"
+            else (lambda: invoke_sender(gateway, "minilm")))
+        factories = {"ensemble": lambda: v2_sender(triton.http_url, ENSEMBLE), "tritium": tritium}
+        checks = {name: check_reference(name, make()) for name, make in factories.items()}
+        results = [measure(factories, c, args.rounds, args.block, args.settle, args.sentences)
+                   for c in args.concurrency]
+    finally:
+        if up is not None:
+            up.stop()
+        triton.stop()
+    report(results, args.tritium_api)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"tritium_api": args.tritium_api, "reference_check": checks,
+                                               "results": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
