@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-ensemble bench-sdk bench-router soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-ensemble bench-sdk bench-router bench-failover soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
@@ -28,6 +28,7 @@ help:
 	@echo "make bench-ensemble         MiniLM text -> embeddings: Tritium's pipeline vs a Triton ensemble (>= 1.0x)"
 	@echo "make bench-sdk              the Python SDK's overhead"
 	@echo "make bench-router           the canary router's CPU per request on the stable path (<= 20 us)"
+	@echo "make bench-failover         Triton killed under load: s until readiness fails; gateway SIGTERMed: the drain"
 	@echo "make soak                   5 minutes of steady load, memory and errors watched"
 	@echo "make clean                  remove .venv and caches"
 
@@ -118,6 +119,10 @@ bench-sdk: venv
 # The canary split's cost to requests the stable gateway serves itself (docs/benchmarks.md).
 bench-router: venv
 	$(BIN)/python benchmarks/router_bench.py
+
+# Failover and drain of one pod's processes on loopback, 5 runs each, medians (docs/benchmarks.md).
+bench-failover: venv
+	$(BIN)/python benchmarks/failover_bench.py --runs 5
 
 soak: venv
 	$(BIN)/python benchmarks/soak.py
