@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 
 from tritium.dataplane import cache as cache_mod
+from tritium.dataplane import signature
 from tritium.dataplane.audit import UNAUDITED, AuditLog
 from tritium.dataplane.config import DataPlaneConfig
 from tritium.dataplane.errors import (
@@ -132,6 +133,11 @@ class Gateway:
         self.redaction = (RedactingFilter(Redactor(spec.security.redact_patterns or ()))
                           if spec.security.redact_pii else None)
         self._redacted: list[logging.Handler] = []
+        self.has_stages = spec.preprocess is not None or spec.postprocess is not None
+        # What the stage scripts declare (pre INPUTS, post OUTPUTS), asked once: a script changes only
+        # with a new revision, which is a new pod.
+        self._declared: tuple[tuple[signature.TensorSpec, ...] | None, tuple[signature.TensorSpec, ...] | None
+                              ] | None = None
         if self.redaction is not None and self.audit is not None:
             self.audit.add_filter(self.redaction)
 
@@ -245,8 +251,11 @@ class Gateway:
         return Response(200, b"", self.headers(request))
 
     async def proxy_get(self, request: Request) -> Response:
-        """Metadata, config and statistics come from Triton's own HTTP API, byte for byte."""
-        url = self.settings.triton_http.rstrip("/") + request.path
+        """Server metadata and statistics come from Triton's own HTTP API, byte for byte."""
+        return await self._triton_get(request, request.path)
+
+    async def _triton_get(self, request: Request, path: str) -> Response:
+        url = self.settings.triton_http.rstrip("/") + path
         try:
             async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 body = await resp.read()
@@ -260,6 +269,42 @@ class Gateway:
                 raise ApiError(404, "model_not_found", f"model {model!r} is not served here", field="model")
             raise map_http_error(status, body, model or "")
         return Response(status, body, {"Content-Type": JSON, **self.headers(request)})
+
+    async def model_metadata(self, request: Request) -> Response:
+        """A model's metadata or config: with stages, the pipeline's (signature.py), else Triton's as is."""
+        answer = await self._triton_get(request, request.path)
+        if not self.has_stages:
+            return answer
+        model, version = request.match_info["model"], request.match_info.get("version", "")
+        sig = await self.signature(model, version)
+        core = orjson.loads(answer.body)
+        doc = signature.config(core, sig) if request.path.endswith("/config") else signature.metadata(core, sig)
+        return Response(200, orjson.dumps(doc), answer.headers)
+
+    async def core_metadata(self, request: Request) -> Response:
+        """/v2/models/NAME/core[/config]: the core model's own metadata and config, as Triton has them."""
+        path = request.path
+        at = path.rindex(signature.CORE_SUFFIX)  # the last one: a model may itself be named "core"
+        return await self._triton_get(request, path[:at] + path[at + len(signature.CORE_SUFFIX):])
+
+    async def signature(self, model: str, version: str) -> signature.Signature:
+        """The pipeline's signature: the core model's tensors, the spec's stages, what their scripts declare."""
+        info = await self.triton.model_info(model, version)
+        spec = self.settings.config.spec
+        if self._declared is None:
+            stages = {stage.name: stage for stage in self.stages}
+            self._declared = (await self._declared_by(stages.get("pre"), "inputs"),
+                              await self._declared_by(stages.get("post"), "outputs"))
+        return signature.pipeline_signature(info.inputs, info.outputs, info.max_batch_size, spec.preprocess,
+                                            spec.postprocess, *self._declared)
+
+    @staticmethod
+    async def _declared_by(stage: StageClient | None, what: str) -> tuple[signature.TensorSpec, ...] | None:
+        if stage is None:
+            return None
+        head, _, _ = await stage.call({"mode": "signature"}, request_id="", timeout=5.0)
+        value = head.get(what)
+        return signature.declared(value, what.upper(), f"the {stage.name} stage") if value else None
 
     async def repository_index(self, request: Request) -> Response:
         """Triton's model repository index (read-only: load/unload stay unexposed), for `models()` listings."""
@@ -476,10 +521,12 @@ def build_router(gateway: Gateway) -> Router:
     r.add("GET", "/v2/health/live", gateway.live)
     r.add("GET", "/v2/health/ready", gateway.ready)
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        r.add("GET", prefix, gateway.proxy_get)
+        r.add("GET", prefix, gateway.model_metadata)
         r.add("GET", prefix + "/ready", gateway.model_ready)
-        r.add("GET", prefix + "/config", gateway.proxy_get)
+        r.add("GET", prefix + "/config", gateway.model_metadata)
         r.add("GET", prefix + "/stats", gateway.proxy_get)
+        r.add("GET", prefix + signature.CORE_SUFFIX, gateway.core_metadata)
+        r.add("GET", prefix + signature.CORE_SUFFIX + "/config", gateway.core_metadata)
     r.add("POST", "/v1/models/{model}/invoke", gateway.invoke)
     r.add("POST", "/v1/models/{model}/stream", gateway.stream)
     return r

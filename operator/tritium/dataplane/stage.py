@@ -25,6 +25,14 @@ from tritium.dataplane.errors import ApiError, bad_request
 from tritium.dataplane.http11_server import Reply, Request
 from tritium.dataplane.metrics import StageMetrics
 from tritium.dataplane.scripts import UserScript, script_path
+from tritium.dataplane.signature import (
+    TensorSpec,
+    declared,
+    filtered,
+    json_for_script,
+    outputs_from_script,
+    tensors_for_script,
+)
 from tritium.dataplane.tensors import (
     HEADER_LENGTH,
     STAGE_CONTENT_TYPE,
@@ -75,9 +83,26 @@ class StageProcessor:
         self.section = section
         self.model_name = spec.model.name
         self.script: UserScript | None = None
+        # What the script declares it takes (pre: INPUTS) or returns (post: OUTPUTS): the pipeline's
+        # signature (signature.py), which v2 clients discover and requests are checked against.
+        self.inputs: tuple[TensorSpec, ...] | None = None
+        self.outputs: tuple[TensorSpec, ...] | None = None
+        self.v2_outputs: tuple[TensorSpec, ...] | None = None  # the declared outputs after the filter
         if section.script is not None:
             kwargs = {"scripts_dir": scripts_dir} if scripts_dir else {}
             self.script = UserScript(stage, script_path(stage, section.script, **kwargs), section.script.options)
+            name = "INPUTS" if stage == "pre" else "OUTPUTS"
+            value = getattr(self.script.module, name, None)
+            if value is not None:
+                specs = declared(value, name, f"{stage} script {self.script.path}")
+                if stage == "pre":
+                    self.inputs = specs
+                else:
+                    self.outputs = specs
+                    self.v2_outputs = filtered(specs, getattr(section, "filter", None))
+            else:
+                log.warning("the %s script declares no %s: v2 clients cannot discover what the pipeline %s",
+                            stage, name, "takes" if stage == "pre" else "returns")
         schema = getattr(section, "input_schema", None)
         self.validator = jsonschema.Draft202012Validator(schema) if schema else None
         if schema:
@@ -115,9 +140,18 @@ class StageProcessor:
     async def process(self, header: dict[str, Any], tensors: dict[str, np.ndarray], raw: bytes | None) -> tuple[
             dict[str, Any], dict[str, np.ndarray], bytes | None]:
         params = header.get("parameters") or {}
+        if header.get("mode") == "signature":
+            return self.signature(), {}, None
         if self.stage == "pre":
             return {}, await self.pre(header, tensors, raw, params), None
         return await self.post(header, tensors, params)
+
+    def signature(self) -> dict[str, Any]:
+        """What the script declares, for the gateway's metadata (None: nothing declared, or a built-in)."""
+        def listed(specs: tuple[TensorSpec, ...] | None) -> list[dict[str, Any]] | None:
+            return None if specs is None else [t.metadata() for t in specs]
+
+        return {"inputs": listed(self.inputs), "outputs": listed(self.outputs)}
 
     async def pre(self, header: dict[str, Any], tensors: dict[str, np.ndarray], raw: bytes | None,
                   params: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -143,11 +177,11 @@ class StageProcessor:
             assert self.pre_builtin is not None
             return self.pre_builtin.tensors(content_type, raw, values, model, params, header.get("header_length"))
         if mode == "tensors":
-            data: dict[str, Any] = dict(tensors)
+            data: dict[str, Any] = tensors_for_script(tensors, self.inputs)
         elif values is not None:
             if not isinstance(values, dict):
                 raise bad_request("inputs must be an object of name -> value", "inputs")
-            data = values
+            data = json_for_script(values, self.inputs)
         else:
             data = {"body": raw or b""}
             params = {**params, "content_type": content_type}
@@ -173,6 +207,9 @@ class StageProcessor:
                 outputs = top_k(outputs, builtin.top_k)
             text = text_of(outputs)
         outputs = apply_filter(outputs, section.filter)
+        if header.get("mode") == "v2" and self.v2_outputs is not None:
+            # A v2 answer is what the metadata promises: the declared outputs, typed as declared.
+            return {"values": {}, "text": None}, outputs_from_script(outputs, self.v2_outputs), None
         out_tensors = {k: v for k, v in outputs.items() if isinstance(v, np.ndarray)}
         values = {k: v for k, v in outputs.items() if not isinstance(v, np.ndarray)}
         head: dict[str, Any] = {"values": values, "text": text}
