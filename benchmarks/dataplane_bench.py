@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
+from tests.support.perf_analyzer import find_perf_analyzer  # noqa: E402
 
 TARGETS = {"added_p50_ms_c1": 1.0, "throughput_ratio_c8": 0.6}
 PATHS = ("direct", "gateway", "gateway+hops")
@@ -58,20 +58,10 @@ def with_stages(spec: dict[str, Any], workdir: Path, scripts: bool) -> dict[str,
 
 def perf_analyzer() -> tuple[str, dict[str, str]]:
     """The perf_analyzer binary and an environment in which its shared libraries resolve."""
-    binary = Path(sys.executable).parent / "perf_analyzer"
-    if not binary.is_file():
+    found = find_perf_analyzer()
+    if found is None:
         sys.exit("perf_analyzer not found: pip install 'tritonclient[all]==2.51.0'")
-    import pytriton
-
-    libs = Path(pytriton.__file__).resolve().parents[1] / "nvidia_pytriton.libs"
-    shim = Path(tempfile.mkdtemp(prefix="pa-libs-"))
-    for pattern, name in (("libb64-*.so.0d", "libb64.so.0d"), ("libcudart-*.so.12*", "libcudart.so.12")):
-        found = sorted(libs.glob(pattern))
-        if found:
-            (shim / name).symlink_to(found[0])
-    env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(shim), env.get("LD_LIBRARY_PATH", "")) if p)
-    return str(binary), env
+    return found
 
 
 def measure(pa: tuple[str, dict[str, str]], url: str, model: str, shape: str, concurrency: int,

@@ -4,6 +4,8 @@ Mean pooling over the real (unmasked) tokens, then L2 normalisation: sentence-tr
 Pooling(mean) + Normalize modules for all-MiniLM-L6-v2. The response carries
 ``{"embeddings": [[384 floats], ...], "dimensions": 384}`` and a one-line text summary.
 
+On KServe v2 the answer is ``OUTPUTS`` below: ``embeddings``, FP32 [n, 384].
+
 Request parameter ``normalize: false`` returns the mean-pooled vectors without normalisation.
 """
 
@@ -12,6 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+# The pipeline's output, as v2 clients discover it (GET /v2/models/minilm): n embeddings out.
+OUTPUTS = [{"name": "embeddings", "datatype": "FP32", "shape": [-1, 384]}]
 
 
 def postprocess(outputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, Any]:

