@@ -48,19 +48,23 @@ def test_a_wrong_declaration_is_a_config_error_naming_the_entry(value: object, m
 
 def test_without_script_stages_the_core_tensors_are_the_pipeline() -> None:
     s = sig.pipeline_signature(CORE_IN, CORE_OUT, 8, _pre(builtin={"format": "json"}), None, None, None)
-    assert [t.name for t in s.inputs or ()] == ["INPUT0", "INPUT1"]
-    assert [t.name for t in s.outputs or ()] == ["SUM", "DIFF"]
+    assert [t.name for t in s.inputs] == ["INPUT0", "INPUT1"]
+    assert [t.name for t in s.outputs] == ["SUM", "DIFF"]
     assert s.max_batch_size == 8  # the inputs are the core's: so is its batching
 
 
-def test_scripts_declare_the_pipeline_and_undeclared_is_none() -> None:
+def test_scripts_declare_the_pipeline_and_undeclared_ones_pass_the_core_through() -> None:
     out = (sig.TensorSpec("score", "FP64", (-1,)),)
     s = sig.pipeline_signature(CORE_IN, CORE_OUT, 8, _pre(script={"path": "p.py"}),
                                _post(script={"path": "q.py"}), (TEXT,), out)
     assert s.inputs == (TEXT,) and s.outputs == out and s.max_batch_size == 0
     s = sig.pipeline_signature(CORE_IN, CORE_OUT, 8, _pre(script={"path": "p.py"}),
                                _post(script={"path": "q.py"}), None, None)
-    assert s.inputs is None and s.outputs is None
+    assert [t.name for t in s.inputs] == ["INPUT0", "INPUT1"] and [t.name for t in s.outputs] == ["SUM", "DIFF"]
+    assert s.max_batch_size == 8
+    # What a built-in pre stage "declares" is never used: it passes v2 tensors through.
+    s = sig.pipeline_signature(CORE_IN, CORE_OUT, 8, _pre(builtin={"format": "json"}), None, (TEXT,), None)
+    assert [t.name for t in s.inputs] == ["INPUT0", "INPUT1"]
 
 
 def test_builtin_top_k_and_the_filter_reshape_and_rename_outputs() -> None:

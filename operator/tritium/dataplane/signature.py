@@ -5,9 +5,9 @@ stage returns; the core model's own tensors are an implementation detail between
 client (tritonclient, perf_analyzer) learns a model's tensors from `GET /v2/models/NAME` and
 `/config`, so with stages those describe the pipeline, built here from:
 
-- a pre *script*: its module-level ``INPUTS`` (undeclared: no inputs can be described);
+- a pre *script*: its module-level ``INPUTS`` (undeclared: the core's, as a pass-through has);
 - a pre built-in, or no pre stage: the core model's inputs (v2 tensors pass through unchanged);
-- a post *script*: its module-level ``OUTPUTS``, then the spec's output filter;
+- a post *script*: its module-level ``OUTPUTS`` (undeclared: the core's), then the output filter;
 - a post built-in, or no post stage: the core model's outputs, reshaped by topK, then the filter.
 
 The core model's own metadata and config stay at ``/v2/models/NAME/core`` and ``.../core/config``.
@@ -52,11 +52,11 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class Signature:
-    """What the pipeline takes and returns; None where a script declares nothing."""
+    """What the pipeline takes and returns."""
 
-    inputs: tuple[TensorSpec, ...] | None
-    outputs: tuple[TensorSpec, ...] | None
-    max_batch_size: int  # the core's when the inputs are the core's, else 0 (shapes are whole)
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    max_batch_size: int  # the core's when the inputs are the core's, else 0 (declared shapes are whole)
 
 
 def declared(value: Any, what: str, where: str) -> tuple[TensorSpec, ...]:
@@ -116,17 +116,21 @@ def pipeline_signature(core_inputs: dict[str, tuple[str, tuple[int, ...]]],
                        pre: PreprocessSpec | None, post: PostprocessSpec | None,
                        pre_declared: tuple[TensorSpec, ...] | None,
                        post_declared: tuple[TensorSpec, ...] | None) -> Signature:
-    """The signature from the core model's metadata, the spec's stages and what their scripts declare."""
-    pre_script = pre is not None and pre.script is not None
-    inputs = pre_declared if pre_script else _specs(core_inputs)
-    outputs: tuple[TensorSpec, ...] | None
+    """The signature from the core model's metadata, the spec's stages and what their scripts declare.
+
+    A script that declares nothing is taken to pass the core's tensors through: the best guess, and
+    what pass-through scripts do (the stage warns at start that it should declare them).
+    """
+    core_in, core_out = _specs(core_inputs), _specs(core_outputs)
+    pre_declares = pre is not None and pre.script is not None and pre_declared is not None
+    inputs = pre_declared if pre_declares and pre_declared is not None else core_in
     if post is None:
-        outputs = _specs(core_outputs)
+        outputs = core_out
     elif post.script is not None:
-        outputs = filtered(post_declared, post.filter) if post_declared is not None else None
+        outputs = filtered(post_declared if post_declared is not None else core_out, post.filter)
     else:
-        outputs = filtered(_builtin_outputs(_specs(core_outputs), post), post.filter)
-    return Signature(inputs, outputs, 0 if pre_script else core_max_batch_size)
+        outputs = filtered(_builtin_outputs(core_out, post), post.filter)
+    return Signature(inputs, outputs, 0 if pre_declares else core_max_batch_size)
 
 
 def metadata(core: dict[str, Any], signature: Signature) -> dict[str, Any]:
@@ -135,8 +139,8 @@ def metadata(core: dict[str, Any], signature: Signature) -> dict[str, Any]:
         "name": core.get("name"),
         "versions": core.get("versions", []),
         "platform": PLATFORM,
-        "inputs": [t.metadata() for t in signature.inputs or ()],
-        "outputs": [t.metadata() for t in signature.outputs or ()],
+        "inputs": [t.metadata() for t in signature.inputs],
+        "outputs": [t.metadata() for t in signature.outputs],
     }
 
 
@@ -147,8 +151,8 @@ def config(core: dict[str, Any], signature: Signature) -> dict[str, Any]:
     doc.update(
         platform=PLATFORM,
         max_batch_size=signature.max_batch_size,
-        input=[t.config(batched) for t in signature.inputs or ()],
-        output=[t.config(batched) for t in signature.outputs or ()],
+        input=[t.config(batched) for t in signature.inputs],
+        output=[t.config(batched) for t in signature.outputs],
     )
     if not batched:
         doc.pop("dynamic_batching", None)  # whole tensors go in: the pipeline batches nothing itself

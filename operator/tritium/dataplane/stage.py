@@ -101,8 +101,8 @@ class StageProcessor:
                     self.outputs = specs
                     self.v2_outputs = filtered(specs, getattr(section, "filter", None))
             else:
-                log.warning("the %s script declares no %s: v2 clients cannot discover what the pipeline %s",
-                            stage, name, "takes" if stage == "pre" else "returns")
+                log.warning("the %s script declares no %s: v2 clients are shown the core model's %s instead",
+                            stage, name, "inputs" if stage == "pre" else "outputs")
         schema = getattr(section, "input_schema", None)
         self.validator = jsonschema.Draft202012Validator(schema) if schema else None
         if schema:
