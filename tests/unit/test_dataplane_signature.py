@@ -158,3 +158,12 @@ def test_post_script_results_become_the_declared_typed_outputs() -> None:
         sig.outputs_from_script({"e": [[1.0]]}, outputs)
     with pytest.raises(ApiError, match="is not FP32"):
         sig.outputs_from_script({"e": [["x"]], "label": ["x"]}, outputs)
+
+
+def test_a_raw_body_is_the_one_declared_bytes_input_or_refused() -> None:
+    assert sig.raw_for_script(b"\x89PNG", "image/png", None) == {"body": b"\x89PNG"}
+    assert sig.raw_for_script(b"\x89PNG", "image/png", (TEXT,)) == {"text": b"\x89PNG"}
+    assert sig.raw_for_script("gr\u00fcn".encode(), "text/plain", (TEXT,)) == {"text": "gr\u00fcn"}
+    with pytest.raises(ApiError, match=r"the pipeline takes x \(FP32 \[-1\]\)") as exc:
+        sig.raw_for_script(b"abc", "text/plain", (sig.TensorSpec("x", "FP32", (-1,)),))
+    assert exc.value.status == 415 and exc.value.field == "Content-Type"

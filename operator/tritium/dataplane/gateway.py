@@ -403,6 +403,8 @@ class Gateway:
             raise bad_request("parameters must be an object", "parameters")
         if "inputs" not in doc:
             raise bad_request("inputs is required", "inputs")
+        if doc["inputs"] is None:  # None is how a body other than JSON travels on (prepare_invoke)
+            raise bad_request("inputs must be an object of name -> value, not null", "inputs")
         return JSON, body, doc["inputs"], params
 
     async def prepare_invoke(self, request: Request, parsed: tuple[str, bytes, Any, dict[str, Any]],

@@ -241,6 +241,18 @@ def json_for_script(values: dict[str, Any], inputs: tuple[TensorSpec, ...] | Non
     return {t.name: _json_value(t.name, values[t.name], t) for t in inputs}
 
 
+def raw_for_script(body: bytes, content_type: str, inputs: tuple[TensorSpec, ...] | None) -> dict[str, Any]:
+    """A body that is not JSON (an image, a document) -> script values: ``{"body": bytes}``, or, when
+    the script declares one BYTES input, that input: str when UTF-8, else bytes, as v2 would carry it."""
+    if inputs is None:
+        return {"body": body}
+    if len(inputs) == 1 and inputs[0].datatype == "BYTES":
+        return {inputs[0].name: _text(body)}
+    raise ApiError(415, "unsupported_media_type",
+                   f"content type {content_type or '(none)'}: the pipeline takes {_takes(inputs)}; send them as "
+                   "JSON (application/json) or KServe v2", field="Content-Type")
+
+
 def outputs_from_script(result: dict[str, Any], outputs: tuple[TensorSpec, ...]) -> dict[str, np.ndarray]:
     """A post script's result -> the declared outputs as typed tensors (a v2 answer)."""
     out: dict[str, np.ndarray] = {}

@@ -31,6 +31,7 @@ from tritium.dataplane.signature import (
     filtered,
     json_for_script,
     outputs_from_script,
+    raw_for_script,
     tensors_for_script,
 )
 from tritium.dataplane.tensors import (
@@ -183,7 +184,7 @@ class StageProcessor:
                 raise bad_request("inputs must be an object of name -> value", "inputs")
             data = json_for_script(values, self.inputs)
         else:
-            data = {"body": raw or b""}
+            data = raw_for_script(raw or b"", content_type, self.inputs)
             params = {**params, "content_type": content_type}
         result = await self.run_script(data, params)
         inputs = model.get("inputs", {})

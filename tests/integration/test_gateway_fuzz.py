@@ -1,0 +1,184 @@
+"""Fuzzing the gateway with real processes: whatever a client sends, the answer is never a 5xx.
+
+Three gateways in front of the real Triton, one per way a request can travel: straight to
+Triton byte for byte (no stage, no cache), through built-in stages and the response cache
+(tensors decoded and re-encoded here), and through a declared script pre stage (the pipeline
+signature). Hypothesis generates v2 bodies (well-formed, nearly well-formed and arbitrary),
+invoke bodies, header values and raw request bytes. Every answer must be a 2xx or a 4xx with the
+error shape of its API (code and request_id); afterwards every process still serves.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.support.dataplane import Deployment, base_spec, deploy
+from tritium.local.tritonserver import TritonServer
+
+PRE = '''
+import numpy as np
+
+INPUTS = [{"name": "x", "datatype": "FP32", "shape": [-1]}]
+
+def preprocess(inputs, parameters):
+    x = np.asarray(inputs["x"], dtype=np.float32).reshape(1, -1)
+    return {"INPUT0": x, "INPUT1": x}
+'''
+
+KINDS = ("forward", "builtin", "script")
+FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                        HealthCheck.too_slow])
+DATATYPES = ["FP32", "FP64", "FP16", "BF16", "INT8", "INT32", "INT64", "UINT8", "UINT64", "BOOL", "BYTES",
+             "STRING", "", "fp32"]
+NAMES = ["INPUT0", "INPUT1", "x", "", "SUM", "a" * 300, "INPUT0\u0000", "\u00e9"]
+
+json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=False),
+                      st.text(max_size=12))
+json_value = st.recursive(json_leaf, lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                             st.dictionaries(st.text(max_size=8), inner,
+                                                                             max_size=4)), max_leaves=20)
+shapes = st.one_of(st.lists(st.integers(-3, 5), max_size=4), json_value)
+tensor = st.fixed_dictionaries(
+    {"name": st.one_of(st.sampled_from(NAMES), json_value),
+     "datatype": st.one_of(st.sampled_from(DATATYPES), json_value), "shape": shapes,
+     "data": st.one_of(st.lists(json_leaf, max_size=10), json_value)},
+    optional={"parameters": json_value})
+header_text = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=24)
+v2_body = st.one_of(
+    st.fixed_dictionaries({"inputs": st.lists(tensor, max_size=3)},
+                          optional={"id": json_value, "parameters": json_value,
+                                    "outputs": st.lists(st.fixed_dictionaries({"name": json_value}), max_size=2)}),
+    json_value,
+)
+
+
+@pytest.fixture(scope="module")
+def gateways(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Deployment]]:
+    d = tmp_path_factory.mktemp("fuzz")
+    (d / "pre.py").write_text(PRE)
+    specs = {
+        "forward": base_spec("add"),
+        "builtin": base_spec("add", preprocess={"builtin": {"format": "json"}},
+                             postprocess={"builtin": {"format": "json"}}, gateway={"cache": {"enabled": True}}),
+        "script": base_spec("add", preprocess={"script": {"path": str(d / "pre.py")}}),
+    }
+    deps: dict[str, Deployment] = {}
+    try:
+        for kind, spec in specs.items():
+            deps[kind] = deploy(d, triton, spec, name=f"fuzz-{kind}")
+        yield deps
+    finally:
+        for dep in deps.values():
+            dep.stop()
+
+
+@pytest.fixture(scope="module")
+def clients(gateways: dict[str, Deployment]) -> Iterator[dict[str, httpx.Client]]:
+    made = {kind: httpx.Client(base_url=dep.url, timeout=30) for kind, dep in gateways.items()}
+    yield made
+    for client in made.values():
+        client.close()
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()  # the stdlib: integers beyond 64 bits too
+
+
+def _check(r: httpx.Response, v2: bool) -> None:
+    assert r.status_code < 500, f"{r.status_code} {r.text[:500]}"
+    if r.status_code >= 400:
+        body = r.json()
+        err = body if v2 else body["error"]
+        assert err["code"] and err["request_id"] == r.headers["X-Request-Id"], body
+        assert isinstance(body["error"] if v2 else err["message"], str)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(body=v2_body)
+def test_v2_infer_bodies(clients: dict[str, httpx.Client], kind: str, body: Any) -> None:
+    r = clients[kind].post("/v2/models/add/infer", content=_dumps(body),
+                           headers={"Content-Type": "application/json"})
+    _check(r, v2=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(header=st.lists(tensor, min_size=1, max_size=2), payload=st.binary(max_size=64),
+       length=st.one_of(st.none(), st.integers(-5, 400), header_text))
+def test_v2_binary_extension(clients: dict[str, httpx.Client], kind: str, header: list[Any], payload: bytes,
+                             length: Any) -> None:
+    for t in header:  # what the binary extension says about each tensor's bytes
+        if isinstance(t.get("parameters"), dict) or t.get("parameters") is None:
+            t["parameters"] = {"binary_data_size": len(payload)}
+    head = _dumps({"inputs": header})
+    value = str(len(head) if length is None else length)
+    r = clients[kind].post("/v2/models/add/infer", content=head + payload,
+                           headers={"Content-Type": "application/octet-stream",
+                                    "Inference-Header-Content-Length": value})
+    _check(r, v2=True)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(body=st.one_of(st.fixed_dictionaries({"inputs": json_value}, optional={"parameters": json_value}),
+                      json_value),
+       content_type=st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain", ""]))
+def test_invoke_bodies(clients: dict[str, httpx.Client], kind: str, body: Any, content_type: str) -> None:
+    r = clients[kind].post("/v1/models/add/invoke", content=_dumps(body), headers={"Content-Type": content_type})
+    _check(r, v2=False)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@FUZZ
+@given(timeout=header_text, request_id=header_text, model=st.text(max_size=40), version=header_text)
+def test_headers_and_paths(clients: dict[str, httpx.Client], kind: str, timeout: str, request_id: str, model: str,
+                           version: str) -> None:
+    headers = {"X-Request-Timeout": timeout}
+    if request_id.strip():
+        headers["X-Request-Id"] = request_id.strip()
+    path = f"/v2/models/{quote(model or 'm', safe='')}/versions/{quote(version or '1', safe='')}/infer"
+    r = clients[kind].post(path, content=b'{"inputs": []}', headers=headers)
+    if r.status_code < 500 and r.status_code >= 400 and "X-Request-Id" in headers:
+        assert r.headers["X-Request-Id"] == headers["X-Request-Id"]
+    assert r.status_code < 500, f"{r.status_code} {r.text[:300]}"
+
+
+@FUZZ
+@given(raw=st.one_of(st.binary(max_size=200),
+                     st.builds(lambda a, b: b"POST /v2/models/add/infer HTTP/1.1\r\n" + a + b"\r\n\r\n" + b,
+                               st.binary(max_size=80), st.binary(max_size=80))))
+def test_raw_bytes(gateways: dict[str, Deployment], raw: bytes) -> None:
+    """Whatever bytes arrive, the server answers a 4xx or closes the connection, and keeps serving."""
+    url = urlsplit(gateways["forward"].url)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+    for line in answer.split(b"\r\n"):
+        if line.startswith(b"HTTP/1."):
+            status = int(line.split()[1])
+            assert status < 500, answer[:300]
+
+
+def test_everything_still_serves_afterwards(gateways: dict[str, Deployment], tmp_path: Path) -> None:
+    for kind, dep in gateways.items():
+        assert httpx.get(f"{dep.url}/v2/health/ready").status_code == 200, kind
+        r = httpx.post(f"{dep.url}/v1/models/add/invoke",
+                       json={"inputs": {"x": [1, 2]} if kind == "script" else {"INPUT0": [1, 2], "INPUT1": [3, 4]}})
+        assert r.status_code == 200, (kind, r.text)
