@@ -64,6 +64,27 @@ def test_v2_answer_is_tritons_own_when_nothing_needs_the_tensors(gw: Deployment,
     assert via.headers["X-Tritium-Revision"] == "r1"
 
 
+def test_infinite_results_are_null_in_json_answers(gw: Deployment, triton: TritonServer) -> None:
+    """3e38 + 3e38 overflows FP32: Triton writes `Infinity`, which is not JSON; the gateway writes null."""
+    body = {"inputs": [{"name": n, "datatype": "FP32", "shape": [1, 2], "data": [3e38, 1]}
+                       for n in ("INPUT0", "INPUT1")]}
+    direct = httpx.post(f"{triton.http_url}/v2/models/add/infer", json=body)
+    assert b"Infinity" in direct.content  # what the gateway corrects (if Triton changes, this test says so)
+    via = httpx.post(f"{gw.url}/v2/models/add/infer", json=body)
+    assert via.status_code == 200
+    outputs = {o["name"]: o["data"] for o in orjson.loads(via.content)["outputs"]}  # strict JSON parses it
+    assert outputs["SUM"] == [None, 2.0] and outputs["DIFF"] == [0.0, 0.0]
+    binary = _client(gw.url).infer("add", [_tensor(n, [[3e38, 1]]) for n in ("INPUT0", "INPUT1")])
+    assert np.isinf(binary.as_numpy("SUM")[0, 0])  # exact values: the binary extension
+
+
+def _tensor(name: str, value: list[list[float]]) -> httpclient.InferInput:
+    arr = np.array(value, dtype=np.float32)
+    tensor = httpclient.InferInput(name, list(arr.shape), "FP32")
+    tensor.set_data_from_numpy(arr, binary_data=True)
+    return tensor
+
+
 def test_tritonclient_metadata_readiness_and_output_selection(gw: Deployment, triton: TritonServer) -> None:
     client = _client(gw.url)
     assert client.is_server_live() and client.is_server_ready()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import time
@@ -85,6 +86,21 @@ def parse_timeout(value: str) -> float:
     if not seconds <= MAX_TIMEOUT_SECONDS:  # also inf and 1e309 (float() accepts both)
         raise bad_request(f"{TIMEOUT_HEADER} must be at most {MAX_TIMEOUT_SECONDS:.0f} s", TIMEOUT_HEADER)
     return seconds
+
+
+_NOT_JSON = (b"Infinity", b"NaN")
+
+
+def json_safe(body: bytes) -> bytes:
+    """Triton writes infinite and NaN values into JSON answers as `Infinity` and `NaN` literals,
+    which are not JSON (strict parsers refuse the whole answer): they become null, as in every
+    answer the gateway encodes itself. Exact values travel in the binary extension."""
+    if not any(token in body for token in _NOT_JSON):
+        return body
+    try:
+        return orjson.dumps(json.loads(body))  # the stdlib reads the literals; orjson writes them as null
+    except ValueError:
+        return body
 
 
 def _media_type(request: Request) -> str:
@@ -350,7 +366,8 @@ class Gateway:
             answered_length = resp.headers.get(_HEADER_LENGTH_KEY)
             if answered_length:
                 headers[HEADER_LENGTH] = answered_length
-            return Response(200, resp.body, headers)
+                return Response(200, resp.body, headers)
+            return Response(200, json_safe(resp.body), headers)
         key = self.v2_key(model, version, req) if self.cache is not None else None
         hit = await self.cached(request, model, key)
         if hit is not None:
