@@ -144,6 +144,18 @@ def test_bad_input_is_a_400(gateway: str) -> None:
     assert "inputs.text" in resp.text
 
 
+def test_a_huge_sentence_is_cut_before_tokenizing(gateway: str) -> None:
+    """A 10 MB sentence: only its first tokens count, so only its start is tokenized (bounded memory)."""
+    import httpx
+
+    head = " ".join(REFERENCE["sentences"]) + " "
+    huge = (head * (10_000_000 // len(head) + 1))[:10_000_000]
+    resp = httpx.post(f"{gateway}/v1/models/minilm/invoke", json={"inputs": {"text": [huge, head * 40]}}, timeout=60)
+    assert resp.status_code == 200, resp.text[:300]
+    a, b = resp.json()["outputs"]["embeddings"]
+    assert float(np.dot(a, b)) >= MIN_COSINE  # both truncated at 256 tokens: the same text
+
+
 def test_model_directory_has_no_config_of_its_own() -> None:
     """config.pbtxt comes from the spec (rendered), so the example cannot drift from its manifest."""
     assert not (Path(MINILM) / "model" / "config.pbtxt").exists()
