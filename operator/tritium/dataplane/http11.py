@@ -36,13 +36,16 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.buffer = bytearray()  # a response that came in pieces, until it is complete
         self.waiter: asyncio.Future[Response] | None = None
         self.closed = False
         self._head: tuple[int, dict[str, str], int] | None = None  # status, headers, body offset
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        # Kept: asyncio.get_running_loop() costs a getpid(2) on every call (its fork check).
+        self.loop = asyncio.get_running_loop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -56,27 +59,36 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_exception(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.waiter is None or self.waiter.done():
+        waiter = self.waiter
+        if waiter is None or waiter.done():
             self.close()  # bytes nobody asked for: the connection is out of step
             return
-        self.buffer += data
+        # Most answers arrive whole in one read: parsed from `data` itself, without a copy into
+        # the buffer, which holds only an answer that comes in pieces.
+        buffered = bool(self.buffer)
+        if buffered:
+            self.buffer += data
         try:
-            resp = self._parse()
+            resp = self._parse(self.buffer if buffered else data)
         except (HttpError, ValueError) as exc:
             self._fail(exc if isinstance(exc, HttpError) else HttpError(f"bad response: {exc}"))
             self.close()
             return
         if resp is not None:
-            self.waiter.set_result(resp)
+            waiter.set_result(resp)
+        elif not buffered:
+            self.buffer += data
 
-    def _parse(self) -> Response | None:
-        if self._head is None:
-            end = self.buffer.find(b"\r\n\r\n")
+    def _parse(self, buf: bytes | bytearray) -> Response | None:
+        """The response in `buf` (the bytes received so far, from its first byte), or None while incomplete."""
+        head = self._head
+        if head is None:
+            end = buf.find(b"\r\n\r\n")
             if end < 0:
-                if len(self.buffer) > MAX_HEADER_BYTES:
+                if len(buf) > MAX_HEADER_BYTES:
                     raise HttpError("response header too large")
                 return None
-            lines = self.buffer[:end].decode("latin-1").split("\r\n")
+            lines = buf[:end].decode("latin-1").split("\r\n")
             parts = lines[0].split(" ", 2)
             if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
                 raise HttpError(f"not an HTTP/1.1 response: {lines[0][:80]!r}")
@@ -85,28 +97,32 @@ class _Connection(asyncio.Protocol):
                 if line:
                     k, _, v = line.partition(":")
                     headers[k.strip().lower()] = v.strip()
-            self._head = (int(parts[1]), headers, end + 4)
-        status, headers, offset = self._head
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            parsed = _parse_chunked(self.buffer, offset)
+            head = self._head = (int(parts[1]), headers, end + 4)
+        status, headers, offset = head
+        encoding = headers.get("transfer-encoding")
+        if encoding is not None and encoding.lower() == "chunked":
+            parsed = _parse_chunked(buf, offset)
             if parsed is None:
                 return None
             body, used = parsed
         else:
             length = int(headers.get("content-length", "0"))
-            if len(self.buffer) < offset + length:
+            used = offset + length
+            if len(buf) < used:
                 return None
-            body, used = bytes(self.buffer[offset:offset + length]), offset + length
-        if used != len(self.buffer):
+            body = buf[offset:used] if isinstance(buf, bytes) else bytes(memoryview(buf)[offset:used])
+        if used != len(buf):
             raise HttpError("the peer sent more than one response")
-        self.buffer.clear()
+        if buf is self.buffer:
+            self.buffer.clear()
         self._head = None
         return Response(status, headers, body)
 
     async def exchange(self, head: bytes, body: bytes) -> Response:
         if self.closed or self.transport is None or self.transport.is_closing():
             raise HttpError("connection closed")
-        self.waiter = asyncio.get_running_loop().create_future()
+        loop = self.loop or asyncio.get_running_loop()
+        self.waiter = loop.create_future()
         # One writev(2) for header and body: on loopback each extra send wakes the peer once more.
         self.transport.writelines((head, body) if body else (head,))
         try:
@@ -149,9 +165,17 @@ class Http11Pool:
             head += "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
         return head.encode() + self._host_header + b"\r\n"
 
+    def head_start(self, method: str, path: str) -> bytes:
+        """The request line and the Host header: the fixed start of a head for `send`."""
+        return f"{method} {path} HTTP/1.1\r\n".encode() + self._host_header
+
     async def request(self, method: str, path: str, body: bytes = b"",
                       headers: dict[str, str] | None = None) -> Response:
-        head = self._head(method, path, body, headers)
+        return await self.send(self._head(method, path, body, headers), body)
+
+    async def send(self, head: bytes, body: bytes = b"") -> Response:
+        """One request whose head is built already: request line, headers (Content-Length among
+        them), the empty line. For callers that keep the fixed part of a head (`head_start`)."""
         fresh = not self._idle
         conn = self._idle.pop() if self._idle else await self._connect()
         try:
@@ -181,7 +205,7 @@ class Http11Pool:
             self._idle.pop().close()
 
 
-def _parse_chunked(buffer: bytearray, offset: int) -> tuple[bytes, int] | None:
+def _parse_chunked(buffer: bytes | bytearray, offset: int) -> tuple[bytes, int] | None:
     """A complete chunked body starting at offset -> (body, end offset), or None while incomplete."""
     parts: list[bytes] = []
     while True:

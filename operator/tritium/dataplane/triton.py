@@ -36,6 +36,7 @@ _INPUT_IN_MESSAGE = re.compile(r"input '([^']+)'")
 # access JSON non-number as double"): that is the client's error, not the model failing.
 _UNPARSABLE = re.compile(r"^(?:Unable to parse '([^']+)'|failed to parse the request JSON buffer)", re.IGNORECASE)
 _HEADER_LENGTH_LOWER = HEADER_LENGTH.lower()
+_HEADER_LENGTH_FIELD = HEADER_LENGTH.encode() + b": "
 
 
 @dataclass(frozen=True)
@@ -250,6 +251,7 @@ class TritonHttp:
             raise ValueError(f"Triton HTTP URL must be http://HOST:PORT, got {base_url!r}")
         self._pool = Http11Pool(url.hostname, url.port)
         self._paths: dict[tuple[str, str], str] = {}  # (model, version) -> infer path, quoted once
+        self._heads: dict[tuple[str, str], bytes] = {}  # (model, version) -> request line + Host, built once
 
     async def close(self) -> None:
         await self._pool.close()
@@ -262,6 +264,14 @@ class TritonHttp:
             if len(self._paths) < 1024:  # names come from clients: bounded
                 self._paths[(model, version)] = path
         return path
+
+    def _head_start(self, model: str, version: str) -> bytes:
+        start = self._heads.get((model, version))
+        if start is None:
+            start = self._pool.head_start("POST", self._path(model, version))
+            if len(self._heads) < 1024:
+                self._heads[(model, version)] = start
+        return start
 
     async def infer(self, model: str, version: str, inputs: dict[str, np.ndarray], *,
                     outputs: list[str] | None = None, request_id: str = "", timeout: float | None = None,
@@ -280,11 +290,15 @@ class TritonHttp:
         Triton speaks the same protocol (JSON and the binary extension): when no stage and no cache
         needs the tensors, decoding and re-encoding them would only cost time.
         """
-        headers = {"Content-Type": content_type or "application/json"}
+        # The head as bytes at once (no dict, no join): header values arrive decoded as latin-1,
+        # so they go back out as the bytes they came as.
+        head = b"%bContent-Type: %b\r\nContent-Length: %d\r\n" % (
+            self._head_start(model, version), (content_type or "application/json").encode("latin-1", "replace"),
+            len(body))
         if header_length:
-            headers[HEADER_LENGTH] = header_length
+            head += _HEADER_LENGTH_FIELD + header_length.encode("latin-1", "replace") + b"\r\n"
         try:
-            resp = await self._pool.request("POST", self._path(model, version), body, headers)
+            resp = await self._pool.send(head + b"\r\n", body)
         except HttpError as exc:
             raise unavailable(f"Triton is unavailable: {exc}") from None
         if resp.status != 200:
