@@ -241,7 +241,6 @@ class _Connection(asyncio.Protocol):
     def _reset_message(self) -> None:
         self.headers_complete = False
         self.url = b""
-        self.raw_headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
         self.body: list[bytes] = []
         self.body_size = 0
@@ -360,21 +359,21 @@ class _Connection(asyncio.Protocol):
             self.reject(431, "header_too_large", "request line and headers are too large")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp hands over each header whole, name and value: decoded into the dict at once
+        # (repeated names joined with ", ", as RFC 9110 allows).
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_HEADER_BYTES:
             self.reject(431, "header_too_large", "request line and headers are too large")
             return
-        self.raw_headers.append((name, value))
+        headers = self.headers
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
 
     def on_headers_complete(self) -> None:
         if self.closing or self.refused:
             return
-        headers: dict[str, str] = {}
-        for name, value in self.raw_headers:
-            key = name.decode("latin-1").lower()
-            text = value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        self.headers = headers
+        headers = self.headers
         if "upgrade" in headers and "upgrade" in headers.get("connection", "").lower():
             self.reject(400, "bad_request", "protocol upgrades are not supported")
             return
@@ -383,7 +382,8 @@ class _Connection(asyncio.Protocol):
             self.reject(413, "request_too_large", f"request body is larger than {self.server.max_body} bytes")
             return
         self.headers_complete = True
-        if headers.get("expect", "").lower() == "100-continue" and self.parser.get_http_version() != "1.0":
+        expect = headers.get("expect")
+        if expect is not None and expect.lower() == "100-continue" and self.parser.get_http_version() != "1.0":
             self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
