@@ -12,19 +12,23 @@ Client: tritonclient.http (KServe v2, BYTES input `text` of shape [n], output `e
 client per worker thread and target, the same for both targets. C workers keep C requests in
 flight the whole time; which target they go to switches every --block seconds, both targets once
 per round, the first one alternating from round to round, so drift on a shared machine lands on
-both alike. Each round's ratio compares the two adjacent blocks; the first --settle seconds of a
-block are not counted. Each request is --sentences sentences of examples/minilm's reference set,
-the first one numbered, so no two requests are equal and the gateway's response cache (enabled in
-isvc.yaml) never answers one. Before the load, the reference sentences go through both targets and
-every embedding must match reference_embeddings.json (cosine >= 0.9999).
+both alike. Each round's ratio compares its two adjacent blocks. A block's figures are the
+requests to its target answered after its first --settle seconds (the previous target's requests
+have drained by then): requests/s = those answers / the rest of the block, and their latencies.
 
-    python benchmarks/ensemble_bench.py [--concurrency 1 8] [--rounds 8] [--block 5] [--settle 1]
+Each request is --sentences sentences of examples/minilm's reference set, the first one numbered,
+so no two requests are equal and the gateway's response cache (enabled in isvc.yaml) never answers
+one. Before the load, the reference sentences go through both targets and every embedding must
+match reference_embeddings.json (cosine >= 0.9999).
+
+    python benchmarks/ensemble_bench.py [--concurrency 1 8] [--rounds 16] [--block 3] [--settle 1]
         [--sentences 4] [--tritium-api v2|invoke] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -44,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dataplane_paired import rates  # noqa: E402
+from dataplane_cpu import cpu_seconds  # noqa: E402
 from ensemble.build_repo import ENSEMBLE, build  # noqa: E402
 
 from tests.support.local_up import MINILM, require_minilm_parts, start_up  # noqa: E402
@@ -55,6 +59,33 @@ GOAL = 1.0  # tritium / ensemble throughput, at every concurrency
 REFERENCE = json.loads((MINILM / "reference_embeddings.json").read_text())
 
 Sender = Callable[[list[str]], np.ndarray]
+
+
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it (tritium up's gateway, stages, Triton and its stubs)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, ()))
+    return found
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds (utime + stime) of ``root`` and its descendants, as they are now."""
+    total = 0.0
+    for pid in descendants(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # ended meanwhile
+            total += cpu_seconds(pid)
+    return total
 
 
 def v2_sender(url: str, model: str) -> Sender:
@@ -114,14 +145,18 @@ def check_reference(name: str, send: Sender) -> dict[str, Any]:
 class Load:
     """C worker threads; each sends to whichever target is current, with its own client per target."""
 
-    def __init__(self, factories: dict[str, Callable[[], Sender]], concurrency: int, sentences: int) -> None:
+    def __init__(self, factories: dict[str, Callable[[], Sender]], concurrency: int, sentences: int,
+                 roots: dict[str, int] | None = None) -> None:
         self.factories, self.concurrency = factories, concurrency
+        self.roots = roots or {}  # target -> the pid whose process tree serves it
+        self.cpu: dict[str, float] = {}  # target -> CPU seconds of its processes during run()
         self.base = list(REFERENCE["sentences"][1:1 + sentences])
         self.target = next(iter(factories))
         self.done: list[tuple[float, float, str]] = []  # (start, end, target) of each answered request
         self.failed: dict[str, int] = dict.fromkeys(factories, 0)
         self.errors: list[str] = []
         self.stop = threading.Event()
+        self.loadavg: list[float] = []  # the 1-minute load average at the end of each block
         self._counter = 0
         self._lock = threading.Lock()
 
@@ -154,6 +189,7 @@ class Load:
         """-> (target, block start, block end) for each block, in order."""
         threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(self.concurrency)]
         self.target = order[0]
+        cpu_before = {t: tree_cpu(pid) for t, pid in self.roots.items()}
         for t in threads:
             t.start()
         blocks = []
@@ -162,38 +198,60 @@ class Load:
             began = time.perf_counter()
             time.sleep(block)
             blocks.append((target, began, time.perf_counter()))
+            self.loadavg.append(os.getloadavg()[0])
         self.stop.set()
         for t in threads:
             t.join(150)
+        self.cpu = {t: tree_cpu(pid) - cpu_before[t] for t, pid in self.roots.items()}
         return blocks
 
 
-def measure(factories: dict[str, Callable[[], Sender]], concurrency: int, rounds: int, block: float,
-            settle: float, sentences: int) -> dict[str, Any]:
+def block_figures(done: list[tuple[float, float, str]], blocks: list[tuple[str, float, float]],
+                  settle: float) -> list[tuple[str, float, list[float]]]:
+    """Each block's requests/s and latencies (s): the requests to its target that completed in the
+    block after its first `settle` seconds (by then the previous target's requests have drained, so
+    completions over the window is the throughput, whatever the latency)."""
+    out = []
+    for target, began, ended in blocks:
+        window = [e - s for s, e, t in done if t == target and began + settle <= e <= ended]
+        out.append((target, len(window) / (ended - began - settle), window))
+    return out
+
+
+def measure(factories: dict[str, Callable[[], Sender]], roots: dict[str, int], concurrency: int, rounds: int,
+            block: float, settle: float, sentences: int) -> dict[str, Any]:
     order = [t for r in range(rounds) for t in (TARGETS if r % 2 == 0 else TARGETS[::-1])]
-    load = Load(factories, concurrency, sentences)
+    load = Load(factories, concurrency, sentences, roots)
     load_before = os.getloadavg()
     # Warm-up, not counted: both targets' connections and python stubs.
     Load(factories, concurrency, sentences).run(list(TARGETS), 2.0)
     blocks = load.run(order, block)
     load_after = os.getloadavg()
-    measured = rates(load, blocks, settle)  # (target, requests/s, median latency ms) per block
-    per_round = [measured[i:i + 2] for i in range(0, len(measured), 2)]
-    ratios = [next(r for t, r, _ in pair if t == "tritium") / next(r for t, r, _ in pair if t == "ensemble")
-              for pair in per_round]
+    figures = block_figures(load.done, blocks, settle)
+    measured = [(t, rate, statistics.median(lat) * 1000 if lat else float("nan")) for t, rate, lat in figures]
+    ratios = []
+    for i in range(0, len(measured), 2):
+        pair = {t: r for t, r, _ in measured[i:i + 2]}
+        # A block with no request counted (a stall longer than the block) gives no ratio; it stays
+        # in the blocks' rates (their minimum shows it).
+        ratios.append(pair["tritium"] / pair["ensemble"] if pair["ensemble"] > 0 else float("nan"))
+    ratios = [r for r in ratios if r == r] or [float("nan")]
     result: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "block_s": block, "settle_s": settle,
                               "sentences": sentences, "failed": load.failed, "errors": load.errors,
                               "loadavg_before": load_before, "loadavg_after": load_after,
+                              "loadavg_blocks": load.loadavg,
                               "blocks": measured, "round_ratios": ratios,
                               "ratio": statistics.median(ratios), "targets": {}}
     for target in TARGETS:
         values = [r for t, r, _ in measured if t == target]
-        latencies = sorted(e - s for (s, e, t) in load.done if t == target and any(
-            t == b and s >= began + settle and e <= ended for b, began, ended in blocks))
+        latencies = sorted(x for t, _, lat in figures if t == target for x in lat)
         result["targets"][target] = {
             "rate_median": statistics.median(values), "rate_min": min(values), "rate_max": max(values),
             "p50_ms": statistics.median(latencies) * 1000, "p99_ms": float(np.percentile(latencies, 99)) * 1000,
             "requests": len(latencies),
+            # Every process serving the target, over the whole run, per request it answered: what
+            # the machine's contention moves far less than throughput.
+            "cpu_ms_per_request": load.cpu[target] * 1000 / max(1, sum(t == target for _, _, t in load.done)),
         }
     return result
 
@@ -203,19 +261,23 @@ def report(results: list[dict[str, Any]], api: str) -> None:
     for res in results:
         print(f"\nconcurrency {res['concurrency']}: {res['rounds']} rounds of one {res['block_s']:g} s block per "
               f"target (first {res['settle_s']:g} s not counted), {res['sentences']} sentences per request; "
-              f"failed {res['failed']}; load average {res['loadavg_before'][0]:.2f} before, "
-              f"{res['loadavg_after'][0]:.2f} after")
-        print("| target | requests/s, median of blocks (min-max) | p50 / p99 (ms) | requests counted |")
-        print("|---|---|---|---|")
+              f"failed {res['failed']}; 1-min load average {res['loadavg_before'][0]:.2f} before, median "
+              f"{statistics.median(res['loadavg_blocks']):.2f} (max {max(res['loadavg_blocks']):.2f}) during")
+        print("| target | requests/s, median of blocks (min-max) | p50 / p99 (ms) | requests "
+              "counted | CPU ms/request |")
+        print("|---|---|---|---|---|")
         for target in TARGETS:
             m = res["targets"][target]
             label = tritium_label if target == "tritium" else "Triton ensemble"
             print(f"| {label} | {m['rate_median']:.1f} ({m['rate_min']:.1f}-{m['rate_max']:.1f}) | "
-                  f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {m['requests']} |")
+                  f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {m['requests']} | {m['cpu_ms_per_request']:.1f} |")
         rr = res["round_ratios"]
         verdict = "met" if res["ratio"] >= GOAL else "NOT met"
         print(f"tritium / ensemble: median of round ratios {res['ratio']:.3f}x (rounds {min(rr):.2f}-{max(rr):.2f}x); "
               f">= {GOAL:.1f}x {verdict}")
+        for target in TARGETS:
+            values = " ".join(f"{r:.1f}" for t, r, _ in res["blocks"] if t == target)
+            print(f"  {target} blocks (requests/s): {values}")
         for err in res["errors"]:
             print(f"  error: {err}")
 
@@ -223,8 +285,8 @@ def report(results: list[dict[str, Any]], api: str) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
-    parser.add_argument("--rounds", type=int, default=8, help="rounds per concurrency, one block per target each")
-    parser.add_argument("--block", type=float, default=5.0, help="seconds per block")
+    parser.add_argument("--rounds", type=int, default=16, help="rounds per concurrency, one block per target each")
+    parser.add_argument("--block", type=float, default=3.0, help="seconds per block")
     parser.add_argument("--settle", type=float, default=1.0, help="seconds not counted at the start of a block")
     parser.add_argument("--sentences", type=int, default=4, help="sentences per request (1-8)")
     parser.add_argument("--tritium-api", choices=["v2", "invoke"], default="v2")
@@ -245,7 +307,8 @@ def main() -> int:
             else (lambda: invoke_sender(gateway, "minilm")))
         factories = {"ensemble": lambda: v2_sender(triton.http_url, ENSEMBLE), "tritium": tritium}
         checks = {name: check_reference(name, make()) for name, make in factories.items()}
-        results = [measure(factories, c, args.rounds, args.block, args.settle, args.sentences)
+        roots = {"ensemble": triton.pid, "tritium": up.process.pid}
+        results = [measure(factories, roots, c, args.rounds, args.block, args.settle, args.sentences)
                    for c in args.concurrency]
     finally:
         if up is not None:
