@@ -284,11 +284,12 @@ class TritonHttp:
         return tensors, str(header.get("model_version", version))
 
     async def forward(self, model: str, version: str, body: bytes, content_type: str,
-                      header_length: str | None) -> Response:
+                      header_length: str | None, deadline: float | None = None) -> Response:
         """A v2 infer request passed to Triton as it came, and Triton's answer as it left.
 
         Triton speaks the same protocol (JSON and the binary extension): when no stage and no cache
-        needs the tensors, decoding and re-encoding them would only cost time.
+        needs the tensors, decoding and re-encoding them would only cost time. `deadline` (the
+        event loop's clock): TimeoutError when Triton has not answered by then.
         """
         # The head as bytes at once (no dict, no join): header values arrive decoded as latin-1,
         # so they go back out as the bytes they came as.
@@ -298,7 +299,7 @@ class TritonHttp:
         if header_length:
             head += _HEADER_LENGTH_FIELD + header_length.encode("latin-1", "replace") + b"\r\n"
         try:
-            resp = await self._pool.send(head + b"\r\n", body)
+            resp = await self._pool.send(head + b"\r\n", body, deadline)
         except HttpError as exc:
             raise unavailable(f"Triton is unavailable: {exc}") from None
         if resp.status != 200:
