@@ -16,10 +16,12 @@ both alike. Each round's ratio compares its two adjacent blocks. A block's figur
 requests to its target answered after its first --settle seconds (the previous target's requests
 have drained by then): requests/s = those answers / the rest of the block, and their latencies.
 
-Each request is --sentences sentences of examples/minilm's reference set, the first one numbered,
-so no two requests are equal and the gateway's response cache (enabled in isvc.yaml) never answers
-one. Before the load, the reference sentences go through both targets and every embedding must
-match reference_embeddings.json (cosine >= 0.9999).
+Each request is --sentences sentences of examples/minilm's reference set, the first one numbered
+across the whole run (warm-ups and every concurrency), so no two requests are equal and the
+gateway's response cache (enabled in isvc.yaml) never answers one; its hit counter, read from the
+gateway's /metrics before and after each concurrency, is printed to show it. Before the load,
+the reference sentences go through both targets and every embedding must match
+reference_embeddings.json (cosine >= 0.9999).
 
     python benchmarks/ensemble_bench.py [--concurrency 1 8] [--rounds 16] [--block 3] [--settle 1]
         [--sentences 4] [--tritium-api v2|invoke] [--json FILE]
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import statistics
@@ -37,6 +40,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +64,10 @@ GOAL = 1.0  # tritium / ensemble throughput, at every concurrency
 REFERENCE = json.loads((MINILM / "reference_embeddings.json").read_text())
 
 Sender = Callable[[list[str]], np.ndarray]
+# Numbers every request of this process (warm-ups and every concurrency alike), with a tag of the
+# run: no request is ever sent twice, so the gateway's response cache cannot answer one.
+_REQUEST_NUMBERS = itertools.count(1)
+_RUN_TAG = uuid.uuid4().hex[:8]
 
 
 def descendants(root: int) -> list[int]:
@@ -128,6 +137,32 @@ def invoke_sender(url: str, model: str) -> Sender:
     return send
 
 
+def gateway_metrics_url(root: int) -> str | None:
+    """The /metrics URL of the gateway below ``root`` (tritium up), from its command line."""
+    for pid in descendants(root):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+        except OSError:
+            continue
+        if "gateway" in argv and "--metrics-port" in argv:
+            host = argv[argv.index("--host") + 1] if "--host" in argv else "127.0.0.1"
+            return f"http://{host}:{argv[argv.index('--metrics-port') + 1]}/metrics"
+    return None
+
+
+def cache_hits(url: str | None) -> float | None:
+    """The gateway's response cache hits so far (None when its metrics cannot be read)."""
+    if url is None:
+        return None
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("tritium_gateway_cache_total{") and 'result="hit"' in line)
+
+
 def check_reference(name: str, send: Sender) -> dict[str, Any]:
     """The lowest cosine between the target's embeddings of the reference sentences and the reference."""
     got = send(list(REFERENCE["sentences"]))
@@ -157,14 +192,9 @@ class Load:
         self.errors: list[str] = []
         self.stop = threading.Event()
         self.loadavg: list[float] = []  # the 1-minute load average at the end of each block
-        self._counter = 0
-        self._lock = threading.Lock()
 
     def texts(self) -> list[str]:
-        with self._lock:
-            self._counter += 1
-            n = self._counter
-        return [f"Request {n}: {self.base[0]}", *self.base[1:]]
+        return [f"Request {_RUN_TAG}-{next(_REQUEST_NUMBERS)}: {self.base[0]}", *self.base[1:]]
 
     def worker(self) -> None:
         senders: dict[str, Sender] = {}
@@ -219,14 +249,17 @@ def block_figures(done: list[tuple[float, float, str]], blocks: list[tuple[str, 
 
 
 def measure(factories: dict[str, Callable[[], Sender]], roots: dict[str, int], concurrency: int, rounds: int,
-            block: float, settle: float, sentences: int) -> dict[str, Any]:
+            block: float, settle: float, sentences: int, metrics_url: str | None = None) -> dict[str, Any]:
     order = [t for r in range(rounds) for t in (TARGETS if r % 2 == 0 else TARGETS[::-1])]
     load = Load(factories, concurrency, sentences, roots)
     load_before = os.getloadavg()
     # Warm-up, not counted: both targets' connections and python stubs.
     Load(factories, concurrency, sentences).run(list(TARGETS), 2.0)
+    hits_before = cache_hits(metrics_url)
     blocks = load.run(order, block)
     load_after = os.getloadavg()
+    hits_after = cache_hits(metrics_url)
+    hits = None if hits_before is None or hits_after is None else hits_after - hits_before
     figures = block_figures(load.done, blocks, settle)
     measured = [(t, rate, statistics.median(lat) * 1000 if lat else float("nan")) for t, rate, lat in figures]
     ratios = []
@@ -239,7 +272,7 @@ def measure(factories: dict[str, Callable[[], Sender]], roots: dict[str, int], c
     result: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "block_s": block, "settle_s": settle,
                               "sentences": sentences, "failed": load.failed, "errors": load.errors,
                               "loadavg_before": load_before, "loadavg_after": load_after,
-                              "loadavg_blocks": load.loadavg,
+                              "loadavg_blocks": load.loadavg, "gateway_cache_hits": hits,
                               "blocks": measured, "round_ratios": ratios,
                               "ratio": statistics.median(ratios), "targets": {}}
     for target in TARGETS:
@@ -275,6 +308,8 @@ def report(results: list[dict[str, Any]], api: str) -> None:
         verdict = "met" if res["ratio"] >= GOAL else "NOT met"
         print(f"tritium / ensemble: median of round ratios {res['ratio']:.3f}x (rounds {min(rr):.2f}-{max(rr):.2f}x); "
               f">= {GOAL:.1f}x {verdict}")
+        hits = res["gateway_cache_hits"]
+        print(f"gateway response cache hits during the run: {'unknown' if hits is None else int(hits)}")
         for target in TARGETS:
             values = " ".join(f"{r:.1f}" for t, r, _ in res["blocks"] if t == target)
             print(f"  {target} blocks (requests/s): {values}")
@@ -308,7 +343,8 @@ def main() -> int:
         factories = {"ensemble": lambda: v2_sender(triton.http_url, ENSEMBLE), "tritium": tritium}
         checks = {name: check_reference(name, make()) for name, make in factories.items()}
         roots = {"ensemble": triton.pid, "tritium": up.process.pid}
-        results = [measure(factories, roots, c, args.rounds, args.block, args.settle, args.sentences)
+        metrics_url = gateway_metrics_url(up.process.pid)
+        results = [measure(factories, roots, c, args.rounds, args.block, args.settle, args.sentences, metrics_url)
                    for c in args.concurrency]
     finally:
         if up is not None:
