@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-ensemble bench-sdk bench-router bench-failover soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-gateway-path bench-server-compare bench-ensemble bench-sdk bench-router bench-failover soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
@@ -25,6 +25,8 @@ help:
 	@echo "make bench-operator-rollouts the same, then a canary in each at once (writes while analysed)"
 	@echo "make bench-rollout          seconds from a canary's analysis to its rollback or promotion (real API server)"
 	@echo "make bench-dataplane        gateway vs direct Triton (perf_analyzer); bench-dataplane-paired: MiniLM"
+	@echo "make bench-gateway-path     the no-stage gateway path vs direct Triton: throughput and CPU per request"
+	@echo "make bench-server-compare   the gateway's HTTP server vs granian (Rust), same handlers, side by side"
 	@echo "make bench-ensemble         MiniLM text -> embeddings: Tritium's pipeline vs a Triton ensemble (>= 1.0x)"
 	@echo "make bench-sdk              the Python SDK's overhead"
 	@echo "make bench-router           the canary router's CPU per request on the stable path (<= 20 us)"
@@ -103,6 +105,14 @@ demo-rollout: venv
 
 bench-dataplane: venv
 	$(BIN)/python benchmarks/dataplane_bench.py
+
+# The gateway path with no stage called vs direct Triton, CPU per process (docs/benchmarks.md).
+bench-gateway-path: venv
+	$(BIN)/python benchmarks/gateway_path_bench.py --concurrency 1 8
+
+# The gateway's own HTTP server vs granian's RSGI server, same handlers (docs/benchmarks.md).
+bench-server-compare: venv
+	$(BIN)/python benchmarks/server_compare.py
 
 # MiniLM direct vs gateway under one steady load, paths switched every 4 s (docs/benchmarks.md).
 bench-dataplane-paired: venv
