@@ -70,7 +70,8 @@ class Proc:
                                       stderr=subprocess.STDOUT, env=self.env)
         return self
 
-    def wait_ready(self, timeout: float = 20.0) -> Proc:
+    def wait_ready(self, timeout: float = 60.0) -> Proc:
+        """Ready in about a second on an idle machine; the generous bound is for a loaded one."""
         assert self.popen is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -84,7 +85,7 @@ class Proc:
             time.sleep(0.05)
         raise RuntimeError(f"{self.args[0]} not ready at {self.health_url}:\n{self.output()}")
 
-    def start(self, timeout: float = 20.0) -> Proc:
+    def start(self, timeout: float = 60.0) -> Proc:
         return self.launch().wait_ready(timeout)
 
     def output(self) -> str:
