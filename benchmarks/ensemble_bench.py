@@ -306,7 +306,7 @@ def report(results: list[dict[str, Any]], api: str) -> None:
                   f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {m['requests']} | {m['cpu_ms_per_request']:.1f} |")
         rr = res["round_ratios"]
         verdict = "met" if res["ratio"] >= GOAL else "NOT met"
-        print(f"tritium / ensemble: median of round ratios {res['ratio']:.3f}x (rounds {min(rr):.2f}-{max(rr):.2f}x); "
+        print(f"tritium / ensemble: median of round ratios {res['ratio']:.4f}x (rounds {min(rr):.2f}-{max(rr):.2f}x); "
               f">= {GOAL:.1f}x {verdict}")
         hits = res["gateway_cache_hits"]
         print(f"gateway response cache hits during the run: {'unknown' if hits is None else int(hits)}")
