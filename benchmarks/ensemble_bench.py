@@ -35,6 +35,7 @@ import http.client
 import itertools
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -350,6 +351,7 @@ def main() -> int:
         if up is not None:
             up.stop()
         triton.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
     report(results, args.tritium_api)
     if args.json:
         Path(args.json).write_text(json.dumps({"tritium_api": args.tritium_api, "reference_check": checks,
