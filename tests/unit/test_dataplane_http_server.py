@@ -868,8 +868,11 @@ async def test_headers_trickled_line_by_line_get_408_after_the_header_deadline(m
                 except (ConnectionError, OSError):
                     return
 
-        reply, _ = await asyncio.gather(client.response(), trickle())
-        elapsed = time.monotonic() - start
+        async def answer() -> tuple[Any, float]:
+            reply = await client.response()
+            return reply, time.monotonic() - start
+
+        (reply, elapsed), _ = await asyncio.gather(answer(), trickle())
         await client.close()
     assert reply.status == 408 and "headers" in reply.json()["error"]["message"]
     assert 0.35 < elapsed < 1.5  # the header deadline, long before the trickle's 2 s end
@@ -934,3 +937,55 @@ async def test_shutdown_cancels_handlers_that_outlive_the_grace() -> None:
     assert await client.at_eof()  # closed without an answer
     await asyncio.wait_for(cancelled.wait(), WAIT)
     await client.close()
+
+
+async def test_answers_during_the_drain_close_their_keep_alive_connections() -> None:
+    """A keep-alive client (an ingress, a pool) is told to go, instead of sending on through the drain."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: Request) -> Response:
+        started.set()
+        await release.wait()
+        return Response(200, b"done")
+
+    server = HttpServer(handler)
+    port = _port()
+    await server.listen("127.0.0.1", port)
+    client = await Client.open(port)
+    await client.send(b"GET /slow HTTP/1.1\r\n\r\n")
+    await asyncio.wait_for(started.wait(), WAIT)
+    stopping = asyncio.create_task(server.shutdown(grace=5.0))
+    await asyncio.sleep(0.05)
+    release.set()
+    reply = await client.response()
+    assert reply.status == 200 and reply.headers["connection"] == "close"
+    assert await client.at_eof()
+    await asyncio.wait_for(stopping, WAIT)
+    await client.close()
+
+
+async def test_a_client_that_reads_nothing_does_not_make_the_server_buffer_without_end() -> None:
+    """Pipelined requests for 1 MiB answers, never read: the server stops answering (and reading)
+    once its send buffer is full, so what it holds stays a few answers, not all of them."""
+    big = b"x" * (1 << 20)
+
+    async def handler(request: Request) -> Response:
+        return Response(200, big)
+
+    async with _serving(handler) as (server, port):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.transport.set_write_buffer_limits(high=1 << 24)
+        writer.write(b"GET /big HTTP/1.1\r\n\r\n" * 200)  # 200 MiB of answers if all were made
+        await asyncio.sleep(1.0)
+        [conn] = list(server.connections)
+        assert conn.transport is not None
+        buffered = conn.transport.get_write_buffer_size()
+        assert buffered <= 4 * len(big), buffered
+        # Reading resumes the answers: the client gets every one of them in order.
+        got = 0
+        while got < 200:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200")
+            await asyncio.wait_for(reader.readexactly(len(big)), 10)
+            got += 1
+        writer.close()

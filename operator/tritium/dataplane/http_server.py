@@ -36,6 +36,10 @@ STALL_SECONDS = 60.0  # a request whose bytes stop arriving midway is answered 4
 HEADER_SECONDS = 20.0
 _CHECK_EVERY = 15.0
 _MAX_QUEUED = 16  # pipelined requests waiting on one connection before it stops reading
+# After a refusal, the connection is half-closed and what the client still sends is read and
+# dropped for up to this long: closing at once, with its bytes unread, makes the kernel answer
+# with a reset, which can destroy the refusal before the client has read it.
+LINGER_SECONDS = 2.0
 
 _REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -312,6 +316,22 @@ class _Connection(asyncio.Protocol):
             self.closing = True
             self.transport.close()
 
+    def close_lingering(self) -> None:
+        """Close after a final answer: our side first (FIN), the rest of theirs read and dropped."""
+        transport = self.transport
+        if self.closing or transport is None:
+            return
+        if not transport.can_write_eof():  # TLS: no half-close
+            self.close()
+            return
+        self.closing = True  # data_received drops everything from now on
+        transport.write_eof()
+        with contextlib.suppress(RuntimeError):
+            transport.resume_reading()  # reading may have been paused: the bytes must be read to be dropped
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(LINGER_SECONDS, transport.close)
+
     def reject(self, status: int, code: str, message: str) -> None:
         """Answer before (or instead of) reading a request, then close: the stream is out of step."""
         if self.closing or self.refused:
@@ -328,7 +348,7 @@ class _Connection(asyncio.Protocol):
                 self.transport.pause_reading()
             return
         self.write(answer)
-        self.close()
+        self.close_lingering()
 
     def _check_idle(self) -> None:
         idle = self.loop.time() - self.last_activity
@@ -435,6 +455,8 @@ class _Connection(asyncio.Protocol):
             body, extra = self.server.error_body(500, "internal_error", "internal error", request.path,
                                                  request.headers)
             response = Response(500, body, {"Content-Type": self.server.error_content_type, **extra})
+        if self.server.draining and not self.queue:
+            keep_alive = False  # shutting down: this answer ends its connection (Connection: close)
         if isinstance(response, StreamResponse):
             response.finish()
             if request.http_version == "1.0":
@@ -461,13 +483,23 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self.close()
             return
+        if self._paused_writing and self.queue:
+            # The client is not reading its answers: answer nothing more (its queue fills and reading
+            # stops) until it does, and let it go when it stalls, instead of buffering without end.
+            try:
+                async with asyncio.timeout(STALL_SECONDS):
+                    await self.drain()
+            except (TimeoutError, ConnectionResetError):
+                if self.transport is not None:
+                    self.transport.abort()
+                return
         self.busy = False
         self.streaming = False
         if self.queue and not self.closing:
             nxt, nxt_keep_alive = self.queue.popleft()
             if isinstance(nxt, bytes):  # a refusal queued behind this answer
                 self.write(nxt)
-                self.close()
+                self.close_lingering()
                 return
             self._start(nxt, nxt_keep_alive)
             if self.paused_reading and len(self.queue) < _MAX_QUEUED // 2 and self.transport is not None:
@@ -486,6 +518,7 @@ class HttpServer:
         self.error_content_type = error_content_type if error_body else "text/plain"
         self.connections: set[_Connection] = set()
         self.servers: list[asyncio.Server] = []
+        self.draining = False  # shutdown() began: answers close their connections
 
     async def listen(self, host: str, port: int, tls: ssl.SSLContext | None = None,
                      handshake_timeout: float = 10.0) -> None:
@@ -500,7 +533,12 @@ class HttpServer:
                                                      backlog=1024, **extra))
 
     async def shutdown(self, grace: float = 10.0) -> None:
-        """Stop listening, let answers in progress finish (up to `grace` seconds), close the rest."""
+        """Stop listening, let answers in progress finish (up to `grace` seconds), close the rest.
+
+        Each answer given meanwhile says `Connection: close`: a keep-alive client (an ingress, a
+        connection pool) would otherwise go on sending on the connection it holds.
+        """
+        self.draining = True
         for server in self.servers:
             server.close()
         deadline = asyncio.get_running_loop().time() + grace
