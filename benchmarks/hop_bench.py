@@ -28,9 +28,9 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
-from tritium.dataplane.http11 import Http11Pool  # noqa: E402
-from tritium.dataplane.http11_server import Reply, Request, serve_unix  # noqa: E402
-from tritium.dataplane.stage_wire import StageWireClient, serve_wire  # noqa: E402
+from tritium.dataplane.http.client import Http11Pool  # noqa: E402
+from tritium.dataplane.http.sidecar_server import Reply, Request, serve_unix  # noqa: E402
+from tritium.dataplane.http.stage_wire import StageWireClient, serve_wire  # noqa: E402
 
 KINDS = ("http11", "wire")
 HEADER_LENGTH = "Inference-Header-Content-Length"

@@ -41,10 +41,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.dataplane import Proc, base_spec, start_triton, write_config  # noqa: E402
+from tritium.dataplane.canary.traffic import ROUTED_KEY, Traffic, TrafficSplit  # noqa: E402
 from tritium.dataplane.config import load_config  # noqa: E402
 from tritium.dataplane.gateway import _SPLIT_ENDPOINTS, Gateway, GatewaySettings, build_handler  # noqa: E402
-from tritium.dataplane.http_server import Request, Response  # noqa: E402
-from tritium.dataplane.traffic import ROUTED_KEY, Traffic, TrafficSplit  # noqa: E402
+from tritium.dataplane.http.server import Request, Response  # noqa: E402
 from tritium.local.tritonserver import free_port  # noqa: E402
 
 TARGET_US = 20.0

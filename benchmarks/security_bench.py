@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.dataplane import base_spec, write_config  # noqa: E402
-from tritium.dataplane.apikeys import entry, new_key  # noqa: E402
 from tritium.dataplane.config import load_config  # noqa: E402
 from tritium.dataplane.gateway import Gateway, GatewaySettings, build_handler  # noqa: E402
-from tritium.dataplane.http_server import Request, Response  # noqa: E402
-from tritium.dataplane.security import SecuritySettings  # noqa: E402
+from tritium.dataplane.http.server import Request, Response  # noqa: E402
+from tritium.dataplane.security.apikeys import entry, new_key  # noqa: E402
+from tritium.dataplane.security.layers import SecuritySettings  # noqa: E402
 
 KEY = new_key()
 HEADERS = {"content-type": "application/json", "content-length": "128", "host": "127.0.0.1:8080",
@@ -86,8 +86,8 @@ def _serve(port: int, cert: str, key: str) -> None:
     """The child: the dispatcher on an HTTP port (port) and an HTTPS one (port + 1), until killed."""
     import uvloop
 
-    from tritium.dataplane.http_server import HttpServer
-    from tritium.dataplane.tls import CertificateReloader, TlsSettings
+    from tritium.dataplane.http.server import HttpServer
+    from tritium.dataplane.security.tls import CertificateReloader, TlsSettings
 
     work = Path(tempfile.mkdtemp(prefix="tritium-tls-bench-"))
 

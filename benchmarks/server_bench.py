@@ -30,7 +30,7 @@ def serve(kind: str, port: int) -> None:
 
     async def main() -> None:
         if kind == "tritium":
-            from tritium.dataplane.http_server import HttpServer, Request, Response, Router
+            from tritium.dataplane.http.server import HttpServer, Request, Response, Router
 
             router = Router()
 

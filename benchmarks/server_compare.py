@@ -1,6 +1,6 @@
 """The gateway's own HTTP/1.1 server against granian (Rust: hyper on tokio), same handlers, side by side.
 
-Two handlers, each served by (a) `tritium.dataplane.http_server.HttpServer` on uvloop, as the
+Two handlers, each served by (a) `tritium.dataplane.http.server.HttpServer` on uvloop, as the
 gateway runs it, and (b) granian 2.8 through its RSGI interface (1 worker, uvloop, HTTP/1 only,
 no websockets, no access log), both routing with the gateway's `Router`:
 
@@ -51,7 +51,7 @@ class Handlers:
     """Routing and the two handlers, independent of the server: (status, headers, body) out."""
 
     def __init__(self) -> None:
-        from tritium.dataplane.http_server import Router
+        from tritium.dataplane.http.server import Router
 
         self.router = Router()
         self.router.add("POST", "/trivial/{model}/infer", self.trivial)
@@ -102,7 +102,7 @@ async def rsgi_app(scope: Any, proto: Any) -> None:
 def serve_tritium(port: int) -> None:
     import uvloop
 
-    from tritium.dataplane.http_server import HttpServer, Request, Response
+    from tritium.dataplane.http.server import HttpServer, Request, Response
 
     async def main() -> None:
         handlers = Handlers()

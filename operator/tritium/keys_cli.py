@@ -1,7 +1,7 @@
 """`tritium keys create --id ID`: a new API key and the line that accepts it.
 
 The key is printed once, on the first line, and kept nowhere: only its hash goes into the
-Secret (second line, ``ID:SHA256HEX``, the format dataplane/apikeys.py reads). A lost key is
+Secret (second line, ``ID:SHA256HEX``, the format dataplane/security/apikeys.py reads). A lost key is
 replaced, never recovered. Add the line to the Secret's key to accept the key; delete it to revoke.
 """
 
@@ -15,7 +15,7 @@ from tritium.cli import UsageError
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from tritium.dataplane.apikeys import KeyFileError, entry, new_key
+    from tritium.dataplane.security.apikeys import KeyFileError, entry, new_key
 
     key = new_key()
     try:

@@ -20,7 +20,7 @@ SCRIPTS_DIR = "/etc/tritium/scripts"   # user stage scripts (from a ConfigMap)
 SECRETS_DIR = "/etc/tritium/secrets"   # API keys, TLS
 PVC_ROOT = "/mnt/pvc"                  # pvc://CLAIM/path is mounted at PVC_ROOT/CLAIM
 # The canary split of a blue-green rollout (a ConfigMap the operator updates; the gateway re-reads
-# it, see dataplane/traffic.py). A directory of its own: kubelet swaps the whole mount on update.
+# it, see dataplane/canary/traffic.py). A directory of its own: kubelet swaps the whole mount on update.
 TRAFFIC_DIR = "/etc/tritium/traffic"
 TRAFFIC_FILE = "traffic.json"          # key in the traffic ConfigMap and file in TRAFFIC_DIR
 

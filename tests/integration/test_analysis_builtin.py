@@ -14,7 +14,7 @@ from tests.support.prometheus import MetricsPod, free_shared_port
 from tritium.controller.analysis import INFERENCE_ENDPOINTS, Target
 from tritium.controller.analysis.builtin import BuiltinProvider
 from tritium.dataplane import gateway
-from tritium.dataplane.http_server import Router
+from tritium.dataplane.http.server import Router
 from tritium.rollout.analysis import Thresholds, Verdict, judge
 
 A, B, C, D = "127.1.0.11", "127.1.0.12", "127.1.0.13", "127.1.0.14"

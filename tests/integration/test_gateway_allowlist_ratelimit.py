@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.support.gateway_inproc import INFER_BODY, serving
-from tritium.dataplane.apikeys import entry, new_key
-from tritium.dataplane.security import SecuritySettings
+from tritium.dataplane.security.apikeys import entry, new_key
+from tritium.dataplane.security.layers import SecuritySettings
 
 JSON = {"Content-Type": "application/json"}
 

@@ -16,9 +16,9 @@ import pytest
 
 from tests.support.dataplane import Proc, base_spec, write_config
 from tests.support.gateway_inproc import INFER_BODY, serving
-from tritium.dataplane import apikeys
-from tritium.dataplane.apikeys import entry, new_key
-from tritium.dataplane.security import SecuritySettings
+from tritium.dataplane.security import apikeys
+from tritium.dataplane.security.apikeys import entry, new_key
+from tritium.dataplane.security.layers import SecuritySettings
 from tritium.local.tritonserver import free_port
 
 KEYS = {"apiKeysSecretRef": {"name": "keys", "key": "keys"}}

@@ -16,8 +16,8 @@ from prometheus_client import generate_latest
 
 from tests.integration.test_gateway_api_keys import SecretDir
 from tests.support.gateway_inproc import INFER_BODY, serving
-from tritium.dataplane.apikeys import entry, new_key
-from tritium.dataplane.security import SecuritySettings
+from tritium.dataplane.security.apikeys import entry, new_key
+from tritium.dataplane.security.layers import SecuritySettings
 
 JSON = {"Content-Type": "application/json"}
 

@@ -12,8 +12,8 @@ import pytest
 from tests.support.gateway_inproc import INFER_BODY, serving
 from tritium.client import verify_response
 from tritium.client.signing import SIGNATURE_HEADER, response_signature
-from tritium.dataplane.security import SecuritySettings
-from tritium.dataplane.signing import Signer
+from tritium.dataplane.security.layers import SecuritySettings
+from tritium.dataplane.security.signing import Signer
 
 KEY = b"k" * 40
 SIGNING = {"signResponses": True, "signingKeySecretRef": {"name": "sig", "key": "hmac"}}

@@ -1,7 +1,7 @@
 """TLS on the gateway's API port, with real handshakes: versions, rotation, HTTPS requests, the SDK.
 
 The gateway runs in this test's loop (tests/support/gateway_inproc.py) behind the listening
-context dataplane/tls.py builds; one test runs the real `tritium gateway` process wired as the
+context dataplane/security/tls.py builds; one test runs the real `tritium gateway` process wired as the
 pod is (TRITIUM_TLS_* from render/deployment.py) to prove the HTTPS probe and the plain metrics port.
 Certificates come from a test CA made with the openssl command line (tests/support/certs.py).
 """
@@ -25,7 +25,13 @@ from tests.support.certs import serial_of, serving_ca, serving_cert
 from tests.support.dataplane import Proc, base_spec, write_config
 from tests.support.gateway_inproc import HOST, INFER_BODY, serving
 from tritium.client import APIConnectionError, InferenceClient
-from tritium.dataplane.tls import CERT_FILE_ENV, KEY_FILE_ENV, MIN_VERSION_ENV, CertificateReloader, TlsSettings
+from tritium.dataplane.security.tls import (
+    CERT_FILE_ENV,
+    KEY_FILE_ENV,
+    MIN_VERSION_ENV,
+    CertificateReloader,
+    TlsSettings,
+)
 from tritium.local.tritonserver import free_port
 
 JSON = {"Content-Type": "application/json"}

@@ -19,8 +19,8 @@ import orjson
 from tests.support.dataplane import base_spec, write_config
 from tritium.dataplane.config import load_config
 from tritium.dataplane.gateway import Gateway, GatewaySettings, build_handler, error_body
-from tritium.dataplane.http_server import HttpServer, Request, Response
-from tritium.dataplane.security import SecuritySettings
+from tritium.dataplane.http.server import HttpServer, Request, Response
+from tritium.dataplane.security.layers import SecuritySettings
 from tritium.local.tritonserver import free_port
 
 HOST = "127.0.0.1"
@@ -46,7 +46,7 @@ async def serving(directory: Path, security: dict[str, Any], settings: SecurityS
                   tls: ssl.SSLContext | None = None) -> AsyncIterator[tuple[str, Gateway]]:
     """(gateway URL, gateway) with spec.security = ``security``; everything stops on exit.
 
-    With ``tls`` (dataplane/tls.py's listening context) the API port is HTTPS, as in a pod.
+    With ``tls`` (dataplane/security/tls.py's listening context) the API port is HTTPS, as in a pod.
     """
     triton = HttpServer(_fake_triton)
     triton_port = free_port()

@@ -28,7 +28,7 @@ import aiohttp
 import yaml
 
 from tests.support.dataplane import missing
-from tritium.dataplane.http_server import HttpServer, Request, Response
+from tritium.dataplane.http.server import HttpServer, Request, Response
 from tritium.dataplane.metrics import GatewayMetrics, metrics_route
 from tritium.local.tritonserver import free_port
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tritium.dataplane import apikeys
-from tritium.dataplane.apikeys import (
+from tritium.dataplane.security import apikeys
+from tritium.dataplane.security.apikeys import (
     KeyFile,
     KeyFileError,
     KeySet,

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from tritium.api.spec import InferenceServiceSpec, OutputFilter, PostTopK
-from tritium.dataplane.builtin_post import apply_filter, to_xml, top_k
-from tritium.dataplane.builtin_pre import BuiltinPre, parse_xml_inputs
 from tritium.dataplane.cache import CachedResponse, MemoryCache, cache_key
 from tritium.dataplane.config import ConfigError
 from tritium.dataplane.errors import ApiError
-from tritium.dataplane.stage import StageProcessor
+from tritium.dataplane.stages.builtin_post import apply_filter, to_xml, top_k
+from tritium.dataplane.stages.builtin_pre import BuiltinPre, parse_xml_inputs
+from tritium.dataplane.stages.server import StageProcessor
 
 MODEL = {"name": "m", "max_batch_size": 0, "inputs": {"x": ["FP32", [3]], "t": ["BYTES", [1]]}}
 

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from tritium.dataplane.clientip import client_address, parse_address, parse_networks, within
+from tritium.dataplane.security.clientip import client_address, parse_address, parse_networks, within
 
 TRUSTED = parse_networks(["10.0.0.0/8", "fd00::/8"], "trustedProxies")
 

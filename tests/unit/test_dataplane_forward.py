@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from tritium.dataplane.forward import REQUEST_ID_HEADER, CanaryForwarder
-from tritium.dataplane.http_server import Request
+from tritium.dataplane.canary.forward import REQUEST_ID_HEADER, CanaryForwarder
+from tritium.dataplane.canary.traffic import ROUTED_KEY
+from tritium.dataplane.http.server import Request
 from tritium.dataplane.metrics import GatewayMetrics
-from tritium.dataplane.traffic import ROUTED_KEY
 
 
 def _forwarded(headers: dict[str, str], peer: str) -> dict[str, str]:

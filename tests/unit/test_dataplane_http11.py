@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tritium.dataplane.http11 import Http11Pool, HttpError
-from tritium.dataplane.http11_server import Reply, Request, serve, serve_unix
-from tritium.dataplane.stage_client import StageClient
+from tritium.dataplane.http.client import Http11Pool, HttpError
+from tritium.dataplane.http.sidecar_server import Reply, Request, serve, serve_unix
+from tritium.dataplane.http.stage_client import StageClient
 
 
 async def _echo(request: Request) -> Reply:

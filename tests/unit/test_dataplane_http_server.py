@@ -1,4 +1,4 @@
-"""The gateway's own HTTP/1.1 server (dataplane/http_server.py), over real loopback sockets.
+"""The gateway's own HTTP/1.1 server (dataplane/http/server.py), over real loopback sockets.
 
 Most tests talk raw bytes (asyncio streams) so that framing is checked exactly; httpx is used
 where a real client is the simpler witness.
@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tritium.dataplane import http_server
 from tritium.dataplane.gateway import error_body
-from tritium.dataplane.http_server import HttpServer, Request, Response, Router, StreamResponse
+from tritium.dataplane.http import server as http_server
+from tritium.dataplane.http.server import HttpServer, Request, Response, Router, StreamResponse
 
 WAIT = 2.0  # the most any single read may take before a test fails instead of hanging
 

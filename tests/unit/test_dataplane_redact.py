@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tritium.dataplane.redact import RedactingFilter, Redactor, iban_ok, luhn_ok
+from tritium.dataplane.security.redact import RedactingFilter, Redactor, iban_ok, luhn_ok
 
 REDACT = Redactor()
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tritium.dataplane import stage_wire
-from tritium.dataplane.stage_wire import StageWireClient, StageWireError, serve_wire
+from tritium.dataplane.http import stage_wire
+from tritium.dataplane.http.stage_wire import StageWireClient, StageWireError, serve_wire
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tritium.dataplane.traffic import (
+from tritium.dataplane.canary.traffic import (
     ROUTED_HEADER,
     SplitCounter,
     Target,

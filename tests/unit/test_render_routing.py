@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.support.specs import manifest
 from tritium import pod_layout
 from tritium.api.resource import parse_inference_service
-from tritium.dataplane.traffic import parse_traffic
+from tritium.dataplane.canary.traffic import parse_traffic
 from tritium.render import render_children
 from tritium.render.metadata import LABEL_REVISION
 from tritium.render.routing import Routing

@@ -46,10 +46,10 @@ async def _serve_gateway(gateway: Any, host: str, port: int, metrics_port: int, 
     """Serve the API and /metrics until SIGTERM/SIGINT, then drain requests in progress and stop.
 
     With ``tls`` (a dataplane.tls.CertificateReloader) the API port is HTTPS and follows the
-    certificate's files; the metrics port stays plain HTTP either way (see dataplane/tls.py).
+    certificate's files; the metrics port stays plain HTTP either way (see dataplane/security/tls.py).
     """
     from tritium.dataplane.gateway import build_handler, error_body
-    from tritium.dataplane.http_server import HttpServer
+    from tritium.dataplane.http.server import HttpServer
     from tritium.dataplane.metrics import metrics_route
 
     stop = asyncio.Event()
@@ -77,8 +77,8 @@ async def _serve_gateway(gateway: Any, host: str, port: int, metrics_port: int, 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
     from tritium.dataplane.gateway import Gateway, GatewaySettings, redis_url_from_env
-    from tritium.dataplane.security import SecuritySettings
-    from tritium.dataplane.tls import CertificateReloader, TlsSettings
+    from tritium.dataplane.security.layers import SecuritySettings
+    from tritium.dataplane.security.tls import CertificateReloader, TlsSettings
 
     config = _load(args.spec)
     if ":" not in args.triton_grpc:
@@ -110,7 +110,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 def cmd_stage(args: argparse.Namespace) -> int:
     from tritium.dataplane.config import ConfigError
-    from tritium.dataplane.stage import StageProcessor
+    from tritium.dataplane.stages.server import StageProcessor
 
     config = _load(args.spec)
     _logging()
@@ -124,9 +124,9 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 async def _serve_stage(processor: Any, host: str, port: int, socket_path: str | None = None) -> None:
-    from tritium.dataplane.http11_server import serve
-    from tritium.dataplane.stage import StageService
-    from tritium.dataplane.stage_wire import serve_wire
+    from tritium.dataplane.http.sidecar_server import serve
+    from tritium.dataplane.http.stage_wire import serve_wire
+    from tritium.dataplane.stages.server import StageService
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -135,7 +135,7 @@ async def _serve_stage(processor: Any, host: str, port: int, socket_path: str | 
     service = StageService(processor)
     # The TCP port serves probes and scrapes (and any gateway given an http:// URL); the Unix
     # socket, when asked for, is the gateway's own path to the stage (framed messages, see
-    # stage_wire.py). It is bound first, so that a stage whose probe answers is reachable both ways.
+    # http/stage_wire.py). It is bound first, so that a stage whose probe answers is reachable both ways.
     servers = [await serve_wire(service.wire, socket_path)] if socket_path else []
     servers.append(await serve(service.http, host, port))
     logging.getLogger("tritium").info("%s stage listening on %s:%d%s", processor.stage, host, port,

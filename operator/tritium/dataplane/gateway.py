@@ -1,10 +1,10 @@
 """The gateway: the KServe v2 REST API, the JSON invoke API and SSE streaming in front of Triton.
 
-One HTTP server (dataplane/http_server.py) on one uvloop event loop. Handlers parse their API,
+One HTTP server (dataplane/http/server.py) on one uvloop event loop. Handlers parse their API,
 run the pipeline (pre -> Triton -> post) under the request's deadline, and answer. Every failure
 is an ApiError rendered as JSON by one dispatcher, which also counts and times every request.
-During a canary rollout the dispatcher first asks the traffic split (traffic.py) whether an
-inference request goes to the canary revision instead (forward.py).
+During a canary rollout the dispatcher first asks the traffic split (canary/traffic.py) whether an
+inference request goes to the canary revision instead (canary/forward.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ import orjson
 
 from tritium.dataplane import cache as cache_mod
 from tritium.dataplane import signature
-from tritium.dataplane.audit import UNAUDITED, AuditLog
+from tritium.dataplane.canary.forward import CanaryForwarder
+from tritium.dataplane.canary.traffic import TrafficFile, TrafficSplit
 from tritium.dataplane.config import DataPlaneConfig
 from tritium.dataplane.errors import (
     CACHE_HEADER,
@@ -33,16 +34,15 @@ from tritium.dataplane.errors import (
     ApiError,
     bad_request,
 )
-from tritium.dataplane.forward import CanaryForwarder
-from tritium.dataplane.http_server import Request, Response, Router, StreamResponse
+from tritium.dataplane.http.server import Request, Response, Router, StreamResponse
+from tritium.dataplane.http.stage_client import StageClient
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
-from tritium.dataplane.redact import RedactingFilter, Redactor
-from tritium.dataplane.security import KEY_ID_STATE, OPEN_ENDPOINTS, Security, SecuritySettings
-from tritium.dataplane.signing import SIGNATURE_HEADER, Signer
-from tritium.dataplane.stage_client import StageClient
+from tritium.dataplane.security.audit import UNAUDITED, AuditLog
+from tritium.dataplane.security.layers import KEY_ID_STATE, OPEN_ENDPOINTS, Security, SecuritySettings
+from tritium.dataplane.security.redact import RedactingFilter, Redactor
+from tritium.dataplane.security.signing import SIGNATURE_HEADER, Signer
 from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
-from tritium.dataplane.traffic import TrafficFile, TrafficSplit
 from tritium.dataplane.triton import Triton, TritonHttp, map_http_error, unavailable
 
 log = logging.getLogger("tritium.gateway")

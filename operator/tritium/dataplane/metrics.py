@@ -85,7 +85,7 @@ class StageMetrics:
 
 def metrics_route(registry: CollectorRegistry):  # type: ignore[no-untyped-def]
     """The metrics port's one route, GET /metrics, on the data plane's HTTP server."""
-    from tritium.dataplane.http_server import Request, Response
+    from tritium.dataplane.http.server import Request, Response
 
     async def handler(request: Request) -> Response:
         if request.path != "/metrics":

@@ -19,7 +19,7 @@ import numpy as np
 from tritium.api.spec import PostprocessSpec, PreprocessSpec
 from tritium.dataplane.convert import inputs_from_json, outputs_to_json, text_of, values_to_tensors
 from tritium.dataplane.errors import ApiError
-from tritium.dataplane.stage_client import StageClient
+from tritium.dataplane.http.stage_client import StageClient
 from tritium.dataplane.triton import ModelInfo, Triton, TritonHttp
 
 

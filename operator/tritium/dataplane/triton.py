@@ -19,7 +19,7 @@ import numpy as np
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from tritium.dataplane.errors import ApiError
-from tritium.dataplane.http11 import Http11Pool, HttpError, Response
+from tritium.dataplane.http.client import Http11Pool, HttpError, Response
 from tritium.dataplane.tensors import (
     HEADER_LENGTH,
     deserialize_bytes_tensor,

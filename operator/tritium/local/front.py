@@ -27,7 +27,7 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from tritium.dataplane.http_server import HttpServer, Request, Response, StreamResponse
+from tritium.dataplane.http.server import HttpServer, Request, Response, StreamResponse
 
 T = TypeVar("T")
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tritium.dataplane.traffic import POLL_SECONDS
+from tritium.dataplane.canary.traffic import POLL_SECONDS
 from tritium.rollout.analysis import Measurement
 from tritium.rollout.machine import Decision, Observations, analysis_window, decide
 from tritium.rollout.phases import Phase

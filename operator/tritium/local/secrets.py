@@ -13,9 +13,9 @@ from tritium.api.resource import InferenceService
 from tritium.api.spec import SecretKeyRef
 from tritium.cli import UsageError
 from tritium.dataplane.gateway import REDIS_URL_ENV
-from tritium.dataplane.security import API_KEYS_FILE_ENV, RATELIMIT_REDIS_URL_ENV
-from tritium.dataplane.signing import SIGNING_KEY_FILE_ENV
-from tritium.dataplane.tls import CERT_FILE_ENV, KEY_FILE_ENV, MIN_VERSION_ENV
+from tritium.dataplane.security.layers import API_KEYS_FILE_ENV, RATELIMIT_REDIS_URL_ENV
+from tritium.dataplane.security.signing import SIGNING_KEY_FILE_ENV
+from tritium.dataplane.security.tls import CERT_FILE_ENV, KEY_FILE_ENV, MIN_VERSION_ENV
 
 
 def _path(ref: SecretKeyRef, secrets_dir: Path | None, field: str) -> Path:

@@ -157,15 +157,15 @@ def _gateway_env(isvc: InferenceService) -> list[dict[str, Any]]:
     if sec.api_keys_secret_ref:
         env.append({"name": "TRITIUM_API_KEYS_FILE",
                     "value": f"{L.SECRETS_DIR}/api-keys/{sec.api_keys_secret_ref.key}"})
-    if sec.sign_responses and sec.signing_key_secret_ref:  # dataplane/signing.py SIGNING_KEY_FILE_ENV
+    if sec.sign_responses and sec.signing_key_secret_ref:  # dataplane/security/signing.py SIGNING_KEY_FILE_ENV
         env.append({"name": "TRITIUM_SIGNING_KEY_FILE",
                     "value": f"{L.SECRETS_DIR}/signing/{sec.signing_key_secret_ref.key}"})
-    if sec.tls:  # dataplane/tls.py: the gateway serves HTTPS with these and refuses to start without them
+    if sec.tls:  # dataplane/security/tls.py: the gateway serves HTTPS with these and refuses to start without them
         env += [{"name": "TRITIUM_TLS_CERT_FILE", "value": f"{L.SECRETS_DIR}/tls/tls.crt"},
                 {"name": "TRITIUM_TLS_KEY_FILE", "value": f"{L.SECRETS_DIR}/tls/tls.key"},
                 {"name": "TRITIUM_TLS_MIN_VERSION", "value": sec.tls.min_version}]
     limiter_redis = sec.rate_limit.redis if sec.rate_limit else None
-    if limiter_redis:  # dataplane/security.py RATELIMIT_REDIS_URL_ENV
+    if limiter_redis:  # dataplane/security/layers.py RATELIMIT_REDIS_URL_ENV
         ref = limiter_redis.url_secret_ref
         env.append({"name": "TRITIUM_RATELIMIT_REDIS_URL",
                     "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})

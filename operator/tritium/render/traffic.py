@@ -2,7 +2,7 @@
 
 With router ``gateway`` the main Service selects only the stable revision's pods, and each of
 their gateways forwards exactly ``canaryWeight`` percent of its inference requests to the canary
-revision's own Service (dataplane/traffic.py). This ConfigMap tells them who is stable, who the
+revision's own Service (dataplane/canary/traffic.py). This ConfigMap tells them who is stable, who the
 canary is and the share. It is mounted (optional) in every pod at pod_layout.TRAFFIC_DIR and is
 not part of the pod template: changing the weight restarts nothing. The kubelet refreshes a
 mounted ConfigMap within its sync period (about a minute by default), so a weight change reaches
@@ -28,7 +28,7 @@ def name_of(isvc: InferenceService) -> str:
 
 
 def traffic_document(isvc: InferenceService, routing: Routing) -> dict[str, Any]:
-    """The traffic file's JSON (parsed by dataplane.traffic.parse_traffic)."""
+    """The traffic file's JSON (parsed by dataplane.canary.traffic.parse_traffic)."""
     forwarding = isvc.spec.traffic.router == "gateway"
     url = None
     if routing.canary:

@@ -21,11 +21,11 @@ from collections.abc import Callable
 import aiohttp
 from yarl import URL
 
+from tritium.dataplane.canary.traffic import ROUTED_HEADER, Target
 from tritium.dataplane.errors import REQUEST_ID_HEADER, TIMEOUT_HEADER, ApiError
-from tritium.dataplane.http_server import Request, Response, StreamResponse
+from tritium.dataplane.http.server import Request, Response, StreamResponse
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline
-from tritium.dataplane.traffic import ROUTED_HEADER, Target
 
 log = logging.getLogger("tritium.forward")
 

@@ -21,7 +21,7 @@ import orjson
 
 from tritium.api.spec import AuditSpec
 from tritium.dataplane.errors import REQUEST_ID_HEADER
-from tritium.dataplane.http_server import Request
+from tritium.dataplane.http.server import Request
 
 LOGGER = "tritium.audit"
 UNAUDITED = frozenset(("live", "ready"))
@@ -48,7 +48,7 @@ class AuditLog:
             self.logger.addHandler(handler)
 
     def add_filter(self, flt: logging.Filter) -> None:
-        """A filter on every output of the audit log (redaction: dataplane/redact.py)."""
+        """A filter on every output of the audit log (redaction: dataplane/security/redact.py)."""
         for handler in self.handlers:
             handler.addFilter(flt)
 

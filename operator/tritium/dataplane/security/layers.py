@@ -22,12 +22,12 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from tritium.api.spec import SecuritySpec
-from tritium.dataplane.apikeys import KeyFile, presented_key
-from tritium.dataplane.clientip import Address, Network, client_address, parse_networks, within
 from tritium.dataplane.errors import ApiError
-from tritium.dataplane.http_server import Request
-from tritium.dataplane.ratelimit import RateLimiter
-from tritium.dataplane.signing import SIGNING_KEY_FILE_ENV
+from tritium.dataplane.http.server import Request
+from tritium.dataplane.security.apikeys import KeyFile, presented_key
+from tritium.dataplane.security.clientip import Address, Network, client_address, parse_networks, within
+from tritium.dataplane.security.ratelimit import RateLimiter
+from tritium.dataplane.security.signing import SIGNING_KEY_FILE_ENV
 
 API_KEYS_FILE_ENV = "TRITIUM_API_KEYS_FILE"
 RATELIMIT_REDIS_URL_ENV = "TRITIUM_RATELIMIT_REDIS_URL"
@@ -45,7 +45,7 @@ class SecuritySettings:
 
     api_keys_file: str | None = None
     ratelimit_redis_url: str | None = None
-    signing_key_file: str | None = None  # dataplane/signing.py
+    signing_key_file: str | None = None  # dataplane/security/signing.py
 
     @classmethod
     def from_env(cls) -> SecuritySettings:

@@ -1,5 +1,5 @@
 """The gateway's side of a stage sidecar: binary messages over the stage's Unix socket (framed,
-multiplexed: dataplane/stage_wire.py) or, given an http:// URL, over keep-alive HTTP/1.1.
+multiplexed: dataplane/http/stage_wire.py) or, given an http:// URL, over keep-alive HTTP/1.1.
 
 A stage that cannot be reached is answered with 503 naming the stage, an error the stage
 reports keeps its own status and field, and a stage that overruns the deadline gives 504.
@@ -15,8 +15,8 @@ import numpy as np
 import orjson
 
 from tritium.dataplane.errors import REQUEST_ID_HEADER, TIMEOUT_HEADER, ApiError
-from tritium.dataplane.http11 import Http11Pool, HttpError
-from tritium.dataplane.stage_wire import StageWireClient, StageWireError
+from tritium.dataplane.http.client import Http11Pool, HttpError
+from tritium.dataplane.http.stage_wire import StageWireClient, StageWireError
 from tritium.dataplane.tensors import HEADER_LENGTH, STAGE_CONTENT_TYPE, pack_message, unpack_message
 
 PROCESS_PATH = "/v1/process"

@@ -21,7 +21,7 @@ import logging
 import struct
 from collections.abc import Awaitable, Callable
 
-from tritium.dataplane.http11_server import remove_stale_socket
+from tritium.dataplane.http.sidecar_server import remove_stale_socket
 
 log = logging.getLogger("tritium.stage.wire")
 

@@ -134,7 +134,7 @@ class StreamResponse:
         self.headers = headers or {}
         self._connection: _Connection | None = None
         self._chunked = True
-        self.sent = 0  # body bytes written so far (per-key byte counts, dataplane/security.py)
+        self.sent = 0  # body bytes written so far (per-key byte counts, dataplane/security/layers.py)
 
     async def prepare(self, request: Request) -> None:
         conn = request._connection
@@ -522,7 +522,7 @@ class HttpServer:
 
     async def listen(self, host: str, port: int, tls: ssl.SSLContext | None = None,
                      handshake_timeout: float = 10.0) -> None:
-        """Listen on ``host:port``; with ``tls``, connections are TLS (dataplane/tls.py builds the context).
+        """Listen on ``host:port``; with ``tls``, connections are TLS (dataplane/security/tls.py builds the context).
 
         A TLS connection reaches the parser only once its handshake is done, so the idle and
         stall timers start then; ``handshake_timeout`` bounds the handshake itself.

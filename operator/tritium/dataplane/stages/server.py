@@ -17,14 +17,11 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tritium.api.spec import InferenceServiceSpec
-from tritium.dataplane.builtin_post import apply_filter, to_binary, to_xml, top_k
-from tritium.dataplane.builtin_pre import BuiltinPre
 from tritium.dataplane.config import ConfigError
 from tritium.dataplane.convert import as_array, text_of
 from tritium.dataplane.errors import ApiError, bad_request
-from tritium.dataplane.http11_server import Reply, Request
+from tritium.dataplane.http.sidecar_server import Reply, Request
 from tritium.dataplane.metrics import StageMetrics
-from tritium.dataplane.scripts import UserScript, script_path
 from tritium.dataplane.signature import (
     TensorSpec,
     declared,
@@ -34,6 +31,9 @@ from tritium.dataplane.signature import (
     raw_for_script,
     tensors_for_script,
 )
+from tritium.dataplane.stages.builtin_post import apply_filter, to_binary, to_xml, top_k
+from tritium.dataplane.stages.builtin_pre import BuiltinPre
+from tritium.dataplane.stages.scripts import UserScript, script_path
 from tritium.dataplane.tensors import (
     HEADER_LENGTH,
     STAGE_CONTENT_TYPE,
