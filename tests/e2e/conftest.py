@@ -28,6 +28,7 @@ import pytest
 from tests.support.cluster import ROOT, ControlPlane, ControlPlaneError
 from tests.support.dataplane import missing
 from tests.support.operator_runner import api_client, running_operator
+from tests.support.optional_crds import optional_crds_dir
 from tritium.controller.kube import KubeClient
 
 
@@ -97,15 +98,6 @@ def kube() -> Iterator[Kube]:
         return
     with control_plane_with_crd("tritium-e2e-") as access:
         yield access
-
-
-def optional_crds_dir() -> Path:
-    """Gateway API, Prometheus Operator and KEDA CRDs from their Go modules (scripts/optional-crds.sh)."""
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "optional-crds.sh")], capture_output=True, text=True,
-                            check=False)
-    if result.returncode != 0:
-        missing(f"the optional CRDs could not be fetched: {result.stderr.strip()[-500:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ Prometheus Operator schema.
 
 The v1alpha1 openAPIV3Schema of the CRD itself (the Go module
 github.com/prometheus-operator/prometheus-operator, fetched by scripts/optional-crds.sh) is used
-the way kube-apiserver would, as for the HTTPRoute (tests/unit/test_render_httproute.py): strict
+the way kube-apiserver would (tests/support/optional_crds.py, as for the HTTPRoute): strict
 OpenAPI validation, then pruning and defaulting, then every x-kubernetes-validations (CEL) rule
 where the object has a value (v0.85.0's AlertmanagerConfig schema has none; a later one would be
 evaluated here).
@@ -12,17 +12,12 @@ evaluated here).
 from __future__ import annotations
 
 import copy
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.support.cluster import ROOT
-from tests.support.crd_structural import apply_defaults, prune, schema_errors, validation_rule_failures
-from tests.support.dataplane import missing
+from tests.support.optional_crds import crd_schema, problems
 from tests.support.specs import manifest
 from tritium.api.resource import InferenceService, parse_inference_service
 from tritium.render import alertmanagerconfig, prometheusrule, render_children
@@ -43,31 +38,10 @@ def _config(monitoring: dict[str, Any], name: str = "demo", **spec: Any) -> dict
     return obj
 
 
-class _CrdLoader(yaml.SafeLoader):
-    """The CRD lists the matchType `=` unquoted, which YAML 1.1 tags as a "value" node: a string."""
-
-
-_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
-
-
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     """The v1alpha1 openAPIV3Schema of the AlertmanagerConfig CRD (skipped locally without it, failed in CI)."""
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "optional-crds.sh")], capture_output=True, text=True,
-                            check=False)
-    if result.returncode != 0:
-        missing(f"the Prometheus Operator CRDs could not be fetched: {result.stderr.strip()[-500:]}")
-    path = Path(result.stdout.strip().splitlines()[-1]) / "monitoring.coreos.com_alertmanagerconfigs.yaml"
-    crd = yaml.load(path.read_text(), Loader=_CrdLoader)  # a SafeLoader subclass
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    return version["schema"]["openAPIV3Schema"]
-
-
-def problems(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    """What kube-apiserver would refuse: unknown or invalid fields, then failed CEL rules on the stored object."""
-    errors = schema_errors(obj, schema, strict=True)
-    stored = apply_defaults(prune(obj, schema), schema)
-    return errors + validation_rule_failures(stored, schema)
+    return crd_schema("monitoring.coreos.com_alertmanagerconfigs.yaml", "v1alpha1")
 
 
 # --- when ----------------------------------------------------------------------------------------

@@ -11,19 +11,14 @@ failure, never as a pass), so none is skipped.
 from __future__ import annotations
 
 import copy
-import subprocess
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.support.cluster import ROOT
-from tests.support.crd_structural import apply_defaults, prune, schema_errors, validation_rule_failures
-from tests.support.dataplane import missing
+from tests.support.optional_crds import crd_schema, problems
 from tests.support.specs import manifest
 from tritium.api.resource import InferenceService, parse_inference_service
 from tritium.render import httproute
@@ -69,21 +64,7 @@ def _weights(obj: dict[str, Any]) -> dict[str, int]:
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     """The v1 openAPIV3Schema of the Gateway API HTTPRoute CRD (skipped locally without it, failed in CI)."""
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "optional-crds.sh")], capture_output=True, text=True,
-                            check=False)
-    if result.returncode != 0:
-        missing(f"the Gateway API CRDs could not be fetched: {result.stderr.strip()[-500:]}")
-    path = Path(result.stdout.strip().splitlines()[-1]) / "gateway.networking.k8s.io_httproutes.yaml"
-    crd = yaml.safe_load(path.read_text())
-    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return v1["schema"]["openAPIV3Schema"]
-
-
-def problems(obj: dict[str, Any], schema: dict[str, Any]) -> list[str]:
-    """What kube-apiserver would refuse: unknown or invalid fields, then failed CEL rules on the stored object."""
-    errors = schema_errors(obj, schema, strict=True)
-    stored = apply_defaults(prune(obj, schema), schema)
-    return errors + validation_rule_failures(stored, schema)
+    return crd_schema("gateway.networking.k8s.io_httproutes.yaml", "v1")
 
 
 def test_the_checker_refuses_what_the_server_refuses(schema: dict[str, Any]) -> None:

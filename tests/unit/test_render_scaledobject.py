@@ -2,7 +2,7 @@
 
 The schema is the v1alpha1 openAPIV3Schema of keda.sh_scaledobjects.yaml from the Go module
 github.com/kedacore/keda/v2 (scripts/optional-crds.sh), applied the way kube-apiserver would
-(tests/support/crd_structural.py: strict OpenAPI validation, pruning, defaulting, CEL rules).
+(tests/support/optional_crds.py: strict OpenAPI validation, pruning, defaulting, CEL rules).
 The prometheus queries are run by a real promtool on the series of test_prometheus_adapter.py:
 for one revision they give the sum of what the adapter gives its pods.
 """
@@ -10,7 +10,6 @@ for one revision they give the sum of what the adapter gives its pods.
 from __future__ import annotations
 
 import copy
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,9 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.support.cluster import ROOT
-from tests.support.dataplane import missing
+from tests.support.optional_crds import crd_schema, problems
 from tests.support.specs import manifest
 from tests.unit.test_prometheus_adapter import EXPECTED, INPUT, NAMESPACE, _series, run_promtool
-from tests.unit.test_render_httproute import problems
 from tritium.api.checks import check_spec
 from tritium.api.resource import InferenceService, parse_inference_service
 from tritium.controller.reconcile import ChildRef, _handed_over, _monitoring
@@ -51,14 +48,7 @@ def _scaled(scaling: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any
 @pytest.fixture(scope="module")
 def schema() -> dict[str, Any]:
     """KEDA's ScaledObject v1alpha1 schema (skipped locally without it, failed in CI)."""
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "optional-crds.sh")], capture_output=True, text=True,
-                            check=False)
-    if result.returncode != 0:
-        missing(f"the KEDA CRDs could not be fetched: {result.stderr.strip()[-500:]}")
-    crd = yaml.safe_load((Path(result.stdout.strip().splitlines()[-1]) / "keda.sh_scaledobjects.yaml").read_text())
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
-    found: dict[str, Any] = version["schema"]["openAPIV3Schema"]
-    return found
+    return crd_schema("keda.sh_scaledobjects.yaml", "v1alpha1")
 
 
 # --- shape -----------------------------------------------------------------------------------------
