@@ -27,6 +27,7 @@ import yaml
 
 from tests.support.crd_structural import schema_errors, structural_violations
 from tests.support.k8s_schema import NO_SCHEMA_ALLOWED, validate_strict
+from tests.support.pod_security import restricted_violations
 from tritium.api.resource import load_inference_services
 from tritium.cli import build_parser
 from tritium.images import DEFAULT_TRITON_IMAGE, OPERATOR_IMAGE
@@ -47,35 +48,35 @@ STANDARD_LABELS = (
     "helm.sh/chart", "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
     "app.kubernetes.io/managed-by", "app.kubernetes.io/part-of",
 )
-WRITE = ["get", "list", "watch", "create", "patch", "update", "delete"]
+WRITE = ["list", "watch", "create", "patch", "delete"]  # children: watched, applied, pruned
 READ = ["get", "list", "watch"]
-# The operator's permissions, exactly: (apiGroup, resource) -> verbs. More is a least-privilege bug.
+# The operator's permissions, exactly: (apiGroup, resource) -> verbs. More is a least-privilege bug
+# (tests/unit/test_operator_rbac.py derives the same from the operator's code).
 NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
-    ("serving.tritium.dev", "inferenceservices"): ["get", "list", "watch", "patch", "update"],
-    ("serving.tritium.dev", "inferenceservices/status"): ["get", "patch", "update"],
+    ("serving.tritium.dev", "inferenceservices"): ["get", "list", "watch", "patch"],
+    ("serving.tritium.dev", "inferenceservices/status"): ["patch"],
     ("serving.tritium.dev", "inferenceservices/finalizers"): ["update"],
-    ("apps", "deployments"): WRITE,
+    ("apps", "deployments"): ["get", *WRITE],  # the stable revision is read when the cache lacks it
     ("", "services"): WRITE,
-    ("", "configmaps"): WRITE,
+    ("", "configmaps"): ["get", *WRITE],  # also those a spec refers to
     ("", "serviceaccounts"): WRITE,
     ("autoscaling", "horizontalpodautoscalers"): WRITE,
     ("policy", "poddisruptionbudgets"): WRITE,
     ("networking.k8s.io", "networkpolicies"): WRITE,
     ("gateway.networking.k8s.io", "httproutes"): WRITE,
-    ("monitoring.coreos.com", "servicemonitors"): WRITE,
     ("monitoring.coreos.com", "podmonitors"): WRITE,
     ("monitoring.coreos.com", "prometheusrules"): WRITE,
     ("monitoring.coreos.com", "alertmanagerconfigs"): WRITE,
     ("keda.sh", "scaledobjects"): WRITE,
     ("", "secrets"): READ,
     ("", "pods"): ["list"],  # the builtin analysis provider finds the canary pods' addresses
-    ("", "events"): ["create", "patch"],
-    ("events.k8s.io", "events"): ["create", "patch"],
+    ("", "events"): ["create"],
 }
+# kopf observes CRDs in both modes, and namespaces only when not cluster-wide.
 CLUSTER_READ_RULES: dict[tuple[str, str], list[str]] = {
-    ("apiextensions.k8s.io", "customresourcedefinitions"): READ,
-    ("", "namespaces"): READ,
+    ("apiextensions.k8s.io", "customresourcedefinitions"): ["list", "watch"],
 }
+NAMESPACED_CLUSTER_READ_RULES = {**CLUSTER_READ_RULES, ("", "namespaces"): ["list", "watch"]}
 # kopf reads, watches and patches its peering object; `tritium operator` creates it when missing.
 PEERING_VERBS = ["get", "list", "watch", "create", "patch"]
 
@@ -275,7 +276,9 @@ def test_default_deployment(helm: str) -> None:
 @pytest.mark.parametrize("mode", MODES)
 def test_restricted_security_context(helm: str, mode: str) -> None:
     """The restricted Pod Security Standard, in every mode."""
-    pod = one(render(helm, mode), "Deployment")["spec"]["template"]["spec"]
+    template = one(render(helm, mode), "Deployment")["spec"]["template"]
+    pod = template["spec"]
+    assert restricted_violations(pod, template["metadata"].get("annotations")) == []
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     for c in pod["containers"]:
@@ -353,10 +356,10 @@ def test_namespaced_mode(helm: str) -> None:
     for b in bindings:
         assert b["subjects"] == [{"kind": "ServiceAccount", "name": "tritium", "namespace": NAMESPACE}]
         assert b["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "tritium"}
-    # Cluster-wide, the operator may only read CRDs and namespaces (the aggregated roles are for users).
+    # Cluster-wide, the operator may only watch CRDs and namespaces (the aggregated roles are for users).
     binding = one(objs, "ClusterRoleBinding")
     cluster_role = next(r for r in of_kind(objs, "ClusterRole") if r["metadata"]["name"] == binding["roleRef"]["name"])
-    assert rules_of(cluster_role) == _sorted(CLUSTER_READ_RULES)
+    assert rules_of(cluster_role) == _sorted(NAMESPACED_CLUSTER_READ_RULES)
 
 
 def test_minimal_mode_creates_no_identity(helm: str) -> None:
