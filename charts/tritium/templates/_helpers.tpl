@@ -67,44 +67,54 @@ app.kubernetes.io/part-of: tritium
 
 {{/*
 RBAC rules the operator needs inside every namespace it watches. In cluster-wide mode they go
-into the ClusterRole; in namespaced mode into one Role per watched namespace.
+into the ClusterRole; in namespaced mode into one Role per watched namespace. Exactly what the
+code uses, no more: tests/unit/test_operator_rbac.py derives the calls from the operator's code
+and fails on a rule missing here and on one granted here that nothing uses.
 */}}
 {{- define "tritium.namespacedRules" -}}
-# The InferenceService itself: the operator reads spec and writes only status and its finalizer.
+# The InferenceService: kopf watches it and patches its finalizer, the operator reads it afresh
+# after a child's change; status is written by patches only (kopf's progress and the operator's).
 - apiGroups: ["serving.tritium.dev"]
   resources: ["inferenceservices"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["serving.tritium.dev"]
   resources: ["inferenceservices/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# Children own a blockOwnerDeletion reference to it: the OwnerReferencesPermissionEnforcement
+# admission plugin requires "update" on the owner's finalizers.
 - apiGroups: ["serving.tritium.dev"]
   resources: ["inferenceservices/finalizers"]
   verbs: ["update"]
-# Children rendered from each InferenceService and applied with server-side apply.
+# Children rendered from each InferenceService: watched (kopf indexes), written with server-side
+# apply (patch, and create when new), pruned (delete). Deployments are also read (the stable
+# revision when the cache lacks it) and ConfigMaps too (those a spec refers to).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
-  resources: ["services", "configmaps", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  resources: ["configmaps"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "serviceaccounts"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: ["httproutes"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["monitoring.coreos.com"]
-  resources: ["servicemonitors", "podmonitors", "prometheusrules", "alertmanagerconfigs"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  resources: ["podmonitors", "prometheusrules", "alertmanagerconfigs"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Pods are only listed: the builtin analysis provider scrapes the canary pods' own gateway metrics.
 - apiGroups: [""]
   resources: ["pods"]
@@ -113,23 +123,26 @@ into the ClusterRole; in namespaced mode into one Role per watched namespace.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
-# Events tell users what the operator did (kopf posts core v1 Events; events.k8s.io is the newer API).
+# Events tell users what the operator did (core v1 Events, posted by the operator and by kopf).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
-{{/* Cluster-scoped reads kopf needs in both modes: it discovers CRDs and observes namespaces. */}}
+{{/*
+Cluster-scoped reads kopf needs: it watches CRDs in both modes (its resource observer, and the
+operator's handler for optional CRDs installed later), and namespaces only when it is not
+cluster-wide (its namespace observer).
+*/}}
 {{- define "tritium.clusterReadRules" -}}
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+{{- if include "tritium.namespaced" . }}
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+{{- end }}
 {{- end }}
 
 {{/*
