@@ -16,13 +16,14 @@ view/edit roles are not bound to the operator and are not compared.
 2. The operator's own calls, by an `ast` walk of every module under tritium/controller. kube.py's
    KubeClient is parsed for what each method sends (HTTP method, `object_path` with or without a
    name, subresource, server-side apply, which also creates), and every call of one of those
-   methods on a `client` gives the kind: a literal, a call of a function of the same module whose
-   returned dict names the kind, or one of the few dynamic expressions in DYNAMIC_KINDS, each
-   resolved from the code that produces it (the kinds render/ renders, the kinds handlers.py
-   indexes, the kinds api/checks.py references). The kind's group and plural come from
-   kube.RESOURCES. A call whose kind cannot be resolved, a raw `_request` the test does not
-   know, an API client other than KubeClient, or a KubeClient held under another name fails the
-   test instead of being skipped.
+   methods on a `client` gives the kind: a literal, an object literal, a call of a function of
+   the same module whose returned dict names the kind, or one of the dynamic expressions in
+   DYNAMIC_KINDS, each resolved from the code that produces it (the kinds render/ renders, the
+   kinds handlers.py indexes, the kinds api/checks.py references). The kind's group and plural
+   come from kube.RESOURCES. A call whose kind cannot be resolved, a raw `_request` the test does
+   not know, an API client other than KubeClient, or a KubeClient held under another name fails
+   the test instead of being skipped. (No registry of calls was added to the controller: the
+   call sites name their kinds plainly enough to be read as they are.)
 3. What kopf itself does besides the handlers (from kopf's own source): the resource observer
    lists and watches CRDs, the namespace observer lists and watches namespaces when not
    cluster-wide, posting creates core v1 Events, and peering lists, watches and patches the
@@ -342,6 +343,11 @@ def _kinds_of(path: Path, tree: ast.Module, expr: ast.expr) -> set[str]:
         return {expr.value}
     if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name):
         return _returned_kinds(tree, expr.func.id)
+    if isinstance(expr, ast.Dict):  # an object written out at the call
+        kinds = {v.value for k, v in zip(expr.keys, expr.values, strict=True)
+                 if isinstance(k, ast.Constant) and k.value == "kind" and isinstance(v, ast.Constant)}
+        assert kinds, f"{path.name}:{expr.lineno}: an object without a literal kind"
+        return kinds
     source = DYNAMIC_KINDS.get((path.name, ast.unparse(expr)))
     assert source is not None, (
         f"{path.name}:{expr.lineno}: cannot tell which kinds `{ast.unparse(expr)}` can be: add it to DYNAMIC_KINDS"
