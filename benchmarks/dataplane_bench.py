@@ -38,8 +38,10 @@ from tests.support.perf_analyzer import find_perf_analyzer  # noqa: E402
 
 TARGETS = {"added_p50_ms_c1": 1.0, "throughput_ratio_c8": 0.6}
 PATHS = ("direct", "gateway", "gateway+hops")
-IDENTITY_PRE = "def preprocess(inputs, parameters):\n    return inputs\n"
-IDENTITY_POST = "def postprocess(outputs, parameters):\n    return outputs\n"
+# Pass-through scripts, called on the event loop as a script that is always quick should be
+# (BLOCKING = False, docs/stages.md); a plain sync script runs in the stage's thread pool instead.
+IDENTITY_PRE = "BLOCKING = False\n\ndef preprocess(inputs, parameters):\n    return inputs\n"
+IDENTITY_POST = "BLOCKING = False\n\ndef postprocess(outputs, parameters):\n    return outputs\n"
 
 
 def with_stages(spec: dict[str, Any], workdir: Path, scripts: bool) -> dict[str, Any]:

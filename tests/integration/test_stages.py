@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from tritium.dataplane.tensors import HEADER_LENGTH, parse_v2_request
 from tritium.local.tritonserver import TritonServer
 
 PRE_SCRIPT = '''
+import time
+
 import numpy as np
 
 SCALE = None
@@ -29,6 +33,9 @@ def preprocess(inputs, parameters):
         err = ValueError("give 'a' (a list of numbers)")
         err.field = "inputs.a"
         raise err
+    if parameters.get("started"):  # a slow request, for the test that others pass it
+        open(parameters["started"], "w").close()
+        time.sleep(float(parameters["sleep"]))
     a = np.asarray(inputs["a"], dtype=np.float64) * SCALE
     return {"INPUT0": a[None, :], "INPUT1": np.full((1, a.size), float(parameters.get("offset", 0)))}
 '''
@@ -135,6 +142,30 @@ def test_a_form_encoded_body_is_read_as_json(scripted: Deployment) -> None:
     assert err["request_id"] == r.headers["X-Request-Id"]
     r = httpx.post(f"{scripted.url}/v1/models/add/invoke", content=b'{"inputs": {"a": [1]}}', headers=form)
     assert r.status_code == 200 and r.json()["outputs"]["total"] == 2.0, r.text
+
+
+def test_a_slow_script_call_holds_up_neither_other_requests_nor_the_probe(
+        scripted: Deployment, tmp_path: Path) -> None:
+    """A plain script function runs in the stage's thread pool: the event loop stays free."""
+    url = f"{scripted.url}/v1/models/add/invoke"
+    started = tmp_path / "started"
+    slow_answer: list[httpx.Response] = []
+    slow = threading.Thread(target=lambda: slow_answer.append(httpx.post(
+        url, json={"inputs": {"a": [1]}, "parameters": {"sleep": 6, "started": str(started)}}, timeout=60)))
+    slow.start()
+    try:
+        while not started.exists():  # the slow call is inside the script now
+            assert slow.is_alive(), slow_answer
+            time.sleep(0.01)
+        probe = httpx.get(scripted.stages["pre"].health_url)
+        quick = httpx.post(url, json={"inputs": {"a": [1, 2]}})
+        still_held = slow.is_alive()
+    finally:
+        slow.join(60)
+    assert probe.status_code == 200
+    assert quick.status_code == 200 and quick.json()["outputs"]["total"] == 6.0, quick.text
+    assert still_held, "the slow call ended before the quick one was answered: nothing was shown"
+    assert slow_answer[0].status_code == 200, slow_answer[0].text
 
 
 def test_stage_crash_is_503_naming_the_stage(scripted: Deployment) -> None:

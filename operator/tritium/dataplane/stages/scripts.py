@@ -8,14 +8,25 @@ Interface (documented in docs/stages.md):
 
 State (tokenizers, lookup tables) lives in module globals set by `setup`. A ValueError means the
 request is bad: the client gets 400 with the error's message (and its `field` attribute, if any).
+
+A plain (sync) function runs in a small thread pool, so one slow request (a huge sentence to
+tokenize) delays neither the others nor the stage's health probe, which would otherwise fail and
+take the pod out of service. Module-level settings change that:
+
+    THREADS = 4        # pool size; 1 when the function is not safe to call from two threads
+    BLOCKING = False   # the function is always quick: call it on the event loop (saves ~50 us)
+
+An `async def` function runs on the event loop: it must not block it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,6 +36,8 @@ from tritium.api.spec import ScriptSpec
 from tritium.dataplane.config import ConfigError
 
 FUNCTIONS = {"pre": "preprocess", "post": "postprocess"}
+DEFAULT_THREADS = 4
+MAX_THREADS = 64
 
 
 def script_path(stage: str, script: ScriptSpec, scripts_dir: str = pod_layout.SCRIPTS_DIR) -> Path:
@@ -60,6 +73,8 @@ class UserScript:
         self.path = path
         self.func: Callable[..., Any] = func
         self.is_async = inspect.iscoroutinefunction(func)
+        self.executor = None if self.is_async or not _blocking(module, stage, path) else ThreadPoolExecutor(
+            _threads(module, stage, path), thread_name_prefix=f"tritium-{stage}-script")
         setup = getattr(module, "setup", None)
         if callable(setup):
             try:
@@ -70,4 +85,20 @@ class UserScript:
     async def __call__(self, data: dict[str, Any], parameters: dict[str, Any]) -> Any:
         if self.is_async:
             return await self.func(data, parameters)
+        if self.executor is not None:
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.func, data, parameters)
         return self.func(data, parameters)
+
+
+def _blocking(module: ModuleType, stage: str, path: Path) -> bool:
+    value = getattr(module, "BLOCKING", True)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{stage} script {path}: BLOCKING must be True or False, not {value!r}")
+    return value
+
+
+def _threads(module: ModuleType, stage: str, path: Path) -> int:
+    value = getattr(module, "THREADS", DEFAULT_THREADS)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_THREADS:
+        raise ConfigError(f"{stage} script {path}: THREADS must be an integer from 1 to {MAX_THREADS}, not {value!r}")
+    return value
