@@ -989,3 +989,69 @@ async def test_a_client_that_reads_nothing_does_not_make_the_server_buffer_witho
             await asyncio.wait_for(reader.readexactly(len(big)), 10)
             got += 1
         writer.close()
+
+
+async def _unread_connection(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection whose receive buffer is a few KiB: what it does not read stays in the server."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connecting: the window it offers
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.transport.set_write_buffer_limits(high=1 << 26)
+    return reader, writer
+
+
+async def test_pipelined_large_bodies_of_a_client_that_reads_nothing_are_not_all_read() -> None:
+    """The queue is bounded in bytes as well as in requests: 16 waiting bodies of max_body each
+    were held per connection. A client that reads nothing has one request in hand, not twelve."""
+    body = b"y" * (1 << 20)
+    answer = body * 8  # more than the kernel's socket buffers take (tcp_wmem's 4 MiB at most, by default)
+    count = 12
+    seen = 0
+
+    async def handler(request: Request) -> Response:
+        nonlocal seen
+        seen += 1
+        return Response(200, answer if request.body == body else b"")
+
+    async with _serving(handler) as (server, port):
+        reader, writer = await _unread_connection(port)
+        writer.write((b"POST /echo HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body) * count)
+        await asyncio.sleep(0.5)
+        [conn] = list(server.connections)
+        assert conn.paused_reading
+        assert seen + len(conn.queue) <= 3, (seen, len(conn.queue))
+        got = 0  # reading resumes it all, in order
+        while got < count:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert await asyncio.wait_for(reader.readexactly(len(answer)), 10) == answer
+            got += 1
+        assert seen == count
+        writer.close()
+
+
+async def test_a_request_sent_after_an_unread_answer_waits_and_a_stalled_client_is_let_go(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that sends each request once the last answer is out (nothing is ever queued) and
+    reads none: its next request is not answered into the full buffer, and it is cut off."""
+    monkeypatch.setattr(http_server, "STALL_SECONDS", 0.5)
+    big = b"z" * (16 << 20)  # more than the kernel's socket buffers take
+    seen: list[str] = []
+
+    async def handler(request: Request) -> Response:
+        seen.append(request.path)
+        return Response(200, big)
+
+    async with _serving(handler) as (server, port):
+        _, writer = await _unread_connection(port)
+        writer.write(b"GET /1 HTTP/1.1\r\n\r\n")
+        await _wait_for(lambda: seen == ["/1"])
+        await asyncio.sleep(0.1)  # the answer is out, unread
+        writer.write(b"GET /2 HTTP/1.1\r\n\r\n")
+        await asyncio.sleep(0.2)
+        assert seen == ["/1"]
+        await _wait_for(lambda: not server.connections)  # STALL_SECONDS without reading: let go
+        assert seen == ["/1"]
+        writer.close()

@@ -36,6 +36,9 @@ STALL_SECONDS = 60.0  # a request whose bytes stop arriving midway is answered 4
 HEADER_SECONDS = 20.0
 _CHECK_EVERY = 15.0
 _MAX_QUEUED = 16  # pipelined requests waiting on one connection before it stops reading
+# ... or that many bytes of their bodies: counted alone, 16 waiting bodies of up to max_body each
+# were held per connection (tests/integration/test_gateway_memory.py).
+_MAX_QUEUED_BYTES = 256 * 1024
 # After a refusal, the connection is half-closed and what the client still sends is read and
 # dropped for up to this long: closing at once, with its bytes unread, makes the kernel answer
 # with a reset, which can destroy the refusal before the client has read it.
@@ -231,6 +234,7 @@ class _Connection(asyncio.Protocol):
         self.busy = False  # a handler is running for this connection
         # Requests waiting behind the one being answered; a bytes entry is a refusal, sent in turn, then close.
         self.queue: deque[tuple[Request | bytes, bool]] = deque()
+        self.queued_bytes = 0  # the bodies of the requests in `queue`
         self.refused = False  # a refusal is queued: nothing more is read
         self.streaming = False  # a StreamResponse has sent its head: no other answer may follow
         self.task: asyncio.Task[None] | None = None
@@ -269,14 +273,37 @@ class _Connection(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             self._drain.set_exception(ConnectionResetError("the client went away"))
         self.queue.clear()
+        self.queued_bytes = 0
 
     def pause_writing(self) -> None:
         self._paused_writing = True
+        self._flow()
 
     def resume_writing(self) -> None:
         self._paused_writing = False
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read the client's requests only while it reads its answers and few of them wait.
+
+        Reading stops when the queue is full (in requests or in bytes), and while the client is not
+        reading an answer and a request of its is in hand: so a client that reads nothing makes
+        this connection hold its one answer and about one request, whatever it sends.
+        """
+        transport = self.transport
+        if transport is None or self.closing or self.refused:
+            return
+        if (len(self.queue) >= _MAX_QUEUED or self.queued_bytes >= _MAX_QUEUED_BYTES
+                or (self._paused_writing and self.busy)):
+            if not self.paused_reading:
+                transport.pause_reading()
+                self.paused_reading = True
+        elif (self.paused_reading and len(self.queue) < _MAX_QUEUED // 2
+              and self.queued_bytes < _MAX_QUEUED_BYTES // 2):
+            transport.resume_reading()
+            self.paused_reading = False
 
     async def drain(self) -> None:
         if self._paused_writing and not self.closing:
@@ -422,6 +449,7 @@ class _Connection(asyncio.Protocol):
         path = url.path.decode("latin-1")
         query = url.query.decode("latin-1") if url.query else ""
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.body = []  # its pieces: not held beside the joined body while the request waits
         request = Request(self.parser.get_method().decode("latin-1"), path, query, self.headers, body,
                           self.parser.get_http_version(), self.peer)
         request._connection = self
@@ -429,9 +457,8 @@ class _Connection(asyncio.Protocol):
         self.in_message = False
         if self.busy:
             self.queue.append((request, keep_alive))
-            if len(self.queue) >= _MAX_QUEUED and self.transport is not None:
-                self.transport.pause_reading()
-                self.paused_reading = True
+            self.queued_bytes += len(body)
+            self._flow()
             return
         self._start(request, keep_alive)
 
@@ -442,6 +469,20 @@ class _Connection(asyncio.Protocol):
         self.task = self.loop.create_task(self._answer(request, keep_alive))
 
     async def _answer(self, request: Request, keep_alive: bool) -> None:
+        if self._paused_writing:
+            # The client is not reading its earlier answers: this one waits until it does (and
+            # reading stops meanwhile), and a client that stalls that long is let go, instead of
+            # answers being buffered without end. Before the handler rather than after the answer:
+            # a client that sends its next request only once an answer is out, and reads none,
+            # has nothing queued behind that answer.
+            self._flow()
+            try:
+                async with asyncio.timeout(STALL_SECONDS):
+                    await self.drain()
+            except (TimeoutError, ConnectionResetError):
+                if self.transport is not None:
+                    self.transport.abort()
+                return
         try:
             response = await self.server.handler(request)
         except (ConnectionResetError, asyncio.CancelledError):
@@ -483,16 +524,6 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             self.close()
             return
-        if self._paused_writing and self.queue:
-            # The client is not reading its answers: answer nothing more (its queue fills and reading
-            # stops) until it does, and let it go when it stalls, instead of buffering without end.
-            try:
-                async with asyncio.timeout(STALL_SECONDS):
-                    await self.drain()
-            except (TimeoutError, ConnectionResetError):
-                if self.transport is not None:
-                    self.transport.abort()
-                return
         self.busy = False
         self.streaming = False
         if self.queue and not self.closing:
@@ -501,10 +532,9 @@ class _Connection(asyncio.Protocol):
                 self.write(nxt)
                 self.close_lingering()
                 return
+            self.queued_bytes -= len(nxt.body)
             self._start(nxt, nxt_keep_alive)
-            if self.paused_reading and len(self.queue) < _MAX_QUEUED // 2 and self.transport is not None:
-                self.transport.resume_reading()
-                self.paused_reading = False
+        self._flow()
 
 
 class HttpServer:
