@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -46,18 +47,25 @@ BODY = json.dumps({"inputs": []}).encode()
 KEYS = {"apiKeysSecretRef": {"name": "k", "key": "keys"}}
 ALLOW = {"ipAllowlist": ["10.0.0.0/8", "192.168.0.0/16", "127.0.0.0/8"]}
 LIMIT = {"rateLimit": {"requestsPerSecond": 1e9, "burst": 10}}  # never refuses: the check's cost alone
+AUDIT = {"audit": {"enabled": True}}  # its lines go to /dev/null here (a pod's stdout is a pipe)
 MODES: dict[str, dict[str, Any]] = {
     "no security": {},
     "API key (10 keys in the file)": KEYS,
     "API key + allowlist": {**KEYS, **ALLOW},
     "API key + allowlist + rate limit (memory)": {**KEYS, **ALLOW, **LIMIT},
+    "all four: + audit (a JSON line per request)": {**KEYS, **ALLOW, **LIMIT, **AUDIT},
 }
 
 
 def _dispatcher(work: Path, security: dict[str, Any], keys_file: Path) -> Callable[[Request], Any]:
     config = load_config(write_config(work, base_spec("add", security=security), name=f"bench{len(security)}"))
-    gateway = Gateway(GatewaySettings(config=config, triton_grpc="127.0.0.1:1", triton_http="http://127.0.0.1:1",
-                                      security=SecuritySettings(api_keys_file=str(keys_file))))
+    stdout, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 - the audit log's stream, kept open
+    try:
+        gateway = Gateway(GatewaySettings(config=config, triton_grpc="127.0.0.1:1",
+                                          triton_http="http://127.0.0.1:1",
+                                          security=SecuritySettings(api_keys_file=str(keys_file))))
+    finally:
+        sys.stdout = stdout
     if gateway.security.keys is not None:
         gateway.security.keys.poll()
     answer = Response(200, b"{}", {"Content-Type": "application/json"})

@@ -155,7 +155,7 @@ class Gateway:
         self._declared: tuple[tuple[signature.TensorSpec, ...] | None, tuple[signature.TensorSpec, ...] | None
                               ] | None = None
         if self.redaction is not None and self.audit is not None:
-            self.audit.add_filter(self.redaction)
+            self.audit.redact_with(self.redaction.redactor)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:

@@ -1,19 +1,22 @@
 """The audit log (spec.security.audit): one JSON object per line for every metadata and inference call.
 
-It is its own logger ("tritium.audit", not propagated) writing bare JSON to stdout, so a log
-collector can parse each line without picking records out of the gateway's prose log on
-stderr; with ``file`` set each record is appended there too. A record says who (key id, client
-address), what (endpoint, model, version, revision), when, the outcome (status, latency, cache)
-and a SHA-256 of the request body: enough to match a complaint to a request, never the payload.
-Keys and Authorization values are never read here, only the key id the API-key layer resolved.
-Health probes are not audited (kubelet's, every few seconds, carrying nothing).
+It writes bare JSON lines to stdout, apart from the gateway's prose log on stderr, so a log
+collector can parse each line without picking records out of it; with ``file`` set each record
+is appended there too. Each line is written and flushed as one piece, not through `logging`,
+whose record objects, handler locks and formatting cost more than the rest of the record.
+
+A record says who (key id, client address), what (endpoint, model, version, revision), when,
+the outcome (status, latency, cache) and a SHA-256 of the request body: enough to match a
+complaint to a request, never the payload. Keys and Authorization values are never read here,
+only the key id the API-key layer resolved. Health probes are not audited (kubelet's, every few
+seconds, carrying nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -23,7 +26,6 @@ from tritium.api.spec import AuditSpec
 from tritium.dataplane.errors import REQUEST_ID_HEADER
 from tritium.dataplane.http.server import Request
 
-LOGGER = "tritium.audit"
 UNAUDITED = frozenset(("live", "ready"))
 
 
@@ -33,24 +35,20 @@ def body_digest(body: bytes) -> str | None:
 
 
 class AuditLog:
-    """Writes one record per call. Handlers are owned here, and closed by ``close``."""
+    """Writes one record per call to its streams (stdout, and the file it opens and closes)."""
 
     def __init__(self, spec: AuditSpec, revision: str, stream: IO[str] | None = None) -> None:
         self.revision = revision
-        self.logger = logging.getLogger(LOGGER)
-        self.logger.setLevel(logging.INFO)
-        self.logger.propagate = False  # never mixed into the prose log on stderr
-        self.handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
+        self.streams: list[IO[str]] = [stream or sys.stdout]
+        self._owned: list[IO[str]] = []
         if spec.file:
-            self.handlers.append(logging.FileHandler(spec.file, encoding="utf-8"))
-        for handler in self.handlers:
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self.logger.addHandler(handler)
+            self._owned.append(open(spec.file, "a", encoding="utf-8"))  # noqa: SIM115 - closed by close()
+        self.streams += self._owned
+        self.redact: Callable[[str], str] | None = None
 
-    def add_filter(self, flt: logging.Filter) -> None:
-        """A filter on every output of the audit log (redaction: dataplane/security/redact.py)."""
-        for handler in self.handlers:
-            handler.addFilter(flt)
+    def redact_with(self, redactor: Callable[[str], str]) -> None:
+        """Pass every line through ``redactor`` before it is written (dataplane/security/redact.py)."""
+        self.redact = redactor
 
     def record(self, request: Request, *, endpoint: str, model: str, status: int, seconds: float,
                key_id: str | None, client: str | None, cache: str | None) -> dict[str, Any]:
@@ -71,10 +69,17 @@ class AuditLog:
             "request_bytes": len(request.body),
             "cache": cache,
         }
-        self.logger.info("%s", orjson.dumps(entry).decode())
+        line = orjson.dumps(entry).decode()
+        if self.redact is not None:
+            line = self.redact(line)
+        line += "\n"
+        for stream in self.streams:
+            stream.write(line)
+            stream.flush()  # a record is out once the call is answered, not when a buffer fills
         return entry
 
     def close(self) -> None:
-        for handler in self.handlers:
-            self.logger.removeHandler(handler)
-            handler.close()
+        for stream in self._owned:
+            stream.close()
+        self._owned.clear()
+        self.streams = self.streams[:1]
