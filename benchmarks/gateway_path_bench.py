@@ -7,7 +7,12 @@ of the data plane side by side behind the same Triton (`--tree NAME=DIR`, DIR/op
 gateway's PYTHONPATH): before/after figures of one change from one run.
 
     python benchmarks/gateway_path_bench.py [--rounds 5] [--concurrency 8] [--interval-ms 3000]
-        [--tree before=/tmp/base] [--json out.json]
+        [--tree before=/tmp/base] [--security] [--json out.json]
+
+`--security` adds a path through a second gateway of this checkout with every request-side
+layer of spec.security on: an API key (perf_analyzer sends it, 10 keys in the file), an IP
+allowlist, a rate limit high enough never to refuse, and the audit log (a JSON line per request
+on the gateway's stdout, a file here as a pod's is a pipe).
 
 Each round measures every path once, the first path moving on by one each round; the table gives
 medians, and each ratio is the median of the per-round ratios (path round i / direct round i).
@@ -38,15 +43,23 @@ from dataplane_bench import perf_analyzer, with_stages  # noqa: E402
 from dataplane_cpu import tree_cpu_seconds  # noqa: E402
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
+from tritium.dataplane.security.apikeys import entry, new_key  # noqa: E402
+from tritium.dataplane.security.layers import API_KEYS_FILE_ENV  # noqa: E402
+
+SECURED = "gateway+security"
+SECURITY = {"apiKeysSecretRef": {"name": "keys", "key": "keys"},
+            "ipAllowlist": ["10.0.0.0/8", "192.168.0.0/16", "127.0.0.0/8"],
+            "rateLimit": {"requestsPerSecond": 1e9, "burst": 10},  # never refuses: the checks' cost alone
+            "audit": {"enabled": True}}
 
 
 def run_pa(pa: tuple[str, dict[str, str]], target: str, concurrency: int, interval_ms: int, out: Path,
-           pids: dict[str, int]) -> tuple[dict[str, float], float, dict[str, float]]:
+           pids: dict[str, int], headers: tuple[str, ...] = ()) -> tuple[dict[str, float], float, dict[str, float]]:
     """One perf_analyzer run -> (figures, wall seconds, CPU seconds of each pid before it); retried when
     it does not stabilise (the CPU and the time of the run that counts only)."""
     cmd = [pa[0], "-m", "identity", "--shape", "INPUT0:16", "-u", target, "-i", "http", "--concurrency-range",
            str(concurrency), "--measurement-interval", str(interval_ms), "--stability-percentage", "50",
-           "--max-trials", "5", "-f", str(out)]
+           "--max-trials", "5", "-f", str(out), *(a for h in headers for a in ("-H", h))]
     for attempt in range(3):
         before = {n: tree_cpu_seconds(p) for n, p in pids.items()}
         began = time.monotonic()
@@ -69,6 +82,8 @@ def main() -> int:
                         help="also a gateway from DIR/operator, labelled NAME (repeatable)")
     parser.add_argument("--trees-only", action="store_true",
                         help="only the --tree gateways, not this checkout's (e.g. while it is mid-edit)")
+    parser.add_argument("--security", action="store_true",
+                        help="also the gateway with API key, allowlist, rate limit and audit on")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     pa = perf_analyzer()
@@ -80,12 +95,22 @@ def main() -> int:
     trees += [tuple(t.split("=", 1)) for t in args.tree]
     deps: dict[str, Any] = {}
     results: dict[str, Any] = {}
+    headers: dict[str, tuple[str, ...]] = {}
     try:
         for name, tree in trees:
             where = work / name
             where.mkdir()
             env = {"PYTHONPATH": str(Path(tree) / "operator")} if tree else None
             deps[name] = deploy(where, triton, spec, env=env, name=f"bench-{name}")
+        if args.security:
+            key = new_key()
+            keys = work / "keys"
+            keys.write_text("".join(f"{entry(f'key{i}', new_key())}\n" for i in range(9)) + entry("bench", key) + "\n")
+            secured = {**spec, "security": SECURITY}
+            (work / "secured").mkdir()
+            deps[SECURED] = deploy(work / "secured", triton, secured, env={API_KEYS_FILE_ENV: str(keys)},
+                                   name="bench-secured")
+            headers[SECURED] = (f"Authorization: Bearer {key}",)
         targets = {"direct": triton.http_url.removeprefix("http://"),
                    **{n: d.url.removeprefix("http://") for n, d in deps.items()}}
         pids = {"triton": triton.process.pid,
@@ -97,7 +122,7 @@ def main() -> int:
             for r in range(args.rounds):
                 for path in paths[r % len(paths):] + paths[:r % len(paths)]:
                     figures, elapsed, before = run_pa(pa, targets[path], c, args.interval_ms,
-                                                      work / f"{path}-{c}.csv", pids)
+                                                      work / f"{path}-{c}.csv", pids, headers.get(path, ()))
                     requests = figures["throughput"] * elapsed
                     figures["triton_cpu_us"] = (tree_cpu_seconds(pids["triton"]) - before["triton"]) / requests * 1e6
                     if path != "direct":
