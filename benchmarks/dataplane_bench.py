@@ -26,12 +26,13 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
 from tests.support.perf_analyzer import find_perf_analyzer  # noqa: E402
@@ -215,7 +216,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per concurrency (medians)")
     args = parser.parse_args()
     pa = perf_analyzer()
-    workdir = Path(tempfile.mkdtemp(prefix="tritium-bench-"))
+    workdir = work_dir("tritium-bench-")
     spec = base_spec("identity")
     all_results = {"identity": bench_model(pa, "identity", None, spec, "INPUT0:16", args.interval_ms, workdir,
                                           args.rounds)}

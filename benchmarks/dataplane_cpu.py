@@ -26,7 +26,6 @@ import resource
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dataplane_bench import _minilm, _triton_for, perf_analyzer, with_stages  # noqa: E402
+from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, start_triton, write_config  # noqa: E402
 from tritium.local.tritonserver import free_port  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> int:
     env = dict(os.environ)
     if args.tree:
         env["PYTHONPATH"] = str(Path(args.tree) / "operator")
-    work = Path(tempfile.mkdtemp(prefix="tritium-cpu-"))
+    work = work_dir("tritium-cpu-")
     if args.minilm:
         found = _minilm(work)
         if found is None:

@@ -22,7 +22,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dataplane_bench import PATHS, _minilm, _triton_for, with_stages  # noqa: E402
+from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
 
@@ -124,7 +124,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=1.0, help="seconds not counted at the start of a block")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="tritium-paired-"))
+    workdir = work_dir("tritium-paired-")
     if args.model == "minilm":
         found = _minilm(workdir)
         if found is None:

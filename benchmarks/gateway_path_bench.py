@@ -30,7 +30,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dataplane_bench import perf_analyzer, with_stages  # noqa: E402
 from dataplane_cpu import tree_cpu_seconds  # noqa: E402
+from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
 from tritium.dataplane.security.apikeys import entry, new_key  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     pa = perf_analyzer()
-    work = Path(tempfile.mkdtemp(prefix="tritium-gwpath-"))
+    work = work_dir("tritium-gwpath-")
     triton = start_triton(models=("identity",))
     assert triton.process is not None
     spec = with_stages(base_spec("identity"), work, scripts=False)

@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +38,8 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import Proc, base_spec, start_triton, write_config  # noqa: E402
 from tritium.dataplane.canary.traffic import ROUTED_KEY, Traffic, TrafficSplit  # noqa: E402
@@ -241,7 +242,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--no-e2e", action="store_true", help="only the in-process measurements")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="tritium-router-"))
+    work = work_dir("tritium-router-")
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, {args.rounds} rounds")
 
     decision = bench_decision(args.rounds, args.decisions)

@@ -21,7 +21,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
 from tritium import AsyncInferenceClient, InferenceClient  # noqa: E402
@@ -147,7 +148,7 @@ def main() -> int:
     args = parser.parse_args()
 
     triton = start_triton(models=("identity",))
-    dep = deploy(Path(tempfile.mkdtemp(prefix="sdk-bench-")), triton, base_spec("identity"), name="sdkbench")
+    dep = deploy(work_dir("sdk-bench-"), triton, base_spec("identity"), name="sdkbench")
     try:
         results = run(dep.url, args.requests, args.rounds)
     finally:

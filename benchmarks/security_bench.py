@@ -24,7 +24,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +31,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, write_config  # noqa: E402
 from tritium.dataplane.config import load_config  # noqa: E402
@@ -97,7 +98,7 @@ def _serve(port: int, cert: str, key: str) -> None:
     from tritium.dataplane.http.server import HttpServer
     from tritium.dataplane.security.tls import CertificateReloader, TlsSettings
 
-    work = Path(tempfile.mkdtemp(prefix="tritium-tls-bench-"))
+    work = work_dir("tritium-tls-bench-")
 
     async def run() -> None:
         dispatch = _dispatcher(work, {}, work / "none")
@@ -125,7 +126,7 @@ def _tls_main(args: argparse.Namespace) -> int:
     from tests.support.certs import serving_ca, serving_cert
     from tritium.local.runner import free_ports
 
-    work = Path(tempfile.mkdtemp(prefix="tritium-tls-bench-"))
+    work = work_dir("tritium-tls-bench-")
     ca = serving_ca(work)
     cert, key = serving_cert(work, "gateway")
     port = free_ports(1)[0]
@@ -223,7 +224,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.tls:
         return _tls_main(args)
-    work = Path(tempfile.mkdtemp(prefix="tritium-security-bench-"))
+    work = work_dir("tritium-security-bench-")
     keys_file = work / "keys"
     keys_file.write_text("".join(entry(f"k{i}", new_key()) + "\n" for i in range(9)) + entry("bench", KEY) + "\n")
     loop = asyncio.new_event_loop()

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
 
@@ -97,7 +98,7 @@ def tiny_pipeline() -> Iterator[tuple[str, dict[str, int]]]:
     spec = base_spec("identity", preprocess={"builtin": {"format": "json"}},
                      postprocess={"builtin": {"format": "json"}})
     try:
-        dep = deploy(Path(tempfile.mkdtemp(prefix="tritium-soak-")), triton, spec, name="soak")
+        dep = deploy(work_dir("tritium-soak-"), triton, spec, name="soak")
     except BaseException:
         triton.stop()
         raise
