@@ -28,6 +28,20 @@ steady window the write calls per service per analysis interval (the builtin pro
 nothing listening on the simulated pods, so each measurement is Inconclusive: one status write per
 service per interval by design) and the objects other than the services whose resourceVersion
 changed (none expected: children are not rewritten while a canary waits).
+
+With --floor (a control plane of its own, KUBECONFIG unset), no operator runs: the benchmark does
+the same cluster work itself, to tell what this machine's control plane takes for it at all. It
+creates the N services as above and, for each as soon as it is created, renders its children with
+the operator's renderer (`render_children(parse_inference_service(created))`, the operator's
+default images) and applies them in that order with server-side apply (KubeClient.apply, the
+operator's client, so the same field manager and pool of CONNECTIONS connections; the creates and
+the polling go through a second client, as in the normal mode), all services at once. It reports
+the seconds until every child is applied (to compare with "done") and until every Deployment is
+available (observedGeneration current, availableReplicas at spec.replicas: to compare with
+"Ready"), the CPU seconds of each process until then, what the API server was busy with, and the
+write calls per service. What the operator does besides is left out: its watches, its reads, its
+status writes, kopf's finalizer and bookkeeping, the Events. A call that fails retriably is
+retried after 1 s (at most 5 tries) and counted.
 """
 
 from __future__ import annotations
@@ -354,6 +368,30 @@ def log_summary(path: Path) -> dict[str, Any]:
     return {"levels": dict(levels), "top": dict(messages.most_common(5))}
 
 
+def login(kubeconfig: str) -> KubeClient:
+    """A client of the operator's own kind (its pool of CONNECTIONS) on the kubeconfig's credentials."""
+    os.environ["KUBECONFIG"] = kubeconfig
+    client = KubeClient()
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None
+    client.set_credentials(info)
+    return client
+
+
+def top_requests(before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """What the API server was busy with between two apiserver_requests() (everyone's requests)."""
+    out: dict[str, Any] = {}
+    for field in after:
+        grown = {k: v - before.get(field, {}).get(k, 0.0) for k, v in after[field].items()}
+        top = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
+        out[f"apiserver_top_requests_by_{field}"] = {k: round(v, 1) for k, v in top}
+    return out
+
+
+def load_average() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
 def canary_at_weight(item: dict[str, Any]) -> bool:
     status = item.get("status") or {}
     return (status.get("rollout") or {}).get("phase") == "Canary" and status.get("canaryWeight") == CANARY_WEIGHT
@@ -379,13 +417,10 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
          *(["--namespace", ns] if target.real else [])],
         env={**target.env, "KUBECONFIG": target.kubeconfig}, stdout=subprocess.DEVNULL, stderr=log,
     )
-    os.environ["KUBECONFIG"] = target.kubeconfig
-    client = KubeClient()
-    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
-    assert info is not None
-    client.set_credentials(info)
+    client = login(target.kubeconfig)
     results: dict[str, Any] = {"n": n, "target": {"emulator": "API emulator", "plane": "own control plane",
-                                                  "kubeconfig": "KUBECONFIG cluster"}[mode]}
+                                                  "kubeconfig": "KUBECONFIG cluster"}[mode],
+                               "load_average_1m_at_start": load_average()}
     if target.plane is not None:
         results["simulated_nodes"] = target.plane.nodes
     names = [f"svc-{i:04d}" for i in range(n)]
@@ -442,11 +477,7 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
                     break
             cpu_after = cpu_seconds(pids)
             results["cpu_seconds_until_then"] = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()}
-            requests_after = target.apiserver_requests()
-            for field in requests_after:  # what the API server was busy with meanwhile (everyone's requests)
-                grown = {k: v - requests_before.get(field, {}).get(k, 0.0) for k, v in requests_after[field].items()}
-                top = sorted(grown.items(), key=lambda kv: -kv[1])[:8]
-                results[f"apiserver_top_requests_by_{field}"] = {k: round(v, 1) for k, v in top}
+            results.update(top_requests(requests_before, target.apiserver_requests()))
             results.setdefault("seconds_to_all_done", None)
             results["done"] = done
             if wait_ready:
@@ -520,6 +551,7 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
             operator.wait(10)
         log.close()
         results["operator_log"] = log_summary(log_path)
+        results["load_average_1m_at_end"] = load_average()
         target.stop()
         keep = os.environ.get("BENCH_KEEP_DIR")
         if keep:
@@ -627,6 +659,82 @@ async def rollout_phase(client: KubeClient, ns: str, names: list[str], counts: A
     return out
 
 
+async def floor(n: int, timeout: float, ns: str) -> dict[str, Any]:
+    """--floor: the cluster work of n services without the operator (the benchmark applies it)."""
+    from tritium.api.resource import parse_inference_service
+    from tritium.images import Images
+    from tritium.render import render_children
+
+    workdir = Path(tempfile.mkdtemp(prefix="tritium-opbench-floor-"))
+    target = Target("plane", workdir, n, ns)
+    images = Images.from_env(os.environ)  # the operator's defaults, as it reads them
+    # Two pools, as with the operator: the creates and the polling on one, the applies on the
+    # other (the operator's own client: CONNECTIONS connections).
+    client, applier = login(target.kubeconfig), login(target.kubeconfig)
+    results: dict[str, Any] = {"n": n, "target": "own control plane, no operator (floor)",
+                               "simulated_nodes": target.plane.nodes, "load_average_1m_at_start": load_average()}
+    names = [f"svc-{i:04d}" for i in range(n)]
+    writes: Counter[str] = Counter()
+    retried: Counter[str] = Counter()
+
+    async def write(call: Any, what: str) -> dict[str, Any]:
+        for attempt in range(5):  # as kopf retries a failed reconcile (the operator waits 5 s)
+            try:
+                writes[what] += 1
+                return await call()
+            except ApiError as exc:
+                if not exc.retriable or attempt == 4:
+                    raise
+                retried[f"{what} HTTP {exc.status}"] += 1
+                await asyncio.sleep(1)
+        raise AssertionError("unreachable")
+
+    async def one(name: str) -> None:
+        """Create the service, then apply its children in the operator's order, one at a time."""
+        created = await write(lambda: client._request("POST", ISVCS.format(ns=ns), body=make_isvc(name, ns)),
+                              "create InferenceService")
+        for obj in render_children(parse_inference_service(created), images=images):
+            await write(lambda obj=obj: applier.apply(obj), f"apply {obj['kind']}")
+
+    try:
+        pids = {**target.pids(), "benchmark": os.getpid()}
+        cpu_before = cpu_seconds(pids)
+        requests_before = target.apiserver_requests()
+        started = time.perf_counter()
+        await asyncio.gather(*(one(name) for name in names))
+        results["seconds_to_all_applied"] = round(time.perf_counter() - started, 2)
+        results["cpu_seconds_until_all_applied"] = {k: round(v - cpu_before.get(k, 0.0), 1)
+                                                    for k, v in cpu_seconds(pids).items()}
+        ready = 0
+        while time.perf_counter() - started < timeout:
+            deployments = await children(client, "Deployment", ns)
+            ready = sum(1 for d in deployments if (d.get("status") or {}).get("observedGeneration") ==
+                        d["metadata"].get("generation") and (d.get("status") or {}).get("availableReplicas", 0) >=
+                        d["spec"].get("replicas", 1))
+            if ready == n:
+                break
+            await asyncio.sleep(0.5)
+        results["seconds_to_all_ready"] = round(time.perf_counter() - started, 2) if ready == n else None
+        results["ready"] = ready
+        results["cpu_seconds_until_then"] = {k: round(v - cpu_before.get(k, 0.0), 1)
+                                             for k, v in cpu_seconds(pids).items()}
+        results.update(top_requests(requests_before, target.apiserver_requests()))
+        results["writes_per_service"] = round(sum(writes.values()) / n, 2)
+        results["writes_by_call"] = dict(sorted(writes.items()))
+        results["retried"] = dict(retried)
+        results["benchmark_peak_rss_mb"] = round(peak_rss_mb(os.getpid()), 1)
+    finally:
+        await client.close()
+        await applier.close()
+        results["load_average_1m_at_end"] = load_average()
+        target.stop()
+        if os.environ.get("BENCH_KEEP_DIR"):
+            print(f"benchmark files kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-n", type=int, default=200, help="InferenceServices to create at once")
@@ -640,17 +748,27 @@ def main() -> int:
     parser.add_argument("--rollouts", action="store_true",
                         help="with --real: then change every service's model at once and measure the canaries "
                         "(to weight, then a steady window with analysis every 30 s)")
+    parser.add_argument("--floor", action="store_true",
+                        help="no operator: the benchmark applies the same children itself on a control plane of "
+                        "its own and waits for the Deployments (what the cluster alone takes)")
     args = parser.parse_args()
     if args.rollouts and not args.real:
         parser.error("--rollouts needs --real (on the emulator no pod, so no canary, gets Ready)")
-    mode = ("kubeconfig" if os.environ.get("KUBECONFIG") else "plane") if args.real else "emulator"
+    if args.floor and (args.rollouts or os.environ.get("KUBECONFIG")):
+        parser.error("--floor runs on a control plane of its own (KUBECONFIG unset), without --rollouts")
+    mode = ("kubeconfig" if os.environ.get("KUBECONFIG") else "plane") if args.real or args.floor else "emulator"
     timeout = args.timeout if args.timeout is not None else (600 if mode == "plane" else 180)
-    results = asyncio.run(run(args.n, args.steady, timeout, mode, args.namespace, args.rollouts))
+    if args.floor:
+        results = asyncio.run(floor(args.n, timeout, args.namespace))
+    else:
+        results = asyncio.run(run(args.n, args.steady, timeout, mode, args.namespace, args.rollouts))
     width = max(len(k) for k in results)
     print(f"{'metric'.ljust(width)}  value")
     for key, value in results.items():
         print(f"{key.ljust(width)}  {json.dumps(value) if isinstance(value, dict | list) else value}")
     print(json.dumps(results))
+    if args.floor:
+        return 0 if results["ready"] == args.n else 1
     ok = (results["done"] == args.n and results.get("ready", args.n) == args.n
           and results["steady_state_writes"] == 0 and results["steady_state_changed_objects"] == 0)
     if args.rollouts:  # the rollout targets that are about correctness (time and RSS are reported)
