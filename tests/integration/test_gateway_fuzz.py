@@ -3,9 +3,11 @@
 Three gateways in front of the real Triton, one per way a request can travel: straight to
 Triton byte for byte (no stage, no cache), through built-in stages and the response cache
 (tensors decoded and re-encoded here), and through a declared script pre stage (the pipeline
-signature). Hypothesis generates v2 bodies (well-formed, nearly well-formed and arbitrary),
-invoke bodies, header values and raw request bytes. Every answer must be a 2xx or a 4xx with the
-error shape of its API (code and request_id); afterwards every process still serves.
+signature); a fourth takes XML through the built-in XML stages. Hypothesis generates v2 bodies
+(well-formed, nearly well-formed and arbitrary), invoke bodies, XML documents (with hostile
+DTDs: entity expansion, external entities, deep nesting), header values and raw request bytes.
+Every answer must be a 2xx or a 4xx with the error shape of its API (code and request_id);
+afterwards every process still serves.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ def gateways(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> 
         "builtin": base_spec("add", preprocess={"builtin": {"format": "json"}},
                              postprocess={"builtin": {"format": "json"}}, gateway={"cache": {"enabled": True}}),
         "script": base_spec("add", preprocess={"script": {"path": str(d / "pre.py")}}),
+        "xml": base_spec("add", preprocess={"builtin": {"format": "xml"}}, postprocess={"builtin": {"format": "xml"}}),
     }
     deps: dict[str, Deployment] = {}
     try:
@@ -154,6 +157,38 @@ def test_headers_and_paths(clients: dict[str, httpx.Client], kind: str, timeout:
     assert r.status_code < 500, f"{r.status_code} {r.text[:300]}"
 
 
+xml_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=16)
+xml_attr = st.one_of(st.sampled_from(["INPUT0", "INPUT1", "x", "", "1,3", "-1", "text", "FP32"]), xml_text)
+xml_element = st.builds(
+    lambda tag, name, shape, kind, text: (f'<{tag} name="{name}" shape="{shape}" type="{kind}">{text}</{tag}>'),
+    st.sampled_from(["input", "parameter", "output", "x"]), xml_attr, xml_attr, xml_attr,
+    st.one_of(st.sampled_from(["1 2 3", "1, 1, 1", "1e39", "nan", "&e;", "<![CDATA[1 2]]>", ""]), xml_text))
+# What a hostile client puts before the root: entities that expand (billion laughs), external
+# entities and DTDs (a file, a URL), processing instructions; and a depth no parser should recurse into.
+xml_prologue = st.sampled_from([
+    "", '<?xml version="1.0"?>', '<?xml version="1.0" encoding="latin-1"?>',
+    '<!DOCTYPE r [<!ENTITY e "x">]>',
+    '<!DOCTYPE r [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+    '<!ENTITY e "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>',
+    '<!DOCTYPE r [<!ENTITY e SYSTEM "file:///etc/passwd">]>',
+    '<!DOCTYPE r SYSTEM "http://127.0.0.1:1/x.dtd">', "<?xml-stylesheet href='x'?>",
+])
+xml_body = st.one_of(
+    st.builds(lambda prologue, root, elements, depth: (
+        prologue + f"<{root}>" + "<n>" * depth + "".join(elements) + "</n>" * depth + f"</{root}>").encode(),
+        xml_prologue, st.sampled_from(["request", "r", "input"]), st.lists(xml_element, max_size=4),
+        st.sampled_from([0, 0, 1, 300])),
+    st.binary(max_size=120),
+)
+
+
+@FUZZ
+@given(body=xml_body, content_type=st.sampled_from(["application/xml", "text/xml", "application/json", ""]))
+def test_xml_bodies(clients: dict[str, httpx.Client], body: bytes, content_type: str) -> None:
+    r = clients["xml"].post("/v1/models/add/invoke", content=body, headers={"Content-Type": content_type})
+    _check(r, v2=False)
+
+
 @FUZZ
 @given(raw=st.one_of(st.binary(max_size=200),
                      st.builds(lambda a, b: b"POST /v2/models/add/infer HTTP/1.1\r\n" + a + b"\r\n\r\n" + b,
@@ -179,6 +214,10 @@ def test_raw_bytes(gateways: dict[str, Deployment], raw: bytes) -> None:
 def test_everything_still_serves_afterwards(gateways: dict[str, Deployment], tmp_path: Path) -> None:
     for kind, dep in gateways.items():
         assert httpx.get(f"{dep.url}/v2/health/ready").status_code == 200, kind
-        r = httpx.post(f"{dep.url}/v1/models/add/invoke",
-                       json={"inputs": {"x": [1, 2]} if kind == "script" else {"INPUT0": [1, 2], "INPUT1": [3, 4]}})
+        if kind == "xml":
+            xml = b'<request><input name="INPUT0">1 2</input><input name="INPUT1">3 4</input></request>'
+            r = httpx.post(f"{dep.url}/v1/models/add/invoke", headers={"Content-Type": "application/xml"}, content=xml)
+        else:
+            r = httpx.post(f"{dep.url}/v1/models/add/invoke",
+                           json={"inputs": {"x": [1, 2]} if kind == "script" else {"INPUT0": [1, 2], "INPUT1": [3, 4]}})
         assert r.status_code == 200, (kind, r.text)
