@@ -13,7 +13,6 @@ within one request of N*w/100, and a fleet of gateways, each exact, is exact in 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,13 +21,16 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from tritium.dataplane import mounted
+from tritium.dataplane.mounted import MountedFile
+
 log = logging.getLogger("tritium.traffic")
 
 # Set on every forwarded request (value: the forwarding revision). A gateway never forwards a
 # request that carries it, so two gateways whose files disagree cannot bounce a request around.
 ROUTED_HEADER = "X-Tritium-Routed"
 ROUTED_KEY = ROUTED_HEADER.lower()  # the HTTP server lower-cases header names
-POLL_SECONDS = 1.0
+POLL_SECONDS = mounted.POLL_SECONDS  # how often TrafficFile reads the file
 
 
 class TrafficError(ValueError):
@@ -162,54 +164,32 @@ class TrafficSplit:
                 f"{self.target.revision} at {self.target.url}")
 
 
-class TrafficFile:
+class TrafficFile(MountedFile[bytes]):
     """Keeps a TrafficSplit in step with the file, read at most once per POLL_SECONDS.
 
-    The file is read whole and compared with the last bytes seen (a ConfigMap key is tiny):
-    kubelet replaces it by swapping a `..data` symlink, and reading through the path follows the
-    swap, where a stat of the link name would not see it. A missing or invalid file stops the
-    forwarding and is logged once per distinct problem, never raised.
+    Read whole and compared with the last bytes seen (see dataplane/mounted.py: kubelet swaps a
+    `..data` symlink). A missing or invalid file stops the forwarding and is logged once per
+    distinct problem, never raised.
     """
 
-    def __init__(self, path: str | Path, split: TrafficSplit) -> None:
-        self.path = Path(path)
-        self.split = split
-        self._raw: bytes | None = None
-        self._problem: str | None = None
+    _log = log
 
-    def poll(self) -> None:
-        try:
-            raw = self.path.read_bytes()
-        except OSError as exc:
-            self._raw = None
-            self._fail(f"traffic file {self.path} cannot be read ({exc.strerror or exc})")
-            return
-        if raw == self._raw:
-            return
-        self._raw = raw
+    def __init__(self, path: str | Path, split: TrafficSplit) -> None:
+        super().__init__(path, "traffic file")
+        self.split = split
+
+    def _load(self, raw: bytes) -> str | None:
         try:
             traffic = parse_traffic(raw)
         except TrafficError as exc:
-            self._fail(f"traffic file {self.path} is invalid: {exc}")
-            return
-        self._problem = None
+            return f"{self.name} is invalid: {exc}"
         self._apply(traffic)
+        return None
 
-    def _fail(self, problem: str) -> None:
-        if problem != self._problem:
-            self._problem = problem
-            log.warning("%s: no canary forwarding", problem)
+    def _warn(self, problem: str) -> None:
+        log.warning("%s: no canary forwarding", problem)
         self._apply(None)
 
     def _apply(self, traffic: Traffic | None) -> None:
         if self.split.update(traffic):
             log.info("traffic: %s", self.split.describe())
-
-    async def watch(self, interval: float = POLL_SECONDS) -> None:
-        """Poll until cancelled; an unexpected error is logged and polling goes on."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.poll()
-            except Exception:
-                log.exception("reading the traffic file %s failed", self.path)

@@ -12,7 +12,6 @@ within a poll interval, without a restart.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -21,10 +20,13 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritium.dataplane import mounted
+from tritium.dataplane.mounted import MountedFile
+
 log = logging.getLogger("tritium.gateway.keys")
 
 KEY_PREFIX = "tk_"
-POLL_SECONDS = 1.0
+POLL_SECONDS = mounted.POLL_SECONDS
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
@@ -97,52 +99,36 @@ def presented_key(headers: dict[str, str]) -> str | None:
     return key or None
 
 
-class KeyFile:
+class KeyFile(MountedFile[bytes]):
     """Keeps a KeySet in step with the mounted key file, read at most once per poll.
 
-    Read whole and compared with the last bytes seen, like traffic.py's file (kubelet swaps a
-    `..data` symlink; reading through the path follows the swap). Fails closed: a file that is
+    Read whole and compared with the last bytes seen, like traffic.py's file (see
+    dataplane/mounted.py: kubelet swaps a `..data` symlink). Fails closed: a file that is
     missing or invalid at start accepts no key; a later bad version keeps the last good set
     (a half-edited Secret should not lock every client out), logged once per distinct problem.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.keys = KeySet({})
-        self._raw: bytes | None = None
-        self._problem: str | None = None
+    _log = log
 
-    def poll(self) -> None:
-        try:
-            raw = self.path.read_bytes()
-        except OSError as exc:
-            self._fail(f"API key file {self.path} cannot be read ({exc.strerror or exc})")
-            return
-        if raw == self._raw:
-            return
-        self._raw = raw
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, "API key file")
+        self.keys = KeySet({})
+
+    def _load(self, raw: bytes) -> str | None:
         try:
             keys = parse_keys(raw.decode("utf-8"))
         except (UnicodeDecodeError, KeyFileError) as exc:
-            self._fail(f"API key file {self.path} is invalid: {exc}")
-            return
-        self._problem = None
+            return f"{self.name} is invalid: {exc}"
         changed = keys != self.keys.by_hash
         self.keys = KeySet(keys)
         if changed:
             log.info("API keys: %d accepted (%s)", len(keys), ", ".join(sorted(keys.values())) or "none")
+        return None
 
-    def _fail(self, problem: str) -> None:
-        if problem != self._problem:
-            self._problem = problem
-            kept = len(self.keys.by_hash)
-            log.warning("%s; %s", problem, f"keeping the {kept} keys read before" if kept else "no key is accepted")
+    def _warn(self, problem: str) -> None:
+        kept = len(self.keys.by_hash)
+        log.warning("%s; %s", problem, f"keeping the {kept} keys read before" if kept else "no key is accepted")
 
     async def watch(self, interval: float | None = None) -> None:
-        """Poll (every POLL_SECONDS unless told) until cancelled; an unexpected error is logged, polling goes on."""
-        while True:
-            await asyncio.sleep(interval or POLL_SECONDS)
-            try:
-                self.poll()
-            except Exception:
-                log.exception("reading the API key file %s failed", self.path)
+        """Poll (every POLL_SECONDS, read at each call, unless told) until cancelled."""
+        await super().watch(interval or POLL_SECONDS)

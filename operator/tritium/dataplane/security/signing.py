@@ -9,11 +9,11 @@ an edit: the new key applies without a restart). What is signed is defined once,
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 
 from tritium.client.signing import SIGNATURE_HEADER, response_signature
+from tritium.dataplane.mounted import MountedFile
 
 SIGNING_KEY_FILE_ENV = "TRITIUM_SIGNING_KEY_FILE"
 MIN_KEY_BYTES = 32  # HMAC-SHA256's own strength; a shorter key is a guessable one
@@ -23,44 +23,45 @@ log = logging.getLogger("tritium.gateway")
 __all__ = ["MIN_KEY_BYTES", "SIGNATURE_HEADER", "SIGNING_KEY_FILE_ENV", "Signer"]
 
 
-def _read(path: Path) -> bytes:
-    key = path.read_bytes().strip()
+def _key(path: Path, raw: bytes) -> bytes:
+    key = raw.strip()
     if len(key) < MIN_KEY_BYTES:
         raise ValueError(f"the signing key in {path} has {len(key)} bytes, fewer than {MIN_KEY_BYTES}")
     return key
 
 
-class Signer:
-    """Signs answers with the key in ``path``; refuses to start without a usable key (never unsigned)."""
+class Signer(MountedFile[bytes]):
+    """Signs answers with the key in ``path``; refuses to start without a usable key (never unsigned).
+
+    The file is polled (dataplane/mounted.py); a missing or too short version keeps the last good
+    key, logged once per distinct problem.
+    """
+
+    _log = log
 
     def __init__(self, path: str | None) -> None:
         if not path:
             raise ValueError(f"spec.security.signResponses is set but {SIGNING_KEY_FILE_ENV} is not")
-        self.path = Path(path)
+        super().__init__(path, "signing key")
         try:
-            self.key = _read(self.path)
+            raw = self._read()
         except OSError as exc:
             raise ValueError(f"the signing key {path}: {exc.strerror or exc}") from None
-        self._failing = False
+        self.key = _key(self.path, raw)
+        self._raw = raw
 
     def sign(self, request_id: str, body: bytes) -> str:
         return response_signature(self.key, request_id, body)
 
-    def poll(self) -> None:
-        """Re-read the key; a missing or too short file keeps the last good key (logged)."""
+    def _load(self, raw: bytes) -> str | None:
         try:
-            key = _read(self.path)
-        except (OSError, ValueError) as exc:
-            if not self._failing:  # once per bad spell, not every second
-                log.warning("signing key not reloaded, the previous one is kept: %s", exc)
-            self._failing = True
-            return
-        self._failing = False
+            key = _key(self.path, raw)
+        except ValueError as exc:
+            return str(exc)
         if key != self.key:
             self.key = key
             log.info("signing key reloaded from %s", self.path)
+        return None
 
-    async def watch(self, every: float = 1.0) -> None:
-        while True:
-            await asyncio.sleep(every)
-            self.poll()
+    def _warn(self, problem: str) -> None:
+        log.warning("signing key not reloaded, the previous one is kept: %s", problem)

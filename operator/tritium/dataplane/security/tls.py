@@ -21,7 +21,6 @@ serves no request data.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import ssl
@@ -29,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritium.api.spec import TlsSpec
+from tritium.dataplane import mounted
+from tritium.dataplane.mounted import MountedFile
 
 log = logging.getLogger("tritium.tls")
 
@@ -36,7 +37,7 @@ CERT_FILE_ENV = "TRITIUM_TLS_CERT_FILE"
 KEY_FILE_ENV = "TRITIUM_TLS_KEY_FILE"
 MIN_VERSION_ENV = "TRITIUM_TLS_MIN_VERSION"
 VERSIONS: dict[str, ssl.TLSVersion] = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-POLL_SECONDS = 1.0
+POLL_SECONDS = mounted.POLL_SECONDS
 
 
 @dataclass(frozen=True)
@@ -78,20 +79,27 @@ def server_context(settings: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
-class CertificateReloader:
+class CertificateReloader(MountedFile[tuple[bytes, bytes]]):
     """The context the API port listens with, and the newest certificate, swapped in per handshake.
 
     Constructing it loads the certificate, so a missing or broken one fails the gateway's start.
+    Later, a pair that cannot be read or does not load leaves the previous certificate serving;
+    the files are compared with the pair last loaded, and a pair that failed is tried again on
+    the next poll (load_cert_chain reads the files itself, so a failure may be a swap caught
+    half way rather than the bytes read).
     """
 
+    _log = log
+    retry_failed = True
+
     def __init__(self, settings: TlsSettings) -> None:
+        super().__init__(settings.cert_file, "TLS certificate")
         self.settings = settings
-        self._seen = self._read()
+        self._raw = self._read()
         self.current = server_context(settings)
         self.listening = self.current
         self.listening.sni_callback = self._pick
         self.reloads = 0
-        self._problem: str | None = None
 
     def _read(self) -> tuple[bytes, bytes]:
         return Path(self.settings.cert_file).read_bytes(), Path(self.settings.key_file).read_bytes()
@@ -103,36 +111,18 @@ class CertificateReloader:
         if connection.context is not current:
             connection.context = current
 
-    def poll(self) -> bool:
-        """Reload when the files changed and load cleanly; True when a new certificate is now served."""
-        try:
-            seen = self._read()
-        except OSError as exc:
-            self._fail(f"cannot read {exc.filename or 'the certificate'} ({exc.strerror or exc})")
-            return False
-        if seen == self._seen:
-            return False
+    def _unreadable(self, exc: OSError) -> str:
+        return f"cannot read {exc.filename or 'the certificate'} ({exc.strerror or exc})"
+
+    def _load(self, raw: tuple[bytes, bytes]) -> str | None:
         try:
             context = server_context(self.settings)
         except (ssl.SSLError, OSError) as exc:
-            self._fail(f"the new certificate and key do not load ({exc})")
-            return False
-        self.current, self._seen = context, seen
+            return f"the new certificate and key do not load ({exc})"
+        self.current = context
         self.reloads += 1
-        self._problem = None
         log.info("TLS certificate reloaded from %s", self.settings.cert_file)
-        return True
+        return None
 
-    def _fail(self, problem: str) -> None:
-        if problem != self._problem:
-            self._problem = problem
-            log.warning("TLS: %s; still serving the certificate loaded before", problem)
-
-    async def watch(self, interval: float = POLL_SECONDS) -> None:
-        """Poll until cancelled; an unexpected error is logged and polling goes on."""
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                self.poll()
-            except Exception:
-                log.exception("reloading the TLS certificate from %s failed", self.settings.cert_file)
+    def _warn(self, problem: str) -> None:
+        log.warning("TLS: %s; still serving the certificate loaded before", problem)
