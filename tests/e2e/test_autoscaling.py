@@ -10,9 +10,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.e2e.test_lifecycle import READY_TIMEOUT, ready, revisions
 from tests.support.operator_runner import eventually
-from tests.support.operator_scenarios import children, create, get_isvc, make_isvc, patch_spec, wait_status
+from tests.support.operator_scenarios import (
+    READY_TIMEOUT,
+    children,
+    create,
+    get_isvc,
+    make_isvc,
+    patch_spec,
+    ready,
+    revisions,
+    wait_status,
+)
 from tritium.controller.kube import KubeClient, object_path
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from tests.e2e.test_lifecycle import READY_TIMEOUT, ready
 from tests.support.operator_runner import eventually
-from tests.support.operator_scenarios import children, create, make_isvc, wait_status
+from tests.support.operator_scenarios import READY_TIMEOUT, children, create, make_isvc, ready, wait_status
 from tritium.controller.kube import ApiError, KubeClient
 
 

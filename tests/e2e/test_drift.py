@@ -10,9 +10,17 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_lifecycle import READY_TIMEOUT, ready, wait_event
 from tests.support.operator_runner import eventually
-from tests.support.operator_scenarios import children, create, make_isvc, wait_children, wait_status
+from tests.support.operator_scenarios import (
+    READY_TIMEOUT,
+    children,
+    create,
+    make_isvc,
+    ready,
+    wait_children,
+    wait_event,
+    wait_status,
+)
 from tritium.controller.kube import KubeClient
 from tritium.render.metadata import LABEL_REVISION
 

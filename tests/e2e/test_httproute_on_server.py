@@ -8,7 +8,7 @@ evaluation, the ObjectMeta checks the unit tests leave out) cannot hide a route 
 from __future__ import annotations
 
 from tests.e2e.conftest import Kube
-from tests.e2e.test_optional_crds import server_dry_run
+from tests.support.server_dry_run import server_dry_run
 from tests.support.specs import manifest
 from tritium.api.resource import parse_inference_service
 from tritium.render import httproute

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.test_lifecycle import READY_TIMEOUT, ready
 from tests.support.operator_runner import eventually
-from tests.support.operator_scenarios import children, create, make_isvc, patch_spec, wait_status
+from tests.support.operator_scenarios import READY_TIMEOUT, children, create, make_isvc, patch_spec, ready, wait_status
 from tritium.controller.kube import KubeClient
 from tritium.render import scaledobject
 

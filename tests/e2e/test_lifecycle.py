@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from tests.e2e.conftest import Kube
 from tests.support.operator_runner import eventually
 from tests.support.operator_scenarios import (
+    READY_TIMEOUT,
     children,
     condition,
     create,
@@ -15,35 +15,14 @@ from tests.support.operator_scenarios import (
     get_isvc,
     make_isvc,
     patch_spec,
+    ready,
+    revisions,
     wait_children,
+    wait_event,
     wait_status,
 )
 from tritium.controller.kube import KubeClient
 from tritium.render.metadata import LABEL_REVISION
-
-READY_TIMEOUT = 60  # simulated pods are Ready within a second or two; a real cluster pulls images
-
-
-def ready(obj: dict[str, Any]) -> bool:
-    return condition(obj, "Ready").get("status") == "True" and obj["status"].get("phase") == "Ready"
-
-
-async def revisions(api: KubeClient, namespace: str, name: str) -> list[str]:
-    return sorted(d["metadata"]["labels"][LABEL_REVISION] for d in await children(api, namespace, name, "Deployment"))
-
-
-async def events_of(api: KubeClient, namespace: str, name: str) -> list[dict[str, Any]]:
-    data = await api._request("GET", f"/api/v1/namespaces/{namespace}/events",
-                              params={"fieldSelector": f"involvedObject.name={name}"})
-    return list(data.get("items") or [])
-
-
-async def wait_event(api: KubeClient, namespace: str, name: str, reason: str, containing: str = "") -> dict[str, Any]:
-    async def posted() -> dict[str, Any] | None:
-        return next((e for e in await events_of(api, namespace, name)
-                     if e["reason"] == reason and containing in e["message"]), None)
-
-    return await eventually(posted, timeout=20)
 
 
 async def test_lifecycle(kube: Kube, api: KubeClient, namespace: str, operator: None) -> None:

@@ -10,10 +10,18 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Kube, control_plane_with_crd, wait_established
-from tests.e2e.test_lifecycle import ready
-from tests.e2e.test_steady_state import operator_writes, settled
 from tests.support.operator_runner import api_client, eventually, running_operator
-from tests.support.operator_scenarios import children, condition, create, make_isvc, patch_spec, wait_status
+from tests.support.operator_scenarios import (
+    children,
+    condition,
+    create,
+    make_isvc,
+    operator_writes,
+    patch_spec,
+    ready,
+    settled,
+    wait_status,
+)
 from tests.support.optional_crds import optional_crds_dir
 from tritium.controller.kube import KubeClient
 from tritium.render.metadata import LABEL_REVISION

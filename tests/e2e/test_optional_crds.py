@@ -17,15 +17,10 @@ import yaml
 
 from tests.e2e.conftest import Kube
 from tests.support.cluster import ROOT
+from tests.support.server_dry_run import server_dry_run
 from tests.support.specs import manifest
 from tritium.api.resource import parse_inference_service
 from tritium.render import render_children
-
-
-def server_dry_run(kube: Kube, namespace: str, objects: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
-    text = yaml.safe_dump_all(objects)
-    return kube.kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=tritium-e2e",
-                        "-n", namespace, "-f", "-", input=text, check=False)
 
 
 def chart_objects(values: str, kinds: set[str]) -> list[dict[str, Any]]:

@@ -18,9 +18,17 @@ from typing import Any
 from aiohttp import web
 
 from tests.e2e.conftest import Kube
-from tests.e2e.test_lifecycle import events_of, revisions
 from tests.support.operator_runner import eventually, running_operator
-from tests.support.operator_scenarios import children, create, get_isvc, make_isvc, patch_spec, wait_status
+from tests.support.operator_scenarios import (
+    children,
+    create,
+    events_of,
+    get_isvc,
+    make_isvc,
+    patch_spec,
+    revisions,
+    wait_status,
+)
 from tests.support.prometheus import MetricsPod
 from tritium import pod_layout
 from tritium.controller.kube import KubeClient

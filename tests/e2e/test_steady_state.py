@@ -8,61 +8,26 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
-from tests.e2e.test_lifecycle import READY_TIMEOUT, ready, revisions
 from tests.support.operator_runner import eventually, running_operator
 from tests.support.operator_scenarios import (
     CHILD_KINDS,
-    children,
+    READY_TIMEOUT,
     condition,
     create,
     get_isvc,
     make_isvc,
+    operator_writes,
     patch_spec,
+    ready,
+    revisions,
+    settled,
+    versions,
     wait_status,
 )
 from tritium.controller.kube import KubeClient
 
 # The issue's figure is 60 s; TRITIUM_E2E_STEADY_SECONDS shortens it for a quick local run.
 STEADY_SECONDS = float(os.environ.get("TRITIUM_E2E_STEADY_SECONDS", "60"))
-
-
-def operator_writes() -> float:
-    """API writes the in-process operator has made so far (its own metric, every verb and kind)."""
-    total = 0.0
-    for metric in REGISTRY.collect():
-        if metric.name == "tritium_operator_api_writes":
-            total += sum(s.value for s in metric.samples if s.name.endswith("_total"))
-    return total
-
-
-async def versions(api: KubeClient, namespace: str, name: str) -> dict[str, str]:
-    """resourceVersion of the service and of every child."""
-    out: dict[str, str] = {}
-    obj = await get_isvc(api, namespace, name)
-    assert obj is not None
-    out[f"InferenceService/{name}"] = obj["metadata"]["resourceVersion"]
-    for kind in CHILD_KINDS:
-        for child in await children(api, namespace, name, kind):
-            out[f"{kind}/{child['metadata']['name']}"] = child["metadata"]["resourceVersion"]
-    return out
-
-
-async def settled(api: KubeClient, namespace: str, name: str, quiet: float = 3.0) -> None:
-    """Wait until the service and its children stop changing: the HPA controller writes its status
-    once after its first sync (up to 15 s), the Deployment controller after each rollout step."""
-
-    async def hpas_synced() -> bool:
-        hpas = await children(api, namespace, name, "HorizontalPodAutoscaler")
-        return all((h.get("status") or {}).get("conditions") for h in hpas)
-
-    await eventually(hpas_synced, timeout=60)
-    last = await versions(api, namespace, name)
-    while True:
-        await asyncio.sleep(quiet)
-        now = await versions(api, namespace, name)
-        if now == last:
-            return
-        last = now
 
 
 async def test_steady_state_writes_nothing(api: KubeClient, namespace: str, operator: None) -> None:

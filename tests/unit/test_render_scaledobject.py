@@ -3,7 +3,7 @@
 The schema is the v1alpha1 openAPIV3Schema of keda.sh_scaledobjects.yaml from the Go module
 github.com/kedacore/keda/v2 (scripts/optional-crds.sh), applied the way kube-apiserver would
 (tests/support/optional_crds.py: strict OpenAPI validation, pruning, defaulting, CEL rules).
-The prometheus queries are run by a real promtool on the series of test_prometheus_adapter.py:
+The prometheus queries are run by a real promtool on the series of tests/support/promtool.py:
 for one revision they give the sum of what the adapter gives its pods.
 """
 
@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support.optional_crds import crd_schema, problems
+from tests.support.promtool import EXPECTED, INPUT, NAMESPACE, run_promtool, series
 from tests.support.specs import manifest
-from tests.unit.test_prometheus_adapter import EXPECTED, INPUT, NAMESPACE, _series, run_promtool
 from tritium.api.checks import check_spec
 from tritium.api.resource import InferenceService, parse_inference_service
 from tritium.controller.reconcile import ChildRef, _handed_over, _monitoring
@@ -178,18 +178,18 @@ def test_the_widest_bounds_pass_the_official_schema(schema: dict[str, Any]) -> N
 OLD = "9999999999"  # another revision of the same service, under load: it must not count
 
 
-def _with_revision(series: dict[str, str]) -> dict[str, str]:
-    return {**series, "series": series["series"].replace("{", f'{{revision="{REVISION}",', 1)}
+def _with_revision(entry: dict[str, str]) -> dict[str, str]:
+    return {**entry, "series": entry["series"].replace("{", f'{{revision="{REVISION}",', 1)}
 
 
 KEDA_INPUT = [_with_revision(s) for s in INPUT] + [
-    _series("tritium_gateway_requests_total", "0+1500x40", f"demo-{OLD}-a", model="m1", endpoint="infer",
-            code="200", revision=OLD),
-    _series("nv_inference_request_success", "0+15x40", f"demo-{OLD}-a", model="m1", version="1", revision=OLD),
-    _series("nv_inference_queue_duration_us", "0+15000000000x40", f"demo-{OLD}-a", model="m1", version="1",
-            revision=OLD),
-    _series("nv_inference_pending_request_count", "50+0x40", f"demo-{OLD}-a", model="m1", version="1", revision=OLD),
-    _series("nv_gpu_utilization", "1+0x40", f"demo-{OLD}-a", gpu_uuid="GPU-9", revision=OLD),
+    series("tritium_gateway_requests_total", "0+1500x40", f"demo-{OLD}-a", model="m1", endpoint="infer",
+           code="200", revision=OLD),
+    series("nv_inference_request_success", "0+15x40", f"demo-{OLD}-a", model="m1", version="1", revision=OLD),
+    series("nv_inference_queue_duration_us", "0+15000000000x40", f"demo-{OLD}-a", model="m1", version="1",
+           revision=OLD),
+    series("nv_inference_pending_request_count", "50+0x40", f"demo-{OLD}-a", model="m1", version="1", revision=OLD),
+    series("nv_gpu_utilization", "1+0x40", f"demo-{OLD}-a", gpu_uuid="GPU-9", revision=OLD),
 ]
 
 
