@@ -7,15 +7,13 @@ does not (including series of other services, which must never count).
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.support.promtool import run_promtool
 from tests.support.specs import manifest
 from tritium.api.resource import parse_inference_service
 from tritium.api.spec import AlertRule
@@ -203,21 +201,6 @@ def test_a_long_name_selects_the_shortened_hpa_names() -> None:
 
 
 # --- promtool ------------------------------------------------------------------------------------
-
-
-def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool not installed (Debian package prometheus; `make system-deps` installs it as root)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}: the alert rules must be checked in CI")
-        pytest.skip(message)
-    return found
-
-
-def run_promtool(*args: str) -> None:
-    result = subprocess.run([promtool(), *args], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("monitoring", [{"serviceMonitor": True}, {"alerts": EVERY_METRIC}], ids=["defaults", "all"])
