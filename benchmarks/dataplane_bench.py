@@ -182,17 +182,23 @@ def svg_plot(results: dict[str, Any]) -> str:
              f'<text x="{left}" y="20" font-size="14">Direct Triton vs through the gateway (identity pre + post '
              'stages: skipped / called)</text>']
     colors = {"direct": "#4c72b0", "gateway": "#dd8452", "gateway+hops": "#55a868"}
+
+    def shown(r: dict[str, Any], path: str, metric: str) -> float:
+        """The figure the tables give: throughput as the median of the per-round ratios."""
+        if metric != "throughput":
+            return float(r[path][metric])
+        return 1.0 if path == "direct" else float(r["throughput_ratio" + ("" if path == "gateway" else "_hops")])
+
     for p_i, (metric, label) in enumerate((("throughput", "throughput, relative to direct"),
                                            ("p50_ms", "p50 latency (ms)"))):
         y0 = top + p_i * (panel + 40) + panel
-        peak = max(max(r[p][metric] for p in PATHS) /
-                   (r["direct"]["throughput"] if metric == "throughput" else 1) for _, _, r in groups) or 1
+        peak = max(shown(r, p, metric) for p in PATHS for _, _, r in groups) or 1
         parts.append(f'<text x="{left}" y="{y0 - panel - 6}">{label}</text>')
         parts.append(f'<line x1="{left}" y1="{y0}" x2="{width - 20}" y2="{y0}" stroke="#333"/>')
         for g, (model, c, r) in enumerate(groups):
             x = left + 20 + g * 160
             for k, path in enumerate(PATHS):
-                value = r[path][metric] / (r["direct"]["throughput"] if metric == "throughput" else 1)
+                value = shown(r, path, metric)
                 h = panel * value / peak
                 parts.append(f'<rect x="{x + k * 45}" y="{y0 - h:.1f}" width="40" height="{h:.1f}" '
                              f'fill="{colors[path]}"/>')
