@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from dataplane_bench import perf_analyzer, with_stages  # noqa: E402
 from dataplane_cpu import tree_cpu_seconds  # noqa: E402
+from security_bench import ALL_LAYERS  # noqa: E402
 from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
@@ -47,10 +48,7 @@ from tritium.dataplane.security.apikeys import entry, new_key  # noqa: E402
 from tritium.dataplane.security.layers import API_KEYS_FILE_ENV  # noqa: E402
 
 SECURED = "gateway+security"
-SECURITY = {"apiKeysSecretRef": {"name": "keys", "key": "keys"},
-            "ipAllowlist": ["10.0.0.0/8", "192.168.0.0/16", "127.0.0.0/8"],
-            "rateLimit": {"requestsPerSecond": 1e9, "burst": 10},  # never refuses: the checks' cost alone
-            "audit": {"enabled": True}}
+SECURITY = ALL_LAYERS  # security_bench.py's: the same layers, measured in process there
 
 
 def run_pa(pa: tuple[str, dict[str, str]], target: str, concurrency: int, interval_ms: int, out: Path,

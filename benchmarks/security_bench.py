@@ -49,12 +49,13 @@ KEYS = {"apiKeysSecretRef": {"name": "k", "key": "keys"}}
 ALLOW = {"ipAllowlist": ["10.0.0.0/8", "192.168.0.0/16", "127.0.0.0/8"]}
 LIMIT = {"rateLimit": {"requestsPerSecond": 1e9, "burst": 10}}  # never refuses: the check's cost alone
 AUDIT = {"audit": {"enabled": True}}  # its lines go to /dev/null here (a pod's stdout is a pipe)
+ALL_LAYERS = {**KEYS, **ALLOW, **LIMIT, **AUDIT}  # also what gateway_path_bench.py --security runs
 MODES: dict[str, dict[str, Any]] = {
     "no security": {},
     "API key (10 keys in the file)": KEYS,
     "API key + allowlist": {**KEYS, **ALLOW},
     "API key + allowlist + rate limit (memory)": {**KEYS, **ALLOW, **LIMIT},
-    "all four: + audit (a JSON line per request)": {**KEYS, **ALLOW, **LIMIT, **AUDIT},
+    "all four: + audit (a JSON line per request)": ALL_LAYERS,
 }
 
 
