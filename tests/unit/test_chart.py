@@ -57,7 +57,7 @@ READ = ["get", "list", "watch"]
 # The operator's permissions, exactly: (apiGroup, resource) -> verbs. More is a least-privilege bug
 # (tests/unit/test_operator_rbac.py derives the same from the operator's code).
 NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
-    ("serving.tritium.dev", "inferenceservices"): ["get", "list", "watch", "patch"],
+    ("serving.tritium.dev", "inferenceservices"): ["list", "watch", "patch"],
     ("serving.tritium.dev", "inferenceservices/status"): ["patch"],
     ("serving.tritium.dev", "inferenceservices/finalizers"): ["update"],
     ("apps", "deployments"): ["get", *WRITE],  # the stable revision is read when the cache lacks it

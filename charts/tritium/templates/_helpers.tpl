@@ -72,11 +72,11 @@ code uses, no more: tests/unit/test_operator_rbac.py derives the calls from the 
 and fails on a rule missing here and on one granted here that nothing uses.
 */}}
 {{- define "tritium.namespacedRules" -}}
-# The InferenceService: kopf watches it and patches its finalizer, the operator reads it afresh
-# after a child's change; status is written by patches only (kopf's progress and the operator's).
+# The InferenceService: kopf watches it (the operator reconciles from what the watch saw) and
+# patches its finalizer; status is written by patches only (kopf's progress and the operator's).
 - apiGroups: ["serving.tritium.dev"]
   resources: ["inferenceservices"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 - apiGroups: ["serving.tritium.dev"]
   resources: ["inferenceservices/status"]
   verbs: ["patch"]

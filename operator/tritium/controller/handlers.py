@@ -4,6 +4,10 @@ Children are seen through kopf indexes (watch-fed caches), so a reconcile reads 
 API server to know what exists, and a steady state makes no API calls at all. Every child kind is
 watched: a hand edit or a deletion re-reconciles its owner, which puts it back. Secrets and
 ConfigMaps a service refers to are watched too, so one created after the service is noticed.
+
+Index functions are coroutines: kopf runs a plain function in its thread pool, and for the
+thousands of events a mass creation brings that hand-off (and the GIL contention of the threads)
+cost more than the functions themselves.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     reconciler.reset(images, prometheus_url=os.environ.get(PROMETHEUS_URL_ENV) or None)
     reconciler.schedule = _schedule
     _indexes.clear()
+    _references.clear()
+    _seen.clear()
     logger.info(f"default images: tritium {images.stage}, triton {images.triton}")
     # GitOps: keep kopf's bookkeeping in status, so metadata holds only what users wrote
     # (plus our finalizer) and Argo CD / Flux see no drift.
@@ -94,7 +100,7 @@ _indexes: dict[str, Any] = {}
 
 def _remember(kw: dict[str, Any]) -> None:
     """Keep the indexes of the running operator (a restarted one in the same process has new ones)."""
-    _indexes.update({k: v for k, v in kw.items() if k.startswith("children_") or k == "references"})
+    _indexes.update({k: v for k, v in kw.items() if k.startswith("children_") or k in ("references", "services")})
 
 
 def _schedule(key: tuple[str, str], delay: float) -> None:
@@ -129,7 +135,7 @@ def _not_owned(body: kopf.Body, namespace: str, **_: Any) -> bool:
 def _child_index(kind: str):  # type: ignore[no-untyped-def]
     group, version, plural = CHILD_KINDS[kind]
 
-    def index(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, ChildRef]:
+    async def index(namespace: str, body: kopf.Body, **_: Any) -> dict[Any, ChildRef]:
         key = owner_of(dict(body), namespace)
         return {key: ChildRef.from_object(kind, dict(body))} if key else {}
 
@@ -140,14 +146,49 @@ def _child_index(kind: str):  # type: ignore[no-untyped-def]
 CHILD_INDEXES = {kind: _child_index(kind) for kind in CHILD_KINDS}
 
 
+# (namespace, name) -> (uid, generation, the references): a service's references change only with
+# its spec (its generation), and most of its events are status writes.
+_references: dict[tuple[str, str], tuple[str, Any, dict[Any, tuple[str, str]]]] = {}
+
+
 @kopf.index(GROUP, VERSION, PLURAL, id="references")
-def references_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, tuple[str, str]]:
+async def references_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, tuple[str, str]]:
     """(namespace, kind, name) of every Secret/ConfigMap a service needs -> that service."""
+    meta = body.get("metadata") or {}
+    uid, generation = meta.get("uid", ""), meta.get("generation")
+    known = _references.get((namespace, name))
+    if known is not None and known[:2] == (uid, generation):
+        return known[2]
     try:
         isvc = parse_inference_service({k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")})
     except SpecError:
-        return {}
-    return {(namespace, ref.kind, ref.name): (namespace, name) for ref in references(isvc)}
+        found: dict[Any, tuple[str, str]] = {}
+    else:
+        found = {(namespace, ref.kind, ref.name): (namespace, name) for ref in references(isvc)}
+    _references[(namespace, name)] = (uid, generation, found)
+    return found
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id="services")
+async def services_index(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, dict[str, Any]]:
+    """(namespace, name) -> the service as last seen by the watch, without managedFields.
+
+    A reconcile after a child's change starts from it instead of reading the service from the API
+    server: the watch delivers every change of the service before kopf runs its handlers for it, a
+    status this process wrote later is known to the Reconciler by resourceVersion, and a deleted
+    service is gone from the index.
+    """
+    slim = {k: v for k, v in body.items() if k != "metadata"}
+    slim["metadata"] = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    return {(namespace, name): slim}
+
+
+def latest_body(key: tuple[str, str], indexes: dict[str, Any]) -> dict[str, Any] | None:
+    """The service ``key`` from the services index (read-only: a reconcile never changes its body);
+    None when the watch saw it deleted (or never)."""
+    for found in indexes.get("services", {}).get(key, []):
+        return found  # type: ignore[no-any-return]
+    return None
 
 
 def children_of(namespace: str, name: str, indexes: dict[str, Any]) -> list[ChildRef]:
@@ -177,10 +218,15 @@ async def delete_isvc(namespace: str, name: str, logger: kopf.Logger, **kw: Any)
     except ApiError as exc:
         raise kopf.TemporaryError(f"deleting children: {exc}", delay=5) from exc
     reconciler.forget(namespace, name)
+    _references.pop((namespace, name), None)
     logger.info(f"deleted {len(children)} child object(s)")
 
 
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+# A change of a child comes in bursts (a Deployment's status moves several times while its pods
+# come up, an apply of nine children echoes nine events): a reconcile after one waits this long,
+# and the triggers meanwhile collapse into it.
+SETTLE_SECONDS = 0.5
 _retries: set[asyncio.Task[None]] = set()
 
 
@@ -192,12 +238,16 @@ async def _reconcile_owner(
     kopf does not retry event handlers, so a failure (an API timeout under load) is retried here
     in the background with a growing delay; a later event or the resume covers anything beyond.
     """
+    async def fetch() -> dict[str, Any] | None:
+        return latest_body(key, indexes)
+
     try:
         await reconciler.reconcile_later(
             key,
-            fetch=lambda: client.get("InferenceService", *key),
+            fetch=fetch,
             children=lambda: children_of(*key, indexes),
             logger=logger,
+            settle=SETTLE_SECONDS,
         )
     except (ApiError, kopf.TemporaryError) as exc:
         if attempt >= len(RETRY_DELAYS):
@@ -215,6 +265,25 @@ async def _reconcile_owner(
         task.add_done_callback(_retries.discard)
 
 
+# (namespace, kind, name) of each child -> what of it a reconcile looks at, as last seen: its content
+# (ChildRef.live_json) and, for a Deployment, what its status says of the revision. Most child
+# events change nothing of that (the status of a PodDisruptionBudget or an HPA, a Deployment's
+# timestamps): they are no reason to reconcile.
+_seen: dict[tuple[str, str, str], tuple[str, Any]] = {}
+
+
+def _moved(namespace: str, kind: str, name: str, key: tuple[str, str], kw: dict[str, Any]) -> bool:
+    """Whether this event changed what a reconcile of the child's owner would see of the child."""
+    plural = CHILD_KINDS[kind][2]
+    ref = next((c for c in kw.get(f"children_{plural}", {}).get(key, []) if c.name == name), None)
+    if ref is None:
+        return True  # not in the index (yet): nothing to compare with
+    now = (ref.live_json, ref.deployment)
+    before = _seen.get((namespace, kind, name))
+    _seen[(namespace, kind, name)] = now
+    return before != now
+
+
 def _child_event_handler(kind: str):  # type: ignore[no-untyped-def]
     group, version, plural = CHILD_KINDS[kind]
 
@@ -223,11 +292,17 @@ def _child_event_handler(kind: str):  # type: ignore[no-untyped-def]
     ) -> None:
         """A child changed or went away (its pods came up, or a hand edit): re-plan and put it right."""
         key = owner_of(dict(body), namespace)
-        if key is None or type is None:  # type None: the initial listing, already covered by resume
+        if key is None:
+            return
+        if type is None:  # the initial listing, already covered by resume
+            _moved(namespace, kind, name, key, kw)
             return
         _remember(kw)
         if type == "DELETED":
+            _seen.pop((namespace, kind, name), None)
             reconciler.forget_child(namespace, kind, name)
+        elif not _moved(namespace, kind, name, key, kw):
+            return
         await _reconcile_owner(key, f"a {kind} change", logger, kw)
 
     child_changed.__name__ = f"{plural}_changed"

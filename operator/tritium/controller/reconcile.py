@@ -81,9 +81,10 @@ class ChildRef:
     applied_hash: str
     deployment: DeploymentObservation | None = None
     resource_version: str = ""
-    # The live object without status and managedFields, as compact JSON: compared field by field
-    # with the desired one. A string costs a fraction of the nested dicts it holds, and the watch
-    # caches hold every child of every service.
+    # The live object without status, managedFields and resourceVersion, as compact JSON: compared
+    # field by field with the desired one, and equal from one event to the next when only the
+    # status moved. A string costs a fraction of the nested dicts it holds, and the watch caches
+    # hold every child of every service.
     live_json: str = field(default="{}", compare=False, hash=False, repr=False)
 
     @property
@@ -96,7 +97,7 @@ class ChildRef:
         name = meta.get("name", "")
         revision = revision_from_name(name) if kind in PER_REVISION_KINDS else ""
         slim = {k: v for k, v in obj.items() if k != "status"}
-        slim["metadata"] = {k: v for k, v in meta.items() if k != "managedFields"}
+        slim["metadata"] = {k: v for k, v in meta.items() if k not in ("managedFields", "resourceVersion")}
         deployment = None
         if kind == "Deployment":
             deployment = dataclasses.replace(DeploymentObservation.from_object(obj, LABEL_REVISION), revision=revision)
@@ -168,7 +169,7 @@ class Reconciler:
         self.events = EventRecorder(client)
         self.rollouts = RolloutDriver(client, self.events)
         # Called with (key, seconds) when time alone will change a rollout's decision (a deadline,
-        # the next analysis); the handlers turn it into a reconcile from a fresh read.
+        # the next analysis); the handlers turn it into a reconcile of the service as last seen.
         self.schedule: Callable[[tuple[str, str], float], None] | None = None
         self._status: dict[tuple[str, str], tuple[str, dict[str, Any]]] = {}  # last written: (rv, status)
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -211,8 +212,10 @@ class Reconciler:
         fetch: Callable[[], Awaitable[dict[str, Any] | None]],
         children: Callable[[], list[ChildRef]],
         logger: logging.Logger | kopf.Logger,
+        settle: float = 0.0,
     ) -> None:
-        """Reconcile ``key`` from a fresh read, after any reconcile of it that is running now.
+        """Reconcile ``key`` as ``fetch`` finds it then, ``settle`` seconds from now and after any
+        reconcile of it that is running then.
 
         Used for changes seen on children and referenced objects. Triggers that arrive while one
         is already waiting collapse into it: that one reads the object and the caches after them.
@@ -220,6 +223,8 @@ class Reconciler:
         if key in self._queued:
             return
         self._queued.add(key)
+        if settle > 0:
+            await asyncio.sleep(settle)
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             self._queued.discard(key)
