@@ -7,7 +7,6 @@ here) is a trusted proxy, and then its right-most untrusted hop is the client.
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,6 @@ from tritium.dataplane.security.apikeys import entry, new_key
 from tritium.dataplane.security.layers import SecuritySettings
 
 JSON = {"Content-Type": "application/json"}
-
-
-async def _early_in_the_second(minute: bool = False) -> None:
-    """The limiter's windows are aligned on the clock (limits' sliding-window counters): start a burst
-    early in a second (and not at a minute's end) so that the whole burst lands in one window."""
-    while time.time() % 1 > 0.5 or (minute and time.time() % 60 > 58):
-        await asyncio.sleep(0.02)
 
 
 async def _infer(client: httpx.AsyncClient, url: str, **headers: str) -> httpx.Response:
@@ -65,14 +57,13 @@ async def test_allowlist_comes_before_keys(tmp_path: Path) -> None:
 async def test_rate_limit_per_client_address(tmp_path: Path) -> None:
     security = {"rateLimit": {"requestsPerSecond": 1, "burst": 2}, "trustedProxies": ["127.0.0.0/8"]}
     async with serving(tmp_path, security) as (url, _), httpx.AsyncClient() as client:
-        await _early_in_the_second()
-        codes = [(await _infer(client, url, X_Forwarded_For="192.0.2.1")).status_code for _ in range(5)]
-        assert codes == [200, 200, 200, 429, 429]  # rate 1 + burst 2 in the second
+        codes = [(await _infer(client, url, X_Forwarded_For="192.0.2.1")).status_code for _ in range(4)]
+        assert codes == [200, 200, 429, 429]  # the bucket holds burst 2
         refused = await _infer(client, url, X_Forwarded_For="192.0.2.1")
         assert refused.status_code == 429
         assert refused.json()["code"] == "rate_limited"
         assert int(refused.headers["Retry-After"]) >= 1
-        assert refused.headers["RateLimit-Limit"] == "3" and refused.headers["RateLimit-Remaining"] == "0"
+        assert refused.headers["RateLimit-Limit"] == "2" and refused.headers["RateLimit-Remaining"] == "0"
         assert "RateLimit-Reset" in refused.headers
         # Another client has a bucket of its own; health is never limited.
         assert (await _infer(client, url, X_Forwarded_For="192.0.2.2")).status_code == 200
@@ -83,29 +74,25 @@ async def test_rate_limit_per_key(tmp_path: Path) -> None:
     a, b = new_key(), new_key()
     keys = tmp_path / "keys"
     keys.write_text(f"{entry('a', a)}\n{entry('b', b)}\n")
-    security = {"rateLimit": {"requestsPerSecond": 1, "burst": 1}, "apiKeysSecretRef": {"name": "k", "key": "keys"}}
+    security = {"rateLimit": {"requestsPerSecond": 1, "burst": 2}, "apiKeysSecretRef": {"name": "k", "key": "keys"}}
     async with serving(tmp_path, security, SecuritySettings(api_keys_file=str(keys))) as (url, _), \
             httpx.AsyncClient() as client:
-        await _early_in_the_second()
         assert [(await _infer(client, url, X_API_Key=a)).status_code for _ in range(3)] == [200, 200, 429]
         assert (await _infer(client, url, X_API_Key=b)).status_code == 200  # same address, other key
         assert (await _infer(client, url)).status_code == 401  # no key: refused before any bucket
 
 
-async def test_minute_window_holds_the_sustained_rate(tmp_path: Path) -> None:
-    """Below 1/s only the minute window applies: 0.05/s = 3 a minute, + burst 1."""
-    async with serving(tmp_path, {"rateLimit": {"requestsPerSecond": 0.05, "burst": 1}}) as (url, _), \
+async def test_bucket_refills_at_the_rate(tmp_path: Path) -> None:
+    """An empty bucket gets one token back per 1/rate seconds: at 1/s, one more after a second, not before."""
+    async with serving(tmp_path, {"rateLimit": {"requestsPerSecond": 1, "burst": 1}}) as (url, _), \
             httpx.AsyncClient() as client:
-        codes = []
-        await _early_in_the_second(minute=True)
-        for _ in range(5):
-            codes.append((await _infer(client, url)).status_code)
-            await asyncio.sleep(0.01)
-        assert codes == [200, 200, 200, 200, 429]
+        assert [(await _infer(client, url)).status_code for _ in range(2)] == [200, 429]
+        await asyncio.sleep(1.05)
+        assert [(await _infer(client, url)).status_code for _ in range(2)] == [200, 429]
 
 
 async def test_shared_limit_in_redis_across_gateways(tmp_path: Path, redis_url: str) -> None:
-    """Two gateways (two replicas) on one Redis count one limit; with Redis gone, requests pass (fail open)."""
+    """Two gateways (two replicas) on one Redis share one bucket; with Redis gone, requests pass (fail open)."""
     security = {"rateLimit": {"requestsPerSecond": 1, "burst": 3, "per": "clientAddress",
                               "redis": {"urlSecretRef": {"name": "r", "key": "url"}}}}
     settings = SecuritySettings(ratelimit_redis_url=redis_url)
@@ -113,10 +100,11 @@ async def test_shared_limit_in_redis_across_gateways(tmp_path: Path, redis_url: 
     (tmp_path / "b").mkdir()
     async with serving(tmp_path / "a", security, settings) as (url_a, gw_a), \
             serving(tmp_path / "b", security, settings) as (url_b, _), httpx.AsyncClient() as client:
-        await gw_a.security.limiter.storage.reset()  # type: ignore[union-attr]
-        await _early_in_the_second()
+        await gw_a.security.limiter.reset()  # type: ignore[union-attr]
         codes = [(await _infer(client, url_a if i % 2 else url_b)).status_code for i in range(6)]
-        assert sorted(codes) == [200] * 4 + [429] * 2
+        assert codes == [200] * 3 + [429] * 3
+        refused = await _infer(client, url_a)
+        assert refused.headers["RateLimit-Limit"] == "3" and int(refused.headers["Retry-After"]) >= 1
     broken = SecuritySettings(ratelimit_redis_url="redis://127.0.0.1:1/0")
     (tmp_path / "c").mkdir()
     async with serving(tmp_path / "c", security, broken) as (url, _), httpx.AsyncClient() as client:

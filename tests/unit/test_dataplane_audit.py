@@ -1,14 +1,16 @@
-"""The audit log's writes: batched within FLUSH_SECONDS in a running gateway, never lost at close."""
+"""The audit log's writes: batched within FLUSH_SECONDS in a running gateway, never lost at close;
+its timestamps."""
 
 from __future__ import annotations
 
 import asyncio
 import io
 import json
+from datetime import UTC, datetime
 
 from tritium.api.spec import AuditSpec
 from tritium.dataplane.http.server import Request
-from tritium.dataplane.security.audit import FLUSH_SECONDS, AuditLog
+from tritium.dataplane.security.audit import FLUSH_SECONDS, AuditLog, Clock
 
 
 class CountingStream(io.StringIO):
@@ -58,3 +60,11 @@ def test_without_an_event_loop_each_record_is_written_at_once() -> None:
     log = AuditLog(AuditSpec(enabled=True), "r1", stream=stream)
     record(log, "sync")
     assert json.loads(stream.getvalue())["request_id"] == "sync"
+
+
+def test_clock_is_utc_to_the_millisecond(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    clock = Clock()
+    for now in (1_796_300_709.0, 1_796_300_709.1234, 1_796_300_709.9999, 1_796_300_710.0005, 1_796_387_199.999):
+        monkeypatch.setattr("tritium.dataplane.security.audit.time.time", lambda now=now: now)
+        expected = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
+        assert clock.now() == expected

@@ -537,15 +537,17 @@ class RedisSpec(ApiModel):
 
 
 class RateLimit(ApiModel):
-    """Rate limit per API key or client address, shaped like a token bucket (docs/security.md).
+    """Rate limit per API key or client address: a token bucket (docs/security.md).
 
-    Enforced as at most requestsPerSecond + burst requests in any second and 60 x requestsPerSecond
-    + burst in any minute; a request over it is answered 429 with Retry-After and RateLimit-* headers.
+    Each client's bucket holds burst tokens and gets requestsPerSecond back per second; a request
+    takes one, and one that finds the bucket empty is answered 429 with Retry-After (when a token
+    is back) and RateLimit-* headers. So at most burst + requestsPerSecond x w requests pass in
+    any w seconds.
     """
 
-    requests_per_second: float = described("Sustained requests per second.", gt=0)
+    requests_per_second: float = described("Sustained requests per second: the rate the bucket refills at.", gt=0)
     burst: int = described(
-        "Requests allowed at once above the sustained rate (in any second, and once per minute).", default=10, ge=1
+        "Requests allowed at once: the size of the bucket, full for a client not seen lately.", default=10, ge=1
     )
     per: Literal["key", "clientAddress"] = described(
         "Who a limit applies to: key: each API key (the client address when apiKeysSecretRef is unset); "

@@ -102,6 +102,8 @@ class Security:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
+        if self.limiter is not None:
+            await self.limiter.close()
 
     async def admit(self, request: Request, endpoint: str) -> None:
         """Raise the refusal (403, 401, 429) of a request that may not go on; note who made it."""
