@@ -10,8 +10,8 @@ has refilled are dropped and memory stays bounded by the clients seen in the las
 seconds.
 
 `limits`, the library this started on, has no token bucket (fixed, moving and sliding windows
-only); approximating one by two of its sliding windows cost about 15 us per request in the
-gateway, against about 1 us for this arithmetic, and let ``rate + burst`` through at once.
+only); approximating one by two of its sliding windows cost 13-21 us per request in the gateway,
+where this arithmetic is lost in the benchmark's noise, and let ``rate + burst`` through at once.
 
 Counts live in this process (each replica limits on its own) unless a Redis URL is given; then
 every replica shares one bucket per client, taken by one Lua script (atomic, on the Redis
