@@ -38,7 +38,7 @@ from tritium.dataplane.http.server import Request, Response, Router, StreamRespo
 from tritium.dataplane.http.stage_client import StageClient
 from tritium.dataplane.metrics import GatewayMetrics
 from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_modes, pre_passes_tensors
-from tritium.dataplane.security.audit import UNAUDITED, AuditLog
+from tritium.dataplane.security.audit import AuditLog
 from tritium.dataplane.security.layers import KEY_ID_STATE, OPEN_ENDPOINTS, Security, SecuritySettings
 from tritium.dataplane.security.redact import RedactingFilter, Redactor
 from tritium.dataplane.security.signing import SIGNATURE_HEADER, Signer
@@ -610,7 +610,7 @@ def build_handler(gateway: Gateway) -> Any:
         if signer is not None and isinstance(response, Response) and endpoint not in OPEN_ENDPOINTS:
             response.headers[SIGNATURE_HEADER] = signer.sign(rid, response.body)  # errors too: all but streams
         elapsed = time.perf_counter() - start
-        if audit is not None and endpoint not in UNAUDITED:  # before the model label is blanked below
+        if audit is not None and endpoint not in OPEN_ENDPOINTS:  # before the model label is blanked below
             audit.record(request, endpoint=endpoint, model=model, status=status, seconds=elapsed,
                          key_id=request.state.get(KEY_ID_STATE), client=str(gateway.security.client(request) or "")
                          or None, cache=response.headers.get(CACHE_HEADER))

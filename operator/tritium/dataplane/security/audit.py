@@ -29,7 +29,6 @@ from tritium.api.spec import AuditSpec
 from tritium.dataplane.errors import REQUEST_ID_HEADER
 from tritium.dataplane.http.server import Request
 
-UNAUDITED = frozenset(("live", "ready"))
 FLUSH_SECONDS = 0.05
 
 

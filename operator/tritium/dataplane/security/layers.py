@@ -33,6 +33,7 @@ API_KEYS_FILE_ENV = "TRITIUM_API_KEYS_FILE"
 RATELIMIT_REDIS_URL_ENV = "TRITIUM_RATELIMIT_REDIS_URL"
 KEY_ID_STATE = "api_key_id"
 CLIENT_STATE = "client_address"
+# The probes' endpoints: open to anyone (kubelets and load balancers carry no key), never signed nor audited.
 OPEN_ENDPOINTS = frozenset(("live", "ready"))
 _CHALLENGE = 'Bearer realm="tritium"'
 _MAX_KEY_CHILDREN = 1_000
