@@ -4,7 +4,7 @@ kmock stores objects and streams watch events but knows nothing of server-side a
 or uids. The few behaviours the operator relies on are added here, close to what kube-apiserver
 does: a server-side apply PATCH creates a missing object; metadata.generation starts at 1 and
 grows when the spec changes (never for status); every object gets a uid, a creationTimestamp and
-a growing resourceVersion. Nothing else (no field ownership, no schema, no garbage collector):
+a growing resourceVersion, and a create with only generateName a name. Nothing else (no field ownership, no schema, no garbage collector):
 what kmock cannot check is checked by the render tests and the strict schema validation.
 """
 
@@ -92,6 +92,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     meta["generation"] = int(cmeta.get("generation") or 1) + 1
 
     def _stamp_new(self, meta: dict[str, Any]) -> None:
+        if not meta.get("name") and meta.get("generateName"):  # as the API server names Events
+            meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("generation", 1)
         meta.setdefault("creationTimestamp", datetime.datetime.now(tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
