@@ -4,8 +4,9 @@ kmock stores objects and streams watch events but knows nothing of server-side a
 or uids. The few behaviours the operator relies on are added here, close to what kube-apiserver
 does: a server-side apply PATCH creates a missing object; metadata.generation starts at 1 and
 grows when the spec changes (never for status); every object gets a uid, a creationTimestamp and
-a growing resourceVersion, and a create with only generateName a name. Nothing else (no field ownership, no schema, no garbage collector):
-what kmock cannot check is checked by the render tests and the strict schema validation.
+a growing resourceVersion, and a create with only generateName a name. Nothing else (no field
+ownership, no schema, no garbage collector): what kmock cannot check is checked by the render
+tests and the strict schema validation.
 """
 
 from __future__ import annotations
