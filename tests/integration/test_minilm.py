@@ -8,6 +8,7 @@ perf_analyzer driving the pipeline with string data it generates from that metad
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -16,6 +17,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -69,13 +71,13 @@ def test_model_alone_through_triton(triton: object) -> None:
     pre, post = _script("pre"), _script("post")
     pre.setup({})
     tensors = pre.preprocess({"text": REFERENCE["sentences"]}, {})
-    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))  # type: ignore[attr-defined]
     inputs = []
     for name, array in tensors.items():
         tensor = httpclient.InferInput(name, list(array.shape), "INT64")
         tensor.set_data_from_numpy(array, binary_data=True)
         inputs.append(tensor)
-    result = client.infer("minilm", inputs)
+    with _closing(httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))) as client:  # type: ignore[attr-defined]
+        result = client.infer("minilm", inputs)
     hidden, mask = result.as_numpy("token_embeddings"), result.as_numpy("mask")
     assert hidden.shape == (*tensors["input_ids"].shape, 384)
     out = post.postprocess({"token_embeddings": hidden, "mask": mask}, {})
@@ -86,13 +88,13 @@ def test_model_rejects_bad_token_ids(triton: object) -> None:
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
 
-    client = httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))  # type: ignore[attr-defined]
     inputs = []
     for name, value in (("input_ids", 10**6), ("attention_mask", 1), ("token_type_ids", 0)):
         tensor = httpclient.InferInput(name, [1, 2], "INT64")
         tensor.set_data_from_numpy(np.full((1, 2), value, dtype=np.int64))
         inputs.append(tensor)
-    with pytest.raises(InferenceServerException, match="token ids must be within"):
+    with _closing(httpclient.InferenceServerClient(triton.http_url.removeprefix("http://"))) as client, \
+            pytest.raises(InferenceServerException, match="token ids must be within"):  # type: ignore[attr-defined]
         client.infer("minilm", inputs)
 
 
@@ -161,15 +163,21 @@ def test_model_directory_has_no_config_of_its_own() -> None:
     assert not (Path(MINILM) / "model" / "config.pbtxt").exists()
 
 
-def _v2_client(gateway: str) -> object:
+def _closing(client: Any) -> contextlib.closing[Any]:
+    """Close a tritonclient client in the test's own thread: left to the garbage collector, its
+    gevent pool is joined from whichever thread collects it, and fails there."""
+    return contextlib.closing(client)
+
+
+def _v2_client(gateway: str) -> contextlib.closing[Any]:
     import tritonclient.http as httpclient
 
-    return httpclient.InferenceServerClient(gateway.removeprefix("http://"), network_timeout=120)
+    return _closing(httpclient.InferenceServerClient(gateway.removeprefix("http://"), network_timeout=120))
 
 
 def test_v2_metadata_describes_the_pipeline(gateway: str) -> None:
-    client = _v2_client(gateway)
-    meta = client.get_model_metadata("minilm")  # type: ignore[attr-defined]
+    with _v2_client(gateway) as client:
+        meta = client.get_model_metadata("minilm")
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert meta["outputs"] == [{"name": "embeddings", "datatype": "FP32", "shape": [-1, 384]}]
     import httpx
@@ -186,7 +194,8 @@ def test_unchanged_tritonclient_through_the_pipeline(gateway: str, binary: bool)
     text = httpclient.InferInput("text", [len(sentences)], "BYTES")
     text.set_data_from_numpy(np.array([s.encode() for s in sentences], dtype=np.object_), binary_data=binary)
     wanted = [httpclient.InferRequestedOutput("embeddings", binary_data=binary)]
-    result = _v2_client(gateway).infer("minilm", [text], outputs=wanted)  # type: ignore[attr-defined]
+    with _v2_client(gateway) as client:
+        result = client.infer("minilm", [text], outputs=wanted)
     embeddings = result.as_numpy("embeddings")
     assert embeddings.dtype == np.float32 and embeddings.shape == (len(sentences), 384)
     assert min(_cosines(embeddings.tolist())) >= MIN_COSINE
