@@ -21,6 +21,7 @@ import kopf
 
 from tritium.api.checks import references
 from tritium.api.resource import GROUP, PLURAL, VERSION, SpecError, parse_inference_service
+from tritium.controller.kopf_storage import LeanStatusDiffBaseStorage
 from tritium.controller.kube import ApiError, KubeClient
 from tritium.controller.reconcile import OPTIONAL_KINDS, ChildRef, Reconciler, owner_of
 from tritium.images import Images
@@ -68,7 +69,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # (plus our finalizer) and Argo CD / Flux see no drift.
     settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.lastHandled")
+    settings.persistence.diffbase_storage = LeanStatusDiffBaseStorage(field="status.kopf.lastHandled")
     settings.posting.level = 30  # warnings and errors become Kubernetes events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
