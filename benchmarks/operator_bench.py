@@ -71,7 +71,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.operator_scenarios import CHILD_KINDS, make_isvc  # noqa: E402
-from tritium.controller.kube import ApiError, KubeClient, object_path  # noqa: E402
+from tritium.controller.kube import ApiError, KubeClient  # noqa: E402
 
 CHILDREN = tuple(CHILD_KINDS)  # every kind the operator makes for one service (the e2e tests' list)
 MANAGED = "app.kubernetes.io/managed-by=tritium-operator"
@@ -298,19 +298,11 @@ class Target:
             self.plane.stop()
 
 
-# Progress is polled from the API server's watch cache (resourceVersion=0: no read from etcd, at
-# most a few milliseconds old), so the benchmark's own lists, several every half second, weigh as
-# little as they can on the control plane whose time is measured.
-FROM_CACHE = {"resourceVersion": "0"}
-
-
 async def children(client: KubeClient, kind: str, namespace: str) -> list[dict[str, Any]]:
     """The operator's children of one kind, from the watch cache; none while the API does not know
     the kind yet (the emulator declares a kind on its first write)."""
     try:
-        data = await client._request("GET", object_path(kind, namespace),
-                                     params={"labelSelector": MANAGED, **FROM_CACHE})
-        return list(data.get("items") or [])
+        return await client.list(kind, namespace, MANAGED, from_cache=True)
     except ApiError as exc:
         if exc.status == 404:
             return []
@@ -318,7 +310,11 @@ async def children(client: KubeClient, kind: str, namespace: str) -> list[dict[s
 
 
 class Progress:
-    """Polls the API: how many services are done (children + status) and how many are Ready."""
+    """Polls the API: how many services are done (children + status) and how many are Ready.
+
+    From the API server's watch cache, so the benchmark's own lists, several every half second,
+    weigh as little as they can on the control plane whose time is measured.
+    """
 
     def __init__(self, client: KubeClient, namespace: str) -> None:
         self.client, self.namespace = client, namespace
@@ -326,8 +322,7 @@ class Progress:
         self.expected: set[str] = set()
 
     async def poll(self) -> tuple[int, int]:
-        isvcs = (await self.client._request("GET", ISVCS.format(ns=self.namespace),
-                                            params=FROM_CACHE)).get("items") or []
+        isvcs = await self.client.list("InferenceService", self.namespace, "", from_cache=True)
         if self.complete < self.expected or not self.expected:
             have: dict[str, set[str]] = {}
             for kind in CHILDREN:  # children are only listed until every service has all of them

@@ -110,7 +110,6 @@ class RateLimiter:
     def __init__(self, requests_per_second: float, burst: int, redis_url: str | None = None,
                  namespace: str = "tritium") -> None:
         self.bucket = Bucket(requests_per_second, burst)
-        self.remote = bool(redis_url)
         self._full_at: dict[str, float] = {}
         self._prefix = f"{namespace}/ratelimit/"
         self._redis: Any = None
