@@ -21,6 +21,7 @@ from tests.support.operator_scenarios import (
     wait_event,
     wait_status,
 )
+from tritium.controller.handlers import FINALIZER
 from tritium.controller.kube import KubeClient
 from tritium.render.metadata import LABEL_REVISION
 
@@ -95,7 +96,7 @@ async def test_lifecycle(kube: Kube, api: KubeClient, namespace: str, operator: 
              for d in await children(api, namespace, name, "Deployment")}
     assert after == before, "an invalid spec must leave the running Deployment untouched"
 
-    # Deleting the service: the finalizer runs, the garbage collector takes what is left.
+    # Deleting the service: no finalizer holds it; the garbage collector takes its children.
     await delete_and_wait(api, namespace, name, timeout=30)
 
 
@@ -112,3 +113,22 @@ async def test_a_secret_created_later_is_noticed(api: KubeClient, namespace: str
                       "stringData": {"AWS_ACCESS_KEY_ID": "e2e", "AWS_SECRET_ACCESS_KEY": "e2e"}})
     obj = await wait_status(api, namespace, name, ready, timeout=15)
     assert condition(obj, "SpecValid")["status"] == "True"
+
+
+async def test_the_finalizer_of_earlier_versions_is_removed(api: KubeClient, namespace: str, operator: None) -> None:
+    """Earlier versions blocked a service's deletion with a finalizer until they had cleaned up;
+    this one needs none (its children carry owner references), and a service that still has it is
+    freed, so that deleting it does not wait for an operator that no longer removes it."""
+    name = "had-a-finalizer"
+    obj = make_isvc(name, namespace)
+    obj["metadata"]["finalizers"] = [FINALIZER]
+    created = await create(api, obj)
+    assert created["metadata"]["finalizers"] == [FINALIZER]
+    await wait_status(api, namespace, name, ready, timeout=READY_TIMEOUT)
+
+    async def freed() -> bool:
+        found = await get_isvc(api, namespace, name)
+        return found is not None and FINALIZER not in (found["metadata"].get("finalizers") or [])
+
+    await eventually(freed, timeout=15)
+    await delete_and_wait(api, namespace, name, timeout=30)

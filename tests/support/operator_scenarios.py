@@ -93,7 +93,7 @@ async def wait_status(client: KubeClient, namespace: str, name: str, predicate, 
 
 
 async def delete_and_wait(client: KubeClient, namespace: str, name: str, timeout: float = 60) -> None:
-    """Delete the service; the operator removes its finalizer, the garbage collector the children."""
+    """Delete the service; it goes at once (no finalizer), the garbage collector takes the children."""
     await client.delete("InferenceService", namespace, name)
 
     async def gone() -> bool:

@@ -8,8 +8,10 @@ view/edit roles are not bound to the operator and are not compared.
 
 1. kopf's handlers. Importing the controller modules that use kopf's decorators registers their
    handlers in kopf's default registry, and each handler's selector is a resource kopf lists and
-   watches; resource-changing handlers (create/update/resume/delete) and daemons/timers make kopf
-   patch that resource too (its finalizer) and its status subresource (progress and diff-base).
+   watches; resource-changing handlers (create/update/resume/delete) and daemons/timers would make
+   kopf patch that resource too (its finalizer) and its status subresource (progress and
+   diff-base); the operator has none (it is level-triggered), but kopf still removes the finalizer
+   earlier versions put on InferenceServices (part 3).
    The registry rather than an `ast` walk of the decorators, because handlers.py applies
    `kopf.index` and `kopf.on.event` in factories over CHILD_KINDS: the resources are computed at
    import, and the registry holds exactly what kopf will watch.
@@ -24,7 +26,8 @@ view/edit roles are not bound to the operator and are not compared.
    not know, an API client other than KubeClient, or a KubeClient held under another name fails
    the test instead of being skipped. (No registry of calls was added to the controller: the
    call sites name their kinds plainly enough to be read as they are.)
-3. What kopf itself does besides the handlers (from kopf's own source): the resource observer
+3. What kopf itself does besides the handlers (from kopf's own source): the finalizer of
+   `settings.persistence.finalizer` removed where no handler needs it, the resource observer
    lists and watches CRDs, the namespace observer lists and watches namespaces when not
    cluster-wide, posting creates core v1 Events, and peering lists, watches and patches the
    (Cluster)KopfPeering; the peering object calls of `ensure_peering` are parsed as in part 2,
@@ -425,14 +428,16 @@ def own_calls(namespaces: list[str], peering: str | None) -> list[tuple[Perm, st
 
 
 def _settings() -> dict[str, Any]:
-    """`settings.SECTION.NAME = literal` assignments of the startup handlers."""
+    """`settings.SECTION.NAME = value` assignments of the startup handlers: a literal's value, else
+    the expression's source."""
     out: dict[str, Any] = {}
     for _, tree in _modules():
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
                 text = ast.unparse(node.targets[0])
-                if text.startswith("settings.") and isinstance(node.value, ast.Constant):
-                    out[text.removeprefix("settings.")] = node.value.value
+                if text.startswith("settings."):
+                    value = node.value.value if isinstance(node.value, ast.Constant) else ast.unparse(node.value)
+                    out[text.removeprefix("settings.")] = value
     return out
 
 
@@ -454,6 +459,11 @@ def operator_needs(namespaces: list[str], peering: str | None) -> Needs:
                 add(group, f"{plural}/status", ("patch",), f"kopf keeps handler {handler.id}'s progress in status")
 
     settings = _settings()
+    if "persistence.finalizer" in settings:
+        # kopf removes its finalizer from any object it sees that carries it while no handler needs
+        # it: earlier versions of the operator put it on InferenceServices.
+        isvc_group, isvc_plural = "serving.tritium.dev", "inferenceservices"
+        add(isvc_group, isvc_plural, ("patch",), "kopf removes the finalizer earlier versions put on services")
     if not settings.get("scanning.disabled", False):
         crds = kopf_references.CRDS
         add(crds.group, _plural(crds), ("list", "watch"), "kopf's resource observer")

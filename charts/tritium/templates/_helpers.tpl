@@ -73,7 +73,7 @@ and fails on a rule missing here and on one granted here that nothing uses.
 */}}
 {{- define "tritium.namespacedRules" -}}
 # The InferenceService: kopf watches it (the operator reconciles from what the watch saw) and
-# patches its finalizer; status is written by patches only (kopf's progress and the operator's).
+# patches away the finalizer earlier versions put on it; status is written by patches only.
 - apiGroups: ["serving.tritium.dev"]
   resources: ["inferenceservices"]
   verbs: ["list", "watch", "patch"]

@@ -98,7 +98,8 @@ class InferenceServiceStatus(ApiModel):
     selector: str | None = described("Label selector of the serving pods (for the scale subresource).", default=None)
     kopf: dict[str, Any] | None = Field(
         default=None,
-        description="Operator bookkeeping (handler progress); not part of the API contract.",
+        description=("Bookkeeping of earlier operator versions (kopf's handler progress); ignored, "
+                     "not part of the API contract."),
         json_schema_extra={"type": "object", "x-kubernetes-preserve-unknown-fields": True},
     )
 

@@ -1,5 +1,10 @@
 """kopf handlers: tiny functions that hand the event to the Reconciler.
 
+Level-triggered: kopf only delivers events (no change handlers, no diff base, no finalizer), and
+an event of a service, of one of its children or of an object it refers to reconciles the
+service as the watch shows it then. What a reconcile would not see differently (the echo of the
+operator's own status write, a Deployment's timestamps) reconciles nothing.
+
 Children are seen through kopf indexes (watch-fed caches), so a reconcile reads nothing from the
 API server to know what exists, and a steady state makes no API calls at all. Every child kind is
 watched: a hand edit or a deletion re-reconciles its owner, which puts it back. Secrets and
@@ -21,7 +26,6 @@ import kopf
 
 from tritium.api.checks import references
 from tritium.api.resource import GROUP, PLURAL, VERSION, SpecError, parse_inference_service
-from tritium.controller.kopf_storage import LeanStatusDiffBaseStorage
 from tritium.controller.kube import ApiError, KubeClient
 from tritium.controller.reconcile import OPTIONAL_KINDS, ChildRef, Reconciler, owner_of
 from tritium.images import Images
@@ -64,12 +68,11 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     _indexes.clear()
     _references.clear()
     _seen.clear()
+    _pending_retries.clear()
     logger.info(f"default images: tritium {images.stage}, triton {images.triton}")
-    # GitOps: keep kopf's bookkeeping in status, so metadata holds only what users wrote
-    # (plus our finalizer) and Argo CD / Flux see no drift.
+    # kopf's finalizer is the one earlier versions put on services: kopf removes it from each, as
+    # no handler needs one (service_changed).
     settings.persistence.finalizer = FINALIZER
-    settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = LeanStatusDiffBaseStorage(field="status.kopf.lastHandled")
     settings.posting.level = 30  # warnings and errors become Kubernetes events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -87,6 +90,9 @@ async def close_client(**_: Any) -> None:
     for timer in _timers.values():
         timer.cancel()
     _timers.clear()
+    for retry in _pending_retries.values():
+        retry.cancel()
+    _pending_retries.clear()
     await reconciler.rollouts.close()
     await client.close()
 
@@ -200,44 +206,72 @@ def children_of(namespace: str, name: str, indexes: dict[str, Any]) -> list[Chil
     return found
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@kopf.on.update(GROUP, VERSION, PLURAL)
-async def reconcile_isvc(body: kopf.Body, namespace: str, name: str, logger: kopf.Logger, **kw: Any) -> None:
+@kopf.on.event(GROUP, VERSION, PLURAL, id="services_changed")
+async def service_changed(
+    namespace: str, name: str, body: kopf.Body, type: str | None, logger: kopf.Logger, **kw: Any
+) -> None:
+    """Any event of a service: reconcile it if the event changed what a reconcile looks at.
+
+    Level-triggered, with no kopf change handlers: kopf keeps no diff base or progress of its own
+    in the object and adds no finalizer, so a service costs no write beyond the operator's own
+    (its children and its status), and every decision is taken from what the watch shows now. The
+    initial listing (type None) reconciles every service, as a resume after a restart. A deleted
+    service's children go at once (those the watch shows owned by that very object, not by one
+    created again under its name); they carry owner references, so the garbage collector removes
+    them too when the operator is down. kopf removes the finalizer an earlier version of the
+    operator put on a service (settings.persistence.finalizer), as no handler needs it any more.
+    """
+    key = (namespace, name)
+    if type == "DELETED":
+        _forget(key)
+        uid = (body.get("metadata") or {}).get("uid")
+        gone = [c for c in children_of(namespace, name, kw) if uid and c.owner_uid == uid]
+        try:
+            await reconciler.delete_children(namespace, gone)
+        except ApiError as exc:
+            logger.warning(f"deleting the children of {name} failed, the garbage collector removes them: {exc}")
+        return
+    if (body.get("metadata") or {}).get("deletionTimestamp"):
+        return  # going away: nothing to apply to it
     _remember(kw)
-    await reconciler.reconcile(dict(body), children_of(namespace, name, kw), logger)
+    if type is not None and not reconciler.wants(dict(body)):
+        return  # the echo of our own status write, or a change no reconcile looks at
+    await _reconcile_owner(key, "a change of the service", logger, kw, settle=0.0)
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete_isvc(namespace: str, name: str, logger: kopf.Logger, **kw: Any) -> None:
-    children = children_of(namespace, name, kw)
-    timer = _timers.pop((namespace, name), None)
+def _forget(key: tuple[str, str]) -> None:
+    """A service is gone: drop what this process remembers of it."""
+    timer = _timers.pop(key, None)
     if timer is not None:
         timer.cancel()
-    try:
-        await reconciler.delete_children(namespace, children)
-    except ApiError as exc:
-        raise kopf.TemporaryError(f"deleting children: {exc}", delay=5) from exc
-    reconciler.forget(namespace, name)
-    _references.pop((namespace, name), None)
-    logger.info(f"deleted {len(children)} child object(s)")
+    retry = _pending_retries.pop(key, None)
+    if retry is not None:
+        retry.cancel()
+    reconciler.forget(*key)
+    _references.pop(key, None)
 
 
+# A reconcile that failed is tried again after these delays, then every RETRY_DELAYS[-1] seconds
+# (or the error's own delay, if longer: 60 s for a write the API server refused) until it succeeds
+# or the service is gone: kopf does not retry event handlers, and no later event may come.
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 # A change of a child comes in bursts (a Deployment's status moves several times while its pods
 # come up, an apply of nine children echoes nine events): a reconcile after one waits this long,
 # and the triggers meanwhile collapse into it.
 SETTLE_SECONDS = 0.5
 _retries: set[asyncio.Task[None]] = set()
+_pending_retries: dict[tuple[str, str], asyncio.Task[None]] = {}  # at most one waiting retry per service
 
 
 async def _reconcile_owner(
-    key: tuple[str, str], why: str, logger: Any, indexes: dict[str, Any], attempt: int = 0
+    key: tuple[str, str], why: str, logger: Any, indexes: dict[str, Any], attempt: int = 0,
+    settle: float = SETTLE_SECONDS,
 ) -> None:
-    """Re-reconcile a service after a change kopf does not report on the service itself.
+    """Reconcile a service as the watch last saw it, after a change of it, of a child or of an
+    object it refers to.
 
-    kopf does not retry event handlers, so a failure (an API timeout under load) is retried here
-    in the background with a growing delay; a later event or the resume covers anything beyond.
+    A failure (an API timeout under load) is retried in the background with a growing delay; the
+    retry reconciles the service as it is then, so one waiting retry per service is enough.
     """
     async def fetch() -> dict[str, Any] | None:
         return latest_body(key, indexes)
@@ -248,20 +282,22 @@ async def _reconcile_owner(
             fetch=fetch,
             children=lambda: children_of(*key, indexes),
             logger=logger,
-            settle=SETTLE_SECONDS,
+            settle=settle,
         )
     except (ApiError, kopf.TemporaryError) as exc:
-        if attempt >= len(RETRY_DELAYS):
-            logger.warning(f"reconcile of {key[1]} after {why} failed {attempt + 1} times, giving up: {exc}")
-            return
-        delay = RETRY_DELAYS[attempt]
-        logger.warning(f"reconcile of {key[1]} after {why} failed, retrying in {delay:.0f} s: {exc}")
+        if key in _pending_retries:
+            return  # a retry is already waiting; it reconciles what this one would
+        delay = max(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)], float(getattr(exc, "delay", 0) or 0))
+        logger.warning(f"reconcile of {key[1]} after {why} failed (try {attempt + 1}), retrying in {delay:.0f} s: "
+                       f"{exc}")
 
         async def retry() -> None:
             await asyncio.sleep(delay)
-            await _reconcile_owner(key, why, logger, indexes, attempt + 1)
+            _pending_retries.pop(key, None)
+            await _reconcile_owner(key, why, logger, indexes, attempt + 1, settle=0.0)
 
         task = asyncio.create_task(retry())
+        _pending_retries[key] = task
         _retries.add(task)
         task.add_done_callback(_retries.discard)
 

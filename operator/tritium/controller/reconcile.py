@@ -43,7 +43,9 @@ from tritium.rollout.machine import Observations, analysis_window, decide
 from tritium.rollout.revisions import DeploymentObservation, RevisionPlan, serving_status, target_replicas
 from tritium.rollout.state import Policy, RolloutState
 
-STATUS_BOOKKEEPING = "kopf"  # status.kopf belongs to kopf, never compared nor overwritten here
+# status.kopf: the bookkeeping of earlier versions (kopf's handler progress), never compared nor
+# overwritten here.
+STATUS_BOOKKEEPING = "kopf"
 ROLLOUT_STATUS_KEYS = ("stableRevision", "canaryRevision", "canaryWeight", "analysis", "rollout")
 
 
@@ -90,6 +92,14 @@ class ChildRef:
     @property
     def body(self) -> dict[str, Any]:
         return json.loads(self.live_json)
+
+    @property
+    def owner_uid(self) -> str:
+        """The uid of the InferenceService that controls this child ("" if none)."""
+        for ref in self.body["metadata"].get("ownerReferences") or []:
+            if ref.get("controller") and ref.get("kind") == KIND:
+                return str(ref.get("uid", ""))
+        return ""
 
     @staticmethod
     def from_object(kind: str, obj: dict[str, Any]) -> ChildRef:
@@ -155,6 +165,20 @@ def _selector(isvc: InferenceService) -> str:
     return ",".join(f"{k}={v}" for k, v in selector_labels(isvc).items())
 
 
+def _own_status(body: dict[str, Any]) -> dict[str, Any]:
+    """The service's status as this operator writes it (no bookkeeping, no nulls)."""
+    return {k: v for k, v in (body.get("status") or {}).items() if k != STATUS_BOOKKEEPING and v is not None}
+
+
+def trigger_of(meta: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a service's metadata a reconcile depends on besides its status: which object (uid),
+    which spec (generation), and the labels and annotations (a person's rollout commands). Any
+    other change of the object (managedFields, a finalizer, the resourceVersion) changes no
+    decision."""
+    return (meta.get("uid"), meta.get("generation"), json.dumps(meta.get("labels") or {}, sort_keys=True),
+            json.dumps(meta.get("annotations") or {}, sort_keys=True))
+
+
 def _parse(body: dict[str, Any]) -> InferenceService:
     """Parse the user's part of the object (status is ours and never blocks parsing)."""
     return parse_inference_service({k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")})
@@ -178,6 +202,9 @@ class Reconciler:
         self._applied: dict[tuple[str, str, str], Applied] = {}  # (namespace, kind, name)
         self._missing_kinds: set[str] = set()  # optional kinds the API server was found not to serve
         self._waiting: dict[str, set[tuple[str, str]]] = {}  # missing kind -> services that skipped it
+        # What the last reconcile of each service started from (trigger_of its metadata) and the
+        # status it left: an event of the service that changes neither is no reason to reconcile.
+        self._settled: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any]]] = {}
 
     def reset(self, images: Images = DEFAULT_IMAGES, prometheus_url: str | None = None) -> None:
         """Forget per-object state (locks are bound to the event loop of one operator run)."""
@@ -190,12 +217,33 @@ class Reconciler:
         self._applied.clear()
         self._missing_kinds.clear()
         self._waiting.clear()
+        self._settled.clear()
         self.events.reset()
 
     def forget(self, namespace: str, name: str) -> None:
         self._locks.pop((namespace, name), None)
         self._generations.pop((namespace, name), None)
         self._status.pop((namespace, name), None)
+        self._settled.pop((namespace, name), None)
+
+    def wants(self, body: dict[str, Any]) -> bool:
+        """Whether an event of the service itself calls for a reconcile.
+
+        The operator is level-triggered: every event of a service comes here, and most are the
+        echo of its own status write. One that changes what the last reconcile started from (the
+        spec, labels, annotations) or a status other than the one it left (a status someone else
+        wrote or removed) does; an event older than this process's last status write does not.
+        """
+        meta = body.get("metadata") or {}
+        key = (meta.get("namespace", "default"), meta.get("name", ""))
+        settled = self._settled.get(key)
+        if settled is None or settled[0] != trigger_of(meta):
+            return True
+        written = self._status.get(key)
+        if written is not None and (written[0] == str(meta.get("resourceVersion", ""))
+                                    or _older(str(meta.get("resourceVersion", "")), written[0])):
+            return False  # our own write, or an event from before it
+        return _own_status(body) != settled[1]
 
     def forget_child(self, namespace: str, kind: str, name: str) -> None:
         """A child was deleted: whatever we wrote to it is gone, so the next reconcile writes it anew."""
@@ -233,15 +281,6 @@ class Reconciler:
                 return
             await self._reconcile_locked(body, children(), logger)
 
-    async def reconcile(
-        self, body: dict[str, Any], children: list[ChildRef], logger: logging.Logger | kopf.Logger
-    ) -> None:
-        meta = body.get("metadata") or {}
-        key = (meta.get("namespace", "default"), meta.get("name", ""))
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            await self._reconcile_locked(body, children, logger)
-
     async def _reconcile_locked(
         self, body: dict[str, Any], children: list[ChildRef], logger: logging.Logger | kopf.Logger
     ) -> None:
@@ -254,29 +293,35 @@ class Reconciler:
                 return  # a newer spec was already reconciled; this body is stale
             self._generations[key] = generation
         try:
-            result = await self._reconcile(body, children, logger)
+            result, status = await self._reconcile(body, children, logger)
         except ApiError as exc:
+            self._settled.pop(key, None)  # not through: the next event of the service reconciles again
             metrics.RECONCILES.labels(result="error").inc()
             metrics.ERRORS.labels(kind=f"api_{exc.status}").inc()
             if exc.retriable:
                 raise kopf.TemporaryError(f"Kubernetes API: {exc}", delay=5) from exc
             raise kopf.TemporaryError(f"Kubernetes API refused a write: {exc}", delay=60) from exc
+        except BaseException:
+            self._settled.pop(key, None)
+            raise
         finally:
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(result=result).inc()
+        self._settled[key] = (trigger_of(meta), {k: v for k, v in status.items() if v is not None})
 
     def _previous_status(self, key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any]:
         """The status this reconcile starts from: the body's, unless this process wrote a newer one
         (a handler's body can predate our last status write; a rollout must not repeat a step)."""
-        previous = {
-            k: v for k, v in (body.get("status") or {}).items() if k != STATUS_BOOKKEEPING and v is not None
-        }
+        previous = _own_status(body)
         written = self._status.get(key)
         if written is not None and _older(str((body.get("metadata") or {}).get("resourceVersion", "")), written[0]):
             return dict(written[1])
         return previous
 
-    async def _reconcile(self, body: dict[str, Any], children: list[ChildRef], logger: Any) -> str:
+    async def _reconcile(
+        self, body: dict[str, Any], children: list[ChildRef], logger: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """One reconcile: its result (for the metric) and the status it left."""
         meta = body.get("metadata") or {}
         namespace, name = meta.get("namespace", "default"), meta.get("name", "")
         generation = meta.get("generation")
@@ -302,7 +347,7 @@ class Reconciler:
             # the spec is valid again: its state stays in status.
             status.update({k: previous[k] for k in ROLLOUT_STATUS_KEYS if k in previous})
             await self._write_status(namespace, name, previous, status)
-            return "invalid_spec"
+            return "invalid_spec", status
 
         revision = revision_of(isvc.spec, self.images)
         # The rollout: what the machine decides from status, the Deployments, a person's
@@ -418,7 +463,7 @@ class Reconciler:
         await self._write_status(namespace, name, previous, status)
         if decision.requeue_after is not None and self.schedule is not None:
             self.schedule((namespace, name), decision.requeue_after)
-        return "success"
+        return "success", status
 
     async def _hold_stable(self, isvc: InferenceService, stable: str, replicas: int, logger: Any) -> None:
         await self.client.set_replicas("Deployment", isvc.namespace, revision_name(isvc, stable), replicas)
@@ -480,9 +525,12 @@ class Reconciler:
             self._status[(namespace, name)] = (version, {k: v for k, v in status.items() if v is not None})
 
     async def delete_children(self, namespace: str, children: list[ChildRef]) -> None:
-        """Delete every child now (owner references would too, but only with a garbage collector)."""
+        """Delete the children of a deleted service now. The garbage collector would too, from
+        their owner references, but later: on the test control plane it had not removed them
+        30 s after the service was gone."""
         for child in children:
             await self.client.delete(child.kind, namespace, child.name)
+            self.forget_child(namespace, child.kind, child.name)
 
 
 def merge_patch(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,148 @@
+"""Reconciler.wants: which events of a service reconcile it (controller/reconcile.py).
+
+The operator is level-triggered: every event of a service is offered, and only one that changes
+what a reconcile starts from may cost a reconcile. The reconcile here is the real one, with a
+stand-in API client that answers writes with increasing resourceVersions (what is checked is the
+bookkeeping, not the API server: the e2e suite runs the same code against a real one).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+from tests.support.operator_scenarios import make_isvc
+from tritium.controller.reconcile import Reconciler, merge_patch
+
+
+class RecordingClient:
+    """Answers every write with the next resourceVersion; keeps the service's status as patched."""
+
+    def __init__(self) -> None:
+        self.version = 100
+        self.status: dict[str, Any] = {}
+        self.writes: list[str] = []
+
+    def _next(self) -> str:
+        self.version += 1
+        return str(self.version)
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(f"apply {obj['kind']}")
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": self._next()}}
+
+    async def patch_status(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append("status")
+        self.status = _merged(self.status, patch)
+        return {"metadata": {"resourceVersion": self._next()}, "status": self.status}
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.writes.append(f"create {obj['kind']}")
+        return obj
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+
+def _merged(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def service() -> dict[str, Any]:
+    body = make_isvc("m", "ns")
+    body["metadata"].update(uid="u-1", generation=1, resourceVersion="100")
+    return body
+
+
+async def reconciled() -> tuple[Reconciler, RecordingClient, dict[str, Any]]:
+    """A reconcile of a new service, and the service as its status write's echo shows it."""
+    client = RecordingClient()
+    reconciler = Reconciler(client)  # type: ignore[arg-type]
+    body = service()
+    assert reconciler.wants(body), "never reconciled: any event counts"
+
+    async def fetch() -> dict[str, Any]:
+        return body
+
+    await reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=logging.getLogger("t"))
+    assert "status" in client.writes
+    echo = copy.deepcopy(body)
+    echo["metadata"]["resourceVersion"] = str(client.version)
+    echo["status"] = copy.deepcopy(client.status)
+    return reconciler, client, echo
+
+
+async def test_the_echo_of_the_own_status_write_reconciles_nothing() -> None:
+    reconciler, _, echo = await reconciled()
+    assert not reconciler.wants(echo)
+    older = copy.deepcopy(echo)
+    older["metadata"]["resourceVersion"] = "101"  # an event from before the status write
+    older["status"] = {}
+    assert not reconciler.wants(older)
+
+
+async def test_metadata_a_reconcile_ignores_reconciles_nothing() -> None:
+    reconciler, client, echo = await reconciled()
+    later = copy.deepcopy(echo)
+    later["metadata"]["resourceVersion"] = str(client.version + 5)
+    later["metadata"]["finalizers"] = []  # e.g. kopf removing an earlier version's finalizer
+    later["metadata"]["managedFields"] = [{"manager": "kubectl"}]
+    later["status"]["kopf"] = {"progress": {}}  # earlier versions' bookkeeping is not ours
+    assert not reconciler.wants(later)
+
+
+async def test_spec_labels_annotations_and_a_new_object_reconcile() -> None:
+    reconciler, client, echo = await reconciled()
+
+    def changed(**meta: Any) -> dict[str, Any]:
+        out = copy.deepcopy(echo)
+        out["metadata"].update(meta, resourceVersion=str(client.version + 1))
+        return out
+
+    assert reconciler.wants(changed(generation=2))
+    assert reconciler.wants(changed(annotations={"serving.tritium.dev/promote": "true"}))
+    assert reconciler.wants(changed(labels={"team": "search"}))
+    assert reconciler.wants(changed(uid="u-2")), "deleted and created again under the same name"
+
+
+async def test_a_status_someone_else_wrote_reconciles() -> None:
+    reconciler, client, echo = await reconciled()
+    wiped = copy.deepcopy(echo)
+    wiped["metadata"]["resourceVersion"] = str(client.version + 1)
+    wiped["status"] = {}
+    assert reconciler.wants(wiped)
+    edited = copy.deepcopy(echo)
+    edited["metadata"]["resourceVersion"] = str(client.version + 1)
+    edited["status"]["phase"] = "Ready" if echo["status"].get("phase") != "Ready" else "Failed"
+    assert reconciler.wants(edited)
+
+
+async def test_a_reconcile_that_writes_no_status_still_settles() -> None:
+    reconciler, client, echo = await reconciled()
+    writes = len(client.writes)
+
+    async def fetch() -> dict[str, Any]:
+        return echo
+
+    await reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=logging.getLogger("t"))
+    assert "status" not in client.writes[writes:], "nothing changed: no status write"
+    restarted = Reconciler(client)  # type: ignore[arg-type]  # a new process: nothing written by it yet
+    await restarted.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=logging.getLogger("t"))
+    later = copy.deepcopy(echo)
+    later["metadata"]["resourceVersion"] = str(client.version + 3)
+    assert not restarted.wants(later), "the status it found is the status it would write"
+
+
+def test_merge_patch_helper_agrees() -> None:
+    old = {"phase": "Progressing", "rollout": {"phase": "Canary", "since": "t"}}
+    new = {"phase": "Ready", "rollout": {"phase": "Promoted"}}
+    assert _merged(old, merge_patch(old, new)) == new
