@@ -146,3 +146,28 @@ def test_merge_patch_helper_agrees() -> None:
     old = {"phase": "Progressing", "rollout": {"phase": "Canary", "since": "t"}}
     new = {"phase": "Ready", "rollout": {"phase": "Promoted"}}
     assert _merged(old, merge_patch(old, new)) == new
+
+
+async def test_a_spec_is_parsed_once_per_generation(monkeypatch: Any) -> None:
+    from tritium.controller import reconcile
+
+    parsed: list[int] = []
+    real = reconcile._parse
+
+    def counting(body: dict[str, Any]) -> Any:
+        parsed.append(body["metadata"]["generation"])
+        return real(body)
+
+    monkeypatch.setattr(reconcile, "_parse", counting)
+    reconciler, client, echo = await reconciled()
+    bodies = [echo, copy.deepcopy(echo)]
+    bodies[1]["metadata"]["resourceVersion"] = str(client.version + 1)  # e.g. after a child's change
+    changed = copy.deepcopy(echo)
+    changed["metadata"]["generation"] = 2
+    changed["spec"]["model"]["maxBatchSize"] = 16
+    for body in [*bodies, changed]:
+        async def fetch(b: dict[str, Any] = body) -> dict[str, Any]:
+            return b
+
+        await reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=logging.getLogger("t"))
+    assert parsed == [1, 2], "parsed for the first reconcile and for the new generation only"

@@ -26,6 +26,7 @@ import kopf
 
 from tritium.api.checks import references
 from tritium.api.resource import GROUP, PLURAL, VERSION, SpecError, parse_inference_service
+from tritium.controller.kopf_storage import NoDiffBaseStorage
 from tritium.controller.kube import ApiError, KubeClient
 from tritium.controller.reconcile import OPTIONAL_KINDS, ChildRef, Reconciler, owner_of
 from tritium.images import Images
@@ -73,6 +74,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     # kopf's finalizer is the one earlier versions put on services: kopf removes it from each, as
     # no handler needs one (service_changed).
     settings.persistence.finalizer = FINALIZER
+    settings.persistence.diffbase_storage = NoDiffBaseStorage()  # no change handlers to compare for
     settings.posting.level = 30  # warnings and errors become Kubernetes events
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

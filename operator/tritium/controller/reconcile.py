@@ -205,6 +205,9 @@ class Reconciler:
         # What the last reconcile of each service started from (trigger_of its metadata) and the
         # status it left: an event of the service that changes neither is no reason to reconcile.
         self._settled: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any]]] = {}
+        # The latest valid spec of each service, parsed and checked, under trigger_of its metadata:
+        # most reconciles follow a child's change and would parse the same spec again.
+        self._parsed: dict[tuple[str, str], tuple[tuple[Any, ...], InferenceService]] = {}
 
     def reset(self, images: Images = DEFAULT_IMAGES, prometheus_url: str | None = None) -> None:
         """Forget per-object state (locks are bound to the event loop of one operator run)."""
@@ -218,6 +221,7 @@ class Reconciler:
         self._missing_kinds.clear()
         self._waiting.clear()
         self._settled.clear()
+        self._parsed.clear()
         self.events.reset()
 
     def forget(self, namespace: str, name: str) -> None:
@@ -225,6 +229,7 @@ class Reconciler:
         self._generations.pop((namespace, name), None)
         self._status.pop((namespace, name), None)
         self._settled.pop((namespace, name), None)
+        self._parsed.pop((namespace, name), None)
 
     def wants(self, body: dict[str, Any]) -> bool:
         """Whether an event of the service itself calls for a reconcile.
@@ -309,6 +314,18 @@ class Reconciler:
         metrics.RECONCILES.labels(result=result).inc()
         self._settled[key] = (trigger_of(meta), {k: v for k, v in status.items() if v is not None})
 
+    def _checked(self, key: tuple[str, str], meta: dict[str, Any], body: dict[str, Any]) -> InferenceService:
+        """The service's spec parsed and checked (check_spec), from the cache while its spec,
+        labels and annotations are those last parsed."""
+        trigger = trigger_of(meta)
+        known = self._parsed.get(key)
+        if known is not None and known[0] == trigger:
+            return known[1]
+        isvc = _parse(body)
+        check_spec(isvc)
+        self._parsed[key] = (trigger, isvc)
+        return isvc
+
     def _previous_status(self, key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any]:
         """The status this reconcile starts from: the body's, unless this process wrote a newer one
         (a handler's body can predate our last status write; a rollout must not repeat a step)."""
@@ -328,8 +345,7 @@ class Reconciler:
         previous = self._previous_status((namespace, name), body)
         observed = {c.revision: c.deployment for c in children if c.deployment is not None}
         try:
-            isvc = _parse(body)
-            check_spec(isvc)
+            isvc = self._checked((namespace, name), meta, body)
             self.rollouts.check(isvc)
             await self._check_references(isvc)
         except SpecError as exc:
@@ -400,6 +416,7 @@ class Reconciler:
             logger.info(f"removed {old.kind} {old.name}: the spec chose the other autoscaler")
         corrected: str | None = None
         skipped: list[str] = []  # optional kinds this cluster does not serve
+        applied: list[str] = []  # said in one log line: a new service applies nine children
         for obj in desired:
             seen = have.get((obj["kind"], obj["metadata"]["name"]))
             drift = self._drift(namespace, obj, seen)
@@ -428,7 +445,7 @@ class Reconciler:
                 await self.events.post(body, "Warning", "DriftCorrected",
                                        f"{what}: {', '.join(drift[:5])} changed outside the operator, put back")
             else:
-                logger.info(f"applied {what}")
+                applied.append(what)
             if obj["kind"] == "Deployment" and seen is None:
                 await self.events.post(body, "Normal", "RevisionCreated", _revision_message(revision, stable))
             template = [d for d in drift if d.startswith(".spec.template")]
@@ -439,6 +456,8 @@ class Reconciler:
                     observed[rev] = dataclasses.replace(observed[rev], current=False)
                 if template:
                     corrected = f"{', '.join(template[:3])} had been changed by hand and was put back"
+        if applied:
+            logger.info(f"applied {', '.join(applied)}")
         for child in children:
             kept = child.kind in PER_REVISION_KINDS and child.revision in decision.keep
             if (child.kind, child.name) not in wanted and not kept:
