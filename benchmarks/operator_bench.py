@@ -245,8 +245,7 @@ class Target:
         self.env = self.plane.env
         self.kubeconfig = str(self.plane.kubeconfig)
         self.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                     "crd/inferenceservices.serving.tritium.dev")
+        self.plane.wait_crd_established("inferenceservices.serving.tritium.dev")
         self.kubectl("create", "namespace", self.namespace)
         print(f"control plane with {nodes} simulated nodes ready in {time.perf_counter() - started:.1f} s "
               f"(logs in {self.workdir / 'plane'})", file=sys.stderr)

@@ -260,11 +260,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     plane.start()
     try:
         env = plane.env
-        for argv in (["apply", "--server-side", "-f", str(ROOT / "crds")],
-                     ["wait", "--for=condition=Established", "--timeout=60s",
-                      "crd/inferenceservices.serving.tritium.dev"],
-                     ["create", "namespace", NAMESPACE]):
-            subprocess.run(["kubectl", *argv], env=env, check=True, capture_output=True, timeout=120)
+        subprocess.run(["kubectl", "apply", "--server-side", "-f", str(ROOT / "crds")], env=env, check=True,
+                       capture_output=True, timeout=120)
+        plane.wait_crd_established("inferenceservices.serving.tritium.dev")
+        subprocess.run(["kubectl", "create", "namespace", NAMESPACE], env=env, check=True, capture_output=True,
+                       timeout=120)
         os.environ["KUBECONFIG"], os.environ["PATH"] = env["KUBECONFIG"], env["PATH"]
         print(f"control plane ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
         api = api_client()

@@ -254,6 +254,16 @@ class ControlPlane:
 
         self._wait("the default ServiceAccount and the simulated nodes", ready, timeout)
 
+    def wait_crd_established(self, name: str, timeout: float = 60.0) -> None:
+        """Until the CRD ``name`` is Established. (`kubectl wait --for=condition=Established` fails
+        at once instead of waiting when it reads the CRD before its status has any condition.)"""
+        def established() -> bool:
+            status, body = self.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+            conditions = (json.loads(body).get("status") or {}).get("conditions") or [] if status == 200 else []
+            return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+        self._wait(f"CRD {name} Established", established, timeout)
+
     # --- stop ------------------------------------------------------------------------------------
 
     def stop(self) -> None:
