@@ -357,17 +357,25 @@ class Gateway:
             header_length = int(length) if length else None
         except ValueError:
             raise bad_request(f"{HEADER_LENGTH} must be an integer", HEADER_LENGTH) from None
-        # Parsed even when passed through: Triton answers 500 to some malformed requests, the client
-        # gets 400 naming the field from here.
-        req = parse_v2_request(body, header_length)
         if self.forward_to is not None:
-            resp = await self.forward_to.forward(model, version, body, request.headers.get("content-type", ""), length)
+            # Passed to Triton as it came, which parses it anyway; the deadline bounds the exchange
+            # itself (dispatch sets no timeout block around this path: it costs more than the parse).
+            # Only a request Triton refuses is parsed here: it answers 500 to some malformed ones,
+            # and the client gets 400 naming the field instead.
+            try:
+                resp = await self.forward_to.forward(model, version, body, request.headers.get("content-type", ""),
+                                                     length, self.deadline(request).at)
+            except ApiError as exc:
+                if exc.status in (400, 500):
+                    parse_v2_request(body, header_length)
+                raise
             headers = {"Content-Type": resp.headers.get("content-type", JSON), **self.headers(request, "miss")}
             answered_length = resp.headers.get(_HEADER_LENGTH_KEY)
             if answered_length:
                 headers[HEADER_LENGTH] = answered_length
                 return Response(200, resp.body, headers)
             return Response(200, json_safe(resp.body), headers)
+        req = parse_v2_request(body, header_length)
         key = self.v2_key(model, version, req) if self.cache is not None else None
         hit = await self.cached(request, model, key)
         if hit is not None:
@@ -513,7 +521,9 @@ class Gateway:
 
 
 _FIXED_ENDPOINTS = {"/v2": "server", "/v2/health/live": "live", "/v2/health/ready": "ready"}
-_DEADLINE_ENDPOINTS = ("infer", "invoke")  # the stream handler bounds itself: its headers may already be sent
+# Run under a timeout block. The stream handler bounds itself (its headers may already be sent), and
+# so does a v2 infer passed through to Triton (Gateway.v2_infer).
+_DEADLINE_ENDPOINTS = ("infer", "invoke")
 _SPLIT_ENDPOINTS = frozenset(("infer", "invoke", "stream"))  # inference: the only requests a canary gets a share of
 _INFERENCE_ENDPOINTS = _SPLIT_ENDPOINTS  # their time is a key's inference seconds
 
@@ -590,7 +600,7 @@ def build_handler(gateway: Gateway) -> Any:
                     forwarded = await gateway.canary.forward(request, target, deadline)
                     if forwarded is not None:
                         return forwarded  # the canary's request: counted in its own gateway's metrics
-            if endpoint in _DEADLINE_ENDPOINTS:
+            if endpoint in _DEADLINE_ENDPOINTS and (endpoint != "infer" or gateway.forward_to is None):
                 async with asyncio.timeout_at(gateway.deadline(request).at):
                     response = await handler(request)
             else:
