@@ -1,4 +1,4 @@
-"""Reconciler.wants: which events of a service reconcile it (controller/reconcile.py).
+"""Reconciler.wants and .wrote: which events of a service and its children reconcile it (controller/reconcile.py).
 
 The operator is level-triggered: every event of a service is offered, and only one that changes
 what a reconcile starts from may cost a reconcile. The reconcile here is the real one, with a
@@ -23,6 +23,7 @@ class RecordingClient:
         self.version = 100
         self.status: dict[str, Any] = {}
         self.writes: list[str] = []
+        self.applied: dict[tuple[str, str], str] = {}  # (kind, name) -> the resourceVersion answered
 
     def _next(self) -> str:
         self.version += 1
@@ -30,7 +31,8 @@ class RecordingClient:
 
     async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         self.writes.append(f"apply {obj['kind']}")
-        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": self._next()}}
+        version = self.applied[(obj["kind"], obj["metadata"]["name"])] = self._next()
+        return {**obj, "metadata": {**obj["metadata"], "resourceVersion": version}}
 
     async def patch_status(self, kind: str, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         self.writes.append("status")
@@ -88,6 +90,19 @@ async def test_the_echo_of_the_own_status_write_reconciles_nothing() -> None:
     older["metadata"]["resourceVersion"] = "101"  # an event from before the status write
     older["status"] = {}
     assert not reconciler.wants(older)
+
+
+async def test_a_child_at_the_version_its_apply_left_is_the_echo_of_that_write() -> None:
+    reconciler, client, _ = await reconciled()
+    assert client.applied, "a new service's children were applied"
+    for (kind, name), version in client.applied.items():
+        assert reconciler.wrote("ns", kind, name, version)
+        assert not reconciler.wrote("ns", kind, name, str(client.version + 1))  # changed after our write
+        assert not reconciler.wrote("other", kind, name, version)
+        assert not reconciler.wrote("ns", kind, name, "")
+    (kind, name), version = next(iter(client.applied.items()))
+    reconciler.forget_child("ns", kind, name)  # deleted: a child created again under its name is news
+    assert not reconciler.wrote("ns", kind, name, version)
 
 
 async def test_metadata_a_reconcile_ignores_reconciles_nothing() -> None:

@@ -342,6 +342,8 @@ def _child_event_handler(kind: str):  # type: ignore[no-untyped-def]
             reconciler.forget_child(namespace, kind, name)
         elif not _moved(namespace, kind, name, key, kw):
             return
+        elif reconciler.wrote(namespace, kind, name, str((body.get("metadata") or {}).get("resourceVersion", ""))):
+            return  # the echo of our own apply (_moved has noted its content for the next event)
         await _reconcile_owner(key, f"a {kind} change", logger, kw)
 
     child_changed.__name__ = f"{plural}_changed"

@@ -250,6 +250,16 @@ class Reconciler:
             return False  # our own write, or an event from before it
         return _own_status(body) != settled[1]
 
+    def wrote(self, namespace: str, kind: str, name: str, resource_version: str) -> bool:
+        """Whether a child at this resourceVersion is what this process's last apply of it left.
+
+        Its event is then the echo of that write: the reconcile that made it planned with the
+        content it wrote (and took a new Deployment for not ready), so the echo is no reason to
+        reconcile again. A change after it, by anyone, has another resourceVersion.
+        """
+        mine = self._applied.get((namespace, kind, name))
+        return mine is not None and bool(resource_version) and mine.resource_version == resource_version
+
     def forget_child(self, namespace: str, kind: str, name: str) -> None:
         """A child was deleted: whatever we wrote to it is gone, so the next reconcile writes it anew."""
         self._applied.pop((namespace, kind, name), None)
