@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import kopf
+import orjson
 
 from tritium.controller import metrics
 
@@ -150,21 +150,22 @@ class KubeClient:
                 connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=self._auth.ssl),
             )
         url = self._auth.server + path + (f"?{urlencode(params)}" if params else "")
-        data = None if body is None else json.dumps(body)
+        data = None if body is None else orjson.dumps(body)
         if write_kind:
             metrics.API_WRITES.labels(verb=method.lower(), kind=write_kind).inc()
         try:
             async with self._session.request(
                 method, url, data=data, headers={"Content-Type": content_type} if data else None,
             ) as resp:
-                text = await resp.text()
+                raw = await resp.read()
                 if resp.status >= 300:
+                    text = raw.decode(errors="replace")
                     try:
-                        message = json.loads(text).get("message", text)
+                        message = orjson.loads(raw).get("message", text)
                     except (ValueError, AttributeError):
                         message = text
                     raise ApiError(resp.status, str(message)[:500])
-                return json.loads(text) if text else {}
+                return orjson.loads(raw) if raw else {}
         except aiohttp.ClientError as exc:
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
