@@ -186,35 +186,3 @@ async def test_a_spec_is_parsed_once_per_generation(monkeypatch: Any) -> None:
 
         await reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=logging.getLogger("t"))
     assert parsed == [1, 2], "parsed for the first reconcile and for the new generation only"
-
-
-async def test_the_references_index_and_the_reconcile_share_one_parse(monkeypatch: Any) -> None:
-    from tritium.controller import handlers, reconcile
-
-    parsed: list[int] = []
-    real = reconcile.parse_inference_service
-
-    def counting(body: dict[str, Any]) -> Any:
-        parsed.append(body["metadata"]["generation"])
-        return real(body)
-
-    for module in (reconcile, handlers):  # wherever a parse may be called from
-        monkeypatch.setattr(module, "parse_inference_service", counting, raising=False)
-    reconciler = Reconciler(RecordingClient())  # type: ignore[arg-type]
-    monkeypatch.setattr(handlers, "reconciler", reconciler)
-    monkeypatch.setattr(handlers, "_references", {})
-    body = service()
-    body["spec"]["model"]["storageSecretName"] = "creds"
-    found = await handlers.references_index(namespace="ns", name="m", body=body)  # type: ignore[arg-type]
-    assert ("ns", "Secret", "creds") in found, found  # what the index is for
-
-    async def fetch() -> dict[str, Any]:
-        return body
-
-    await reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=logging.getLogger("t"))
-    assert parsed == [1], "the reconcile found the index's parse"
-    broken = copy.deepcopy(body)
-    broken["metadata"]["generation"] = 2
-    broken["spec"]["model"]["maxBatchSize"] = "many"
-    assert await handlers.references_index(namespace="ns", name="m", body=broken) == {}  # type: ignore[arg-type]
-    assert parsed == [1, 2]

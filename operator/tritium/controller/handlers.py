@@ -25,7 +25,7 @@ from typing import Any
 import kopf
 
 from tritium.api.checks import references
-from tritium.api.resource import GROUP, PLURAL, VERSION, SpecError
+from tritium.api.resource import GROUP, PLURAL, VERSION, SpecError, parse_inference_service
 from tritium.controller.kopf_storage import NoDiffBaseStorage
 from tritium.controller.kube import ApiError, KubeClient
 from tritium.controller.reconcile import OPTIONAL_KINDS, ChildRef, Reconciler, owner_of
@@ -169,7 +169,7 @@ async def references_index(namespace: str, name: str, body: kopf.Body, **_: Any)
     if known is not None and known[:2] == (uid, generation):
         return known[2]
     try:
-        isvc = reconciler.parsed(dict(body))
+        isvc = parse_inference_service({k: body.get(k) for k in ("apiVersion", "kind", "metadata", "spec")})
     except SpecError:
         found: dict[Any, tuple[str, str]] = {}
     else:

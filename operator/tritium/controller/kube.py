@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -18,7 +19,6 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import kopf
-import orjson
 
 from tritium.controller import metrics
 
@@ -150,22 +150,21 @@ class KubeClient:
                 connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=self._auth.ssl),
             )
         url = self._auth.server + path + (f"?{urlencode(params)}" if params else "")
-        data = None if body is None else orjson.dumps(body)
+        data = None if body is None else json.dumps(body)
         if write_kind:
             metrics.API_WRITES.labels(verb=method.lower(), kind=write_kind).inc()
         try:
             async with self._session.request(
                 method, url, data=data, headers={"Content-Type": content_type} if data else None,
             ) as resp:
-                raw = await resp.read()
+                text = await resp.text()
                 if resp.status >= 300:
-                    text = raw.decode(errors="replace")
                     try:
-                        message = orjson.loads(raw).get("message", text)
+                        message = json.loads(text).get("message", text)
                     except (ValueError, AttributeError):
                         message = text
                     raise ApiError(resp.status, str(message)[:500])
-                return orjson.loads(raw) if raw else {}
+                return json.loads(text) if text else {}
         except aiohttp.ClientError as exc:
             raise ApiError(0, f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
+import json
 import logging
 import re
 import time
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-import orjson
 
 from tritium.api.checks import check_spec, references
 from tritium.api.resource import GROUP, KIND, InferenceService, SpecError, parse_inference_service
@@ -85,13 +85,13 @@ class ChildRef:
     resource_version: str = ""
     # The live object without status, managedFields and resourceVersion, as compact JSON: compared
     # field by field with the desired one, and equal from one event to the next when only the
-    # status moved. Bytes cost a fraction of the nested dicts they hold, and the watch caches
+    # status moved. A string costs a fraction of the nested dicts it holds, and the watch caches
     # hold every child of every service.
-    live_json: bytes = field(default=b"{}", compare=False, hash=False, repr=False)
+    live_json: str = field(default="{}", compare=False, hash=False, repr=False)
 
     @property
     def body(self) -> dict[str, Any]:
-        return orjson.loads(self.live_json)  # type: ignore[no-any-return]
+        return json.loads(self.live_json)
 
     @property
     def owner_uid(self) -> str:
@@ -118,7 +118,7 @@ class ChildRef:
             applied_hash=(meta.get("annotations") or {}).get(ANNOTATION_APPLIED_HASH, ""),
             deployment=deployment,
             resource_version=str(meta.get("resourceVersion", "")),
-            live_json=orjson.dumps(slim),
+            live_json=json.dumps(slim, separators=(",", ":")),
         )
 
 
@@ -175,9 +175,8 @@ def trigger_of(meta: dict[str, Any]) -> tuple[Any, ...]:
     which spec (generation), and the labels and annotations (a person's rollout commands). Any
     other change of the object (managedFields, a finalizer, the resourceVersion) changes no
     decision."""
-    return (meta.get("uid"), meta.get("generation"),
-            orjson.dumps(meta.get("labels") or {}, option=orjson.OPT_SORT_KEYS),
-            orjson.dumps(meta.get("annotations") or {}, option=orjson.OPT_SORT_KEYS))
+    return (meta.get("uid"), meta.get("generation"), json.dumps(meta.get("labels") or {}, sort_keys=True),
+            json.dumps(meta.get("annotations") or {}, sort_keys=True))
 
 
 def _parse(body: dict[str, Any]) -> InferenceService:
@@ -206,10 +205,9 @@ class Reconciler:
         # What the last reconcile of each service started from (trigger_of its metadata) and the
         # status it left: an event of the service that changes neither is no reason to reconcile.
         self._settled: dict[tuple[str, str], tuple[tuple[Any, ...], dict[str, Any]]] = {}
-        # The latest spec of each service that parses, under trigger_of its metadata, and whether
-        # check_spec passed on it: most reconciles follow a child's change and would parse the same
-        # spec again. (namespace, name) -> (trigger_of, the parsed service, checked)
-        self._parsed: dict[tuple[str, str], tuple[tuple[Any, ...], InferenceService, bool]] = {}
+        # The latest valid spec of each service, parsed and checked, under trigger_of its metadata:
+        # most reconciles follow a child's change and would parse the same spec again.
+        self._parsed: dict[tuple[str, str], tuple[tuple[Any, ...], InferenceService]] = {}
 
     def reset(self, images: Images = DEFAULT_IMAGES, prometheus_url: str | None = None) -> None:
         """Forget per-object state (locks are bound to the event loop of one operator run)."""
@@ -326,27 +324,16 @@ class Reconciler:
         metrics.RECONCILES.labels(result=result).inc()
         self._settled[key] = (trigger_of(meta), {k: v for k, v in status.items() if v is not None})
 
-    def parsed(self, body: dict[str, Any]) -> InferenceService:
-        """The service parsed (SpecError if it does not parse), from the cache while its spec,
-        labels and annotations are those last parsed: the references index and the reconcile of
-        one event share one parse."""
-        meta = body.get("metadata") or {}
-        key = (meta.get("namespace", "default"), meta.get("name", ""))
+    def _checked(self, key: tuple[str, str], meta: dict[str, Any], body: dict[str, Any]) -> InferenceService:
+        """The service's spec parsed and checked (check_spec), from the cache while its spec,
+        labels and annotations are those last parsed."""
         trigger = trigger_of(meta)
         known = self._parsed.get(key)
         if known is not None and known[0] == trigger:
             return known[1]
         isvc = _parse(body)
-        self._parsed[key] = (trigger, isvc, False)
-        return isvc
-
-    def _checked(self, key: tuple[str, str], meta: dict[str, Any], body: dict[str, Any]) -> InferenceService:
-        """The service's spec parsed and checked (check_spec), once per spec, labels and annotations."""
-        isvc = self.parsed(body)
-        trigger, _, checked = self._parsed[key]
-        if not checked:
-            check_spec(isvc)
-            self._parsed[key] = (trigger, isvc, True)
+        check_spec(isvc)
+        self._parsed[key] = (trigger, isvc)
         return isvc
 
     def _previous_status(self, key: tuple[str, str], body: dict[str, Any]) -> dict[str, Any]:
