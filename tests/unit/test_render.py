@@ -47,7 +47,7 @@ def render(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _secondary(child: dict[str, Any]) -> bool:
-    """The traffic ConfigMap and the per-revision Service: the second child of their kinds."""
+    """The traffic ConfigMap and a revision's own Service: the second child of their kinds."""
     meta = child["metadata"]
     if child["kind"] == "ConfigMap":
         return bool(meta["name"].endswith("-traffic"))
@@ -58,9 +58,13 @@ def kinds(children: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The children by kind: for ConfigMap the revision's, for Service the main one."""
     primary = [c for c in children if not _secondary(c)]
     out = {c["kind"]: c for c in primary}
-    assert len(out) == len(primary), "one child per kind besides the traffic ConfigMap and revision Service"
-    assert len(children) - len(primary) == 2
+    assert len(out) == len(primary), "one child per kind besides the traffic ConfigMap and revision Services"
+    assert len(children) - len(primary) == len(revision_services(children)) + 1
     return out
+
+
+def revision_services(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [c for c in children if c["kind"] == "Service" and _secondary(c)]
 
 
 def pod_spec(children: list[dict[str, Any]]) -> dict[str, Any]:
@@ -87,9 +91,12 @@ def test_children_in_apply_order(case: dict[str, Any]) -> None:
     monitoring = ["PodMonitor", "PrometheusRule"] if spec.monitoring.service_monitor else []
     if monitoring and spec.monitoring.webhook is not None and spec.monitoring.alerts != []:
         monitoring.append("AlertmanagerConfig")  # the service's alerts to its webhook
-    # The second ConfigMap is the traffic split, the first Service the revision's own.
+    # The second ConfigMap is the traffic split. A revision serving alone has no Service of its
+    # own with router gateway; with gatewayAPI it has one before the main Service (the HTTPRoute's backend).
+    own = ["Service"] if spec.traffic.router == "gatewayAPI" else []
+    route = ["HTTPRoute"] if spec.traffic.router == "gatewayAPI" else []
     assert kinds == ["ServiceAccount", "ConfigMap", "ConfigMap", "Deployment", *hpa, "PodDisruptionBudget",
-                     "Service", "Service", "NetworkPolicy", *monitoring]
+                     *own, "Service", "NetworkPolicy", *route, *monitoring]
 
 
 def test_owner_references_only_with_a_uid(case: dict[str, Any]) -> None:
@@ -163,9 +170,9 @@ def test_selectors_match_the_template_and_services_select_one_revision(case: dic
     assert selector.items() <= template_labels.items()
     revision = template_labels[LABEL_REVISION]
     assert selector[LABEL_REVISION] == revision, "the main Service sends traffic to the stable revision only"
-    own = next(c for c in children if c["kind"] == "Service" and c is not service)
-    assert own["metadata"]["name"] == deployment["metadata"]["name"]
-    assert own["spec"]["selector"] == selector and own["spec"]["ports"] == service["spec"]["ports"]
+    for own in revision_services(children):
+        assert own["metadata"]["name"] == deployment["metadata"]["name"]
+        assert own["spec"]["selector"] == selector and own["spec"]["ports"] == service["spec"]["ports"]
 
 
 def test_revision_names_follow_pod_changes_only() -> None:

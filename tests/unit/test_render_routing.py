@@ -28,6 +28,13 @@ def _named(children: list[dict[str, Any]], kind: str, name: str) -> dict[str, An
     return next(c for c in children if c["kind"] == kind and c["metadata"]["name"] == name)
 
 
+def _own_services(children: list[dict[str, Any]]) -> set[str]:
+    """The revisions with a Service of their own (NAME-REVISION) among the children."""
+    name = children[0]["metadata"]["name"]
+    return {c["metadata"]["name"][len(name) + 1:] for c in children
+            if c["kind"] == "Service" and c["metadata"]["name"] != name}
+
+
 def _traffic(children: list[dict[str, Any]]) -> dict[str, Any]:
     cm = next(c for c in children if c["kind"] == "ConfigMap" and c["metadata"]["name"].endswith("-traffic"))
     return json.loads(cm["data"][pod_layout.TRAFFIC_FILE])
@@ -39,8 +46,8 @@ def test_a_canary_gets_its_share_from_the_stable_gateways_not_from_the_service()
     name = children[0]["metadata"]["name"]
     main = _named(children, "Service", name)
     assert main["spec"]["selector"][LABEL_REVISION] == STABLE
-    for rev in (STABLE, CANARY):
-        assert _named(children, "Service", f"{name}-{rev}")["spec"]["selector"][LABEL_REVISION] == rev
+    assert _named(children, "Service", f"{name}-{CANARY}")["spec"]["selector"][LABEL_REVISION] == CANARY
+    assert _own_services(children) == {CANARY}, "nothing is sent to the stable revision by its own name"
     doc = _traffic(children)
     assert doc == {"stable": STABLE, "canary": CANARY, "canaryWeight": 5,
                    "canaryUrl": f"http://{name}-{CANARY}.{children[0]['metadata']['namespace']}.svc.cluster.local:80"}
@@ -80,6 +87,41 @@ def test_gateway_api_router_splits_in_the_httproute_and_gateways_forward_nothing
     route = next(c for c in children if c["kind"] == "HTTPRoute")
     weights = {b["name"][-10:]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
     assert weights == {STABLE: 95, CANARY: 5}
+
+
+@pytest.mark.parametrize("router,routing,own", [
+    ("gateway", Routing.only(STABLE), set()),  # serving alone: the main Service is enough
+    ("gateway", Routing(stable=STABLE, canary=CANARY, weight=5, revisions=(STABLE, CANARY)), {CANARY}),
+    # promoted, the previous revision still running: its gateways may still forward to the new one
+    ("gateway", Routing(stable=CANARY, revisions=(STABLE, CANARY)), {CANARY}),
+    ("gatewayAPI", Routing.only(STABLE), {STABLE}),
+    ("gatewayAPI", Routing(stable=STABLE, canary=CANARY, weight=5, revisions=(STABLE, CANARY)), {STABLE, CANARY}),
+])
+def test_a_revision_has_its_own_service_while_a_router_sends_to_it(router: str, routing: Routing,
+                                                                    own: set[str]) -> None:
+    patch = {"traffic": {"router": router, **({"parentRefs": [{"name": "public"}]} if router == "gatewayAPI" else {})}}
+    assert _own_services(_children(patch, routing.canary or routing.stable, routing)) == own
+
+
+@given(st.sampled_from(["gateway", "gatewayAPI"]), st.booleans(), st.booleans(),
+       st.integers(min_value=0, max_value=100))
+def test_every_service_a_router_names_is_rendered(router: str, canary: bool, previous: bool, weight: int) -> None:
+    """The traffic file's canary URL and the HTTPRoute's backends name only Services that exist."""
+    if canary:
+        routing = Routing(stable=STABLE, canary=CANARY, weight=weight, revisions=(STABLE, CANARY))
+    else:
+        routing = Routing(stable=CANARY, revisions=(STABLE, CANARY) if previous else (CANARY,))
+    patch = {"traffic": {"router": router, **({"parentRefs": [{"name": "public"}]} if router == "gatewayAPI" else {})}}
+    children = _children(patch, routing.canary or routing.stable, routing)
+    services = {c["metadata"]["name"] for c in children if c["kind"] == "Service"}
+    named = set()
+    url = _traffic(children)["canaryUrl"]
+    if url:
+        named.add(url.split("//", 1)[1].split(".", 1)[0])
+    for route in (c for c in children if c["kind"] == "HTTPRoute"):
+        named |= {b["name"] for b in route["spec"]["rules"][0]["backendRefs"]}
+    assert named <= services
+    assert (url is not None) is canary
 
 
 @given(st.integers(min_value=0, max_value=100))

@@ -125,6 +125,9 @@ class ChildRef:
 PER_REVISION_KINDS = frozenset(
     {"Deployment", "ConfigMap", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service", "ScaledObject"}
 )
+# Per-revision kinds rendered for every revision that should have one (render.service renders the
+# own Services of all revisions a router addresses): one not rendered goes, even of a kept revision.
+RENDERED_FOR_ALL_REVISIONS = frozenset({"Service"})
 
 # Kinds whose CRD a cluster may lack (Gateway API's, the Prometheus Operator's, KEDA's) -> that CRD's name. A child of
 # such a kind is skipped while the API server does not serve it (an apply answered 404, confirmed
@@ -469,7 +472,8 @@ class Reconciler:
         if applied:
             logger.info(f"applied {', '.join(applied)}")
         for child in children:
-            kept = child.kind in PER_REVISION_KINDS and child.revision in decision.keep
+            kept = (child.kind in PER_REVISION_KINDS - RENDERED_FOR_ALL_REVISIONS
+                    and child.revision in decision.keep)
             if (child.kind, child.name) not in wanted and not kept:
                 await self.client.delete(child.kind, namespace, child.name)
                 self.forget_child(namespace, child.kind, child.name)

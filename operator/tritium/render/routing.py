@@ -18,7 +18,7 @@ class Routing:
     stable: str  # the revision the main Service selects
     canary: str | None = None  # the revision under analysis, when one runs beside stable
     weight: int = 0  # the canary's share in percent (0 unless it is Ready)
-    revisions: tuple[str, ...] = ()  # revisions that keep a Service of their own (stable, canary, previous)
+    revisions: tuple[str, ...] = ()  # revisions that run (stable, canary, previous); see service.addressed_revisions
 
     def __post_init__(self) -> None:
         if not 0 <= self.weight <= 100:

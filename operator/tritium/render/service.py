@@ -2,9 +2,15 @@
 
 The main Service (NAME) is the one stable name clients use: it selects the stable revision's pods
 only, so a canary gets exactly the share the router gives it and not its share of pod counts.
-Each running revision also has a Service of its own (NAME-REVISION), selecting only its pods:
-the stable gateways forward the canary's share there (router ``gateway``), and an HTTPRoute
-weighs them (router ``gatewayAPI``).
+A revision gets a Service of its own (NAME-REVISION, selecting only its pods) only while a router
+sends traffic to it by that name:
+
+- router ``gateway``: the canary, where the stable gateways forward its share; after a promotion
+  the new stable keeps it while the previous revision still runs, because those gateways follow
+  the traffic file, which the kubelet refreshes late. A revision serving alone has none: the
+  main Service is all it needs, and a Service is the costliest child to create (a ClusterIP, its
+  Endpoints and EndpointSlices).
+- router ``gatewayAPI``: every running revision, as the HTTPRoute's weighted backends.
 """
 
 from __future__ import annotations
@@ -48,6 +54,15 @@ def render(isvc: InferenceService, routing: Routing) -> dict[str, Any]:
     return _service(isvc, isvc.name, routing.stable)
 
 
+def addressed_revisions(isvc: InferenceService, routing: Routing) -> tuple[str, ...]:
+    """The revisions a router sends traffic to through their own Service (see the module doc)."""
+    if isvc.spec.traffic.router == "gatewayAPI":
+        return routing.revisions
+    if routing.canary:
+        return (routing.canary,)
+    return (routing.stable,) if len(routing.revisions) > 1 else ()
+
+
 def render_revisions(isvc: InferenceService, routing: Routing) -> list[dict[str, Any]]:
-    """One Service per running revision, named like its Deployment."""
-    return [_service(isvc, revision_service_name(isvc, rev), rev) for rev in routing.revisions]
+    """The own Services of the revisions a router addresses by name, each named like its Deployment."""
+    return [_service(isvc, revision_service_name(isvc, rev), rev) for rev in addressed_revisions(isvc, routing)]
