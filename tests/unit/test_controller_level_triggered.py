@@ -1,4 +1,5 @@
-"""Reconciler.wants and .wrote: which events of a service and its children reconcile it (controller/reconcile.py).
+"""Reconciler.wants, .wrote and reconcile_later: which events of a service and its children
+reconcile it, and in which order (controller/reconcile.py).
 
 The operator is level-triggered: every event of a service is offered, and only one that changes
 what a reconcile starts from may cost a reconcile. The reconcile here is the real one, with a
@@ -8,6 +9,7 @@ bookkeeping, not the API server: the e2e suite runs the same code against a real
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from typing import Any
@@ -186,3 +188,81 @@ async def test_a_spec_is_parsed_once_per_generation(monkeypatch: Any) -> None:
 
         await reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=logging.getLogger("t"))
     assert parsed == [1, 2], "parsed for the first reconcile and for the new generation only"
+
+
+# --- a child's echo waits for the services being created or edited ----------------------------
+
+
+async def test_a_childs_change_waits_while_a_service_change_is_pending() -> None:
+    """What people wait for (a new or edited service) goes first; a child's echo takes its turn after."""
+    reconciler = Reconciler(RecordingClient())  # type: ignore[arg-type]
+    release = asyncio.Event()
+    fetched: list[str] = []
+
+    async def blocked_fetch() -> dict[str, Any]:
+        fetched.append("a")
+        await release.wait()
+        return service()
+
+    async def child_fetch() -> dict[str, Any]:
+        fetched.append("b")
+        return {**service(), "metadata": {**service()["metadata"], "name": "b"}}
+
+    log = logging.getLogger("t")
+    first = asyncio.create_task(reconciler.reconcile_later(("ns", "m"), fetch=blocked_fetch, children=list, logger=log))
+    await asyncio.sleep(0)
+    echo = asyncio.create_task(reconciler.reconcile_later(("ns", "b"), fetch=child_fetch, children=list, logger=log,
+                                                          deferrable=True))
+    await asyncio.sleep(0.05)
+    assert fetched == ["a"], "the child's reconcile waits"
+    release.set()
+    await asyncio.gather(first, echo)
+    assert fetched == ["a", "b"]
+
+
+async def test_the_wait_is_bounded(monkeypatch: Any) -> None:
+    from tritium.controller import reconcile
+
+    monkeypatch.setattr(reconcile, "DEFER_SECONDS", 0.05)
+    reconciler = Reconciler(RecordingClient())  # type: ignore[arg-type]
+    never = asyncio.Event()
+
+    async def stuck() -> dict[str, Any]:
+        await never.wait()
+        return service()
+
+    async def other() -> dict[str, Any]:
+        return {**service(), "metadata": {**service()["metadata"], "name": "b"}}
+
+    log = logging.getLogger("t")
+    first = asyncio.create_task(reconciler.reconcile_later(("ns", "m"), fetch=stuck, children=list, logger=log))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(reconciler.reconcile_later(("ns", "b"), fetch=other, children=list, logger=log,
+                                                      deferrable=True), timeout=2)
+    first.cancel()
+
+
+async def test_a_childs_change_a_later_reconcile_covered_is_skipped() -> None:
+    reconciler = Reconciler(RecordingClient())  # type: ignore[arg-type]
+    release = asyncio.Event()
+    fetched: list[str] = []
+
+    async def elsewhere() -> dict[str, Any]:
+        await release.wait()
+        return {**service(), "metadata": {**service()["metadata"], "name": "x"}}
+
+    async def fetch() -> dict[str, Any]:
+        fetched.append("m")
+        return service()
+
+    log = logging.getLogger("t")
+    busy = asyncio.create_task(reconciler.reconcile_later(("ns", "x"), fetch=elsewhere, children=list, logger=log))
+    await asyncio.sleep(0)
+    echo = asyncio.create_task(reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=log,
+                                                          deferrable=True))
+    await asyncio.sleep(0.01)
+    await reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=log)  # the service changed
+    assert fetched == ["m"]
+    release.set()
+    await asyncio.gather(busy, echo)
+    assert fetched == ["m"], "the reconcile after the service's change saw the child's change too"

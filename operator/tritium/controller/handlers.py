@@ -267,7 +267,7 @@ _pending_retries: dict[tuple[str, str], asyncio.Task[None]] = {}  # at most one 
 
 async def _reconcile_owner(
     key: tuple[str, str], why: str, logger: Any, indexes: dict[str, Any], attempt: int = 0,
-    settle: float = SETTLE_SECONDS,
+    settle: float = SETTLE_SECONDS, deferrable: bool = False,
 ) -> None:
     """Reconcile a service as the watch last saw it, after a change of it, of a child or of an
     object it refers to.
@@ -285,6 +285,7 @@ async def _reconcile_owner(
             children=lambda: children_of(*key, indexes),
             logger=logger,
             settle=settle,
+            deferrable=deferrable,
         )
     except (ApiError, kopf.TemporaryError) as exc:
         if key in _pending_retries:
@@ -296,7 +297,7 @@ async def _reconcile_owner(
         async def retry() -> None:
             await asyncio.sleep(delay)
             _pending_retries.pop(key, None)
-            await _reconcile_owner(key, why, logger, indexes, attempt + 1, settle=0.0)
+            await _reconcile_owner(key, why, logger, indexes, attempt + 1, settle=0.0, deferrable=deferrable)
 
         task = asyncio.create_task(retry())
         _pending_retries[key] = task
@@ -344,7 +345,7 @@ def _child_event_handler(kind: str):  # type: ignore[no-untyped-def]
             return
         elif reconciler.wrote(namespace, kind, name, str((body.get("metadata") or {}).get("resourceVersion", ""))):
             return  # the echo of our own apply (_moved has noted its content for the next event)
-        await _reconcile_owner(key, f"a {kind} change", logger, kw)
+        await _reconcile_owner(key, f"a {kind} change", logger, kw, deferrable=True)
 
     child_changed.__name__ = f"{plural}_changed"
     return kopf.on.event(group, version, plural, when=_owned, id=f"{plural}_changed")(child_changed)
@@ -361,7 +362,7 @@ def _referenced_handler(kind: str, group: str, version: str, plural: str):  # ty
         if type is None:
             return
         for key in references.get((namespace, kind, name), []):
-            await _reconcile_owner(key, f"a change of {kind} {name}", logger, kw)
+            await _reconcile_owner(key, f"a change of {kind} {name}", logger, kw, deferrable=True)
 
     referenced_changed.__name__ = f"referenced_{plural}_changed"
     return kopf.on.event(group, version, plural, when=_not_owned, id=f"referenced_{plural}")(referenced_changed)
@@ -390,4 +391,4 @@ async def optional_crd_changed(body: kopf.Body, type: str | None, logger: kopf.L
         return
     kind = str((body.get("spec") or {}).get("names", {}).get("kind", ""))
     for key in reconciler.kind_installed(kind):
-        await _reconcile_owner(key, f"the {kind} CRD was installed", logger, kw)
+        await _reconcile_owner(key, f"the {kind} CRD was installed", logger, kw, deferrable=True)

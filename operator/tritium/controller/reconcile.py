@@ -8,6 +8,7 @@ after restart, or a change of an owned Deployment.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -47,6 +48,10 @@ from tritium.rollout.state import Policy, RolloutState
 # overwritten here.
 STATUS_BOOKKEEPING = "kopf"
 ROLLOUT_STATUS_KEYS = ("stableRevision", "canaryRevision", "canaryWeight", "analysis", "rollout")
+# The longest a reconcile after a child's change waits for those after services' own changes
+# (Reconciler.reconcile_later): a hand edit of a child is put back this much later at worst, and
+# only while services are being created or edited.
+DEFER_SECONDS = 5.0
 
 
 # Per-revision children are named NAME-REVISION (render.metadata.revision_name), revision 10 hex.
@@ -202,6 +207,11 @@ class Reconciler:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._generations: dict[tuple[str, str], int] = {}
         self._queued: set[tuple[str, str]] = set()
+        self._deferred: set[tuple[str, str]] = set()  # deferrable reconciles waiting (see reconcile_later)
+        self._began: dict[tuple[str, str], float] = {}  # when the last reconcile of each service read the caches
+        self._urgent = 0  # reconciles after a change of a service itself, pending
+        self._no_urgent = asyncio.Event()
+        self._no_urgent.set()
         self._applied: dict[tuple[str, str, str], Applied] = {}  # (namespace, kind, name)
         self._missing_kinds: set[str] = set()  # optional kinds the API server was found not to serve
         self._waiting: dict[str, set[tuple[str, str]]] = {}  # missing kind -> services that skipped it
@@ -220,6 +230,11 @@ class Reconciler:
         self._locks.clear()
         self._generations.clear()
         self._queued.clear()
+        self._deferred.clear()
+        self._began.clear()
+        self._urgent = 0
+        self._no_urgent = asyncio.Event()
+        self._no_urgent.set()
         self._applied.clear()
         self._missing_kinds.clear()
         self._waiting.clear()
@@ -233,6 +248,7 @@ class Reconciler:
         self._status.pop((namespace, name), None)
         self._settled.pop((namespace, name), None)
         self._parsed.pop((namespace, name), None)
+        self._began.pop((namespace, name), None)
 
     def wants(self, body: dict[str, Any]) -> bool:
         """Whether an event of the service itself calls for a reconcile.
@@ -279,25 +295,49 @@ class Reconciler:
         children: Callable[[], list[ChildRef]],
         logger: logging.Logger | kopf.Logger,
         settle: float = 0.0,
+        deferrable: bool = False,
     ) -> None:
         """Reconcile ``key`` as ``fetch`` finds it then, ``settle`` seconds from now and after any
         reconcile of it that is running then.
 
-        Used for changes seen on children and referenced objects. Triggers that arrive while one
-        is already waiting collapse into it: that one reads the object and the caches after them.
+        Triggers that arrive while one is already waiting collapse into it: that one reads the
+        object and the caches after them. A ``deferrable`` reconcile (after a change of a child or
+        of a referenced object) also waits, at most DEFER_SECONDS, while reconciles after changes
+        of services themselves are pending: those are what people wait for (a new or edited
+        service), and when hundreds arrive at once the children's echoes (pods coming up) would
+        otherwise take turns with them on the API server. The wait collapses those echoes too, and
+        one that a later reconcile of the same service already covered is skipped.
         """
-        if key in self._queued:
+        queued_at = time.monotonic()
+        if key in self._queued or (deferrable and key in self._deferred):
             return
-        self._queued.add(key)
-        if settle > 0:
-            await asyncio.sleep(settle)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            self._queued.discard(key)
-            body = await fetch()
-            if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-                return
-            await self._reconcile_locked(body, children(), logger)
+        waiting = self._deferred if deferrable else self._queued
+        waiting.add(key)
+        if not deferrable:
+            self._urgent += 1
+            self._no_urgent.clear()
+        try:
+            if settle > 0:
+                await asyncio.sleep(settle)
+            if deferrable and self._urgent:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._no_urgent.wait(), DEFER_SECONDS)
+            lock = self._locks.setdefault(key, asyncio.Lock())
+            async with lock:
+                waiting.discard(key)
+                if deferrable and self._began.get(key, float("-inf")) > queued_at:
+                    return  # a reconcile that began after this trigger saw what it changed
+                body = await fetch()
+                if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+                    return
+                self._began[key] = time.monotonic()
+                await self._reconcile_locked(body, children(), logger)
+        finally:
+            waiting.discard(key)
+            if not deferrable:
+                self._urgent -= 1
+                if not self._urgent:
+                    self._no_urgent.set()
 
     async def _reconcile_locked(
         self, body: dict[str, Any], children: list[ChildRef], logger: logging.Logger | kopf.Logger
