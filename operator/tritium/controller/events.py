@@ -3,16 +3,21 @@
 Posted by the operator itself (core v1 Events, which `kubectl get events` lists), not left to
 kopf's log-to-event bridge, so each reason is posted exactly when its transition happens. An
 Event is a courtesy: a failure to post one is logged and never fails or delays the reconcile
-beyond one request.
+beyond one request. While other services wait for their reconciles (hundreds created at once),
+an Event is not even that: it is posted in the background once that work is through (at most
+``defer_seconds`` later), so the writes people wait for go first.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import logging
 import os
 import socket
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tritium.api.resource import API_VERSION, KIND
@@ -56,9 +61,17 @@ class EventRecorder:
     def __init__(self, client: KubeClient) -> None:
         self.client = client
         self._posted: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        # Set by the Reconciler: whether other reconciles wait, and a wait until none does.
+        self.busy: Callable[[], bool] = lambda: False
+        self.idle: Callable[[], Awaitable[Any]] = asyncio.sleep
+        self.defer_seconds = 5.0
+        self._later: set[asyncio.Task[None]] = set()
 
     def reset(self) -> None:
         self._posted.clear()
+        for task in self._later:
+            task.cancel()
+        self._later.clear()
 
     async def post(self, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
         """Post once per (object, reason, message) in this process; never raise."""
@@ -69,7 +82,21 @@ class EventRecorder:
         self._posted[key] = None
         while len(self._posted) > _REMEMBERED:
             self._posted.popitem(last=False)
+        body = event_body(involved, type_, reason, message, _now())
+        if self.busy():
+            task = asyncio.create_task(self._post_when_idle(body))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+            return
+        await self._create(body)
+
+    async def _post_when_idle(self, body: dict[str, Any]) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.idle(), self.defer_seconds)
+        await self._create(body)
+
+    async def _create(self, body: dict[str, Any]) -> None:
         try:
-            await self.client.create(event_body(involved, type_, reason, message, _now()))
+            await self.client.create(body)
         except ApiError as exc:
-            log.warning("could not post the %s event: %s", reason, exc)
+            log.warning("could not post the %s event: %s", body["reason"], exc)

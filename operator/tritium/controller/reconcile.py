@@ -199,6 +199,9 @@ class Reconciler:
         self.client = client
         self.images = images
         self.events = EventRecorder(client)
+        self.events.busy = lambda: self._urgent > 1  # others wait besides the reconcile posting
+        self.events.idle = lambda: self._no_urgent.wait()
+        self.events.defer_seconds = DEFER_SECONDS
         self.rollouts = RolloutDriver(client, self.events)
         # Called with (key, seconds) when time alone will change a rollout's decision (a deadline,
         # the next analysis); the handlers turn it into a reconcile of the service as last seen.
