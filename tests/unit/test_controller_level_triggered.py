@@ -193,6 +193,18 @@ async def test_a_spec_is_parsed_once_per_generation(monkeypatch: Any) -> None:
 # --- a child's echo waits for the services being created or edited ----------------------------
 
 
+def named(name: str) -> dict[str, Any]:
+    body = service()
+    body["metadata"]["name"] = name
+    return body
+
+
+def later(reconciler: Reconciler, name: str, fetch: Any, deferrable: bool = False) -> Any:
+    """reconcile_later of service ns/NAME, as the handlers call it."""
+    return reconciler.reconcile_later(("ns", name), fetch=fetch, children=list, logger=logging.getLogger("t"),
+                                      deferrable=deferrable)
+
+
 async def test_a_childs_change_waits_while_a_service_change_is_pending() -> None:
     """What people wait for (a new or edited service) goes first; a child's echo takes its turn after."""
     reconciler = Reconciler(RecordingClient())  # type: ignore[arg-type]
@@ -206,13 +218,11 @@ async def test_a_childs_change_waits_while_a_service_change_is_pending() -> None
 
     async def child_fetch() -> dict[str, Any]:
         fetched.append("b")
-        return {**service(), "metadata": {**service()["metadata"], "name": "b"}}
+        return named("b")
 
-    log = logging.getLogger("t")
-    first = asyncio.create_task(reconciler.reconcile_later(("ns", "m"), fetch=blocked_fetch, children=list, logger=log))
+    first = asyncio.create_task(later(reconciler, "m", blocked_fetch))
     await asyncio.sleep(0)
-    echo = asyncio.create_task(reconciler.reconcile_later(("ns", "b"), fetch=child_fetch, children=list, logger=log,
-                                                          deferrable=True))
+    echo = asyncio.create_task(later(reconciler, "b", child_fetch, deferrable=True))
     await asyncio.sleep(0.05)
     assert fetched == ["a"], "the child's reconcile waits"
     release.set()
@@ -232,13 +242,11 @@ async def test_the_wait_is_bounded(monkeypatch: Any) -> None:
         return service()
 
     async def other() -> dict[str, Any]:
-        return {**service(), "metadata": {**service()["metadata"], "name": "b"}}
+        return named("b")
 
-    log = logging.getLogger("t")
-    first = asyncio.create_task(reconciler.reconcile_later(("ns", "m"), fetch=stuck, children=list, logger=log))
+    first = asyncio.create_task(later(reconciler, "m", stuck))
     await asyncio.sleep(0)
-    await asyncio.wait_for(reconciler.reconcile_later(("ns", "b"), fetch=other, children=list, logger=log,
-                                                      deferrable=True), timeout=2)
+    await asyncio.wait_for(later(reconciler, "b", other, deferrable=True), timeout=2)
     first.cancel()
 
 
@@ -249,19 +257,17 @@ async def test_a_childs_change_a_later_reconcile_covered_is_skipped() -> None:
 
     async def elsewhere() -> dict[str, Any]:
         await release.wait()
-        return {**service(), "metadata": {**service()["metadata"], "name": "x"}}
+        return named("x")
 
     async def fetch() -> dict[str, Any]:
         fetched.append("m")
         return service()
 
-    log = logging.getLogger("t")
-    busy = asyncio.create_task(reconciler.reconcile_later(("ns", "x"), fetch=elsewhere, children=list, logger=log))
+    busy = asyncio.create_task(later(reconciler, "x", elsewhere))
     await asyncio.sleep(0)
-    echo = asyncio.create_task(reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=log,
-                                                          deferrable=True))
+    echo = asyncio.create_task(later(reconciler, "m", fetch, deferrable=True))
     await asyncio.sleep(0.01)
-    await reconciler.reconcile_later(("ns", "m"), fetch=fetch, children=list, logger=log)  # the service changed
+    await later(reconciler, "m", fetch)  # the service changed
     assert fetched == ["m"]
     release.set()
     await asyncio.gather(busy, echo)
