@@ -8,6 +8,7 @@ call is one HTTP request, errors become :class:`ApiError` with the status code, 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -55,6 +56,10 @@ _TIMEOUT = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=10, sock
 # more in flight only queue in the API server's own fairness queues: in the 200-service benchmark
 # (docs/benchmarks.md) 8 gave a peak RSS 10 MB below 32's, at the same speed within the noise.
 CONNECTIONS = 8
+# Requests wait for one of those connections in this gate, first come first served. aiohttp's pool
+# alone is not fair: a request made just as a connection came free takes it before the ones
+# already waiting, so under a mass creation a few reconciles ran ahead while others waited 5-19 s
+# for a connection, and the last service was done long after the work's own time.
 
 
 class ApiError(Exception):
@@ -129,6 +134,7 @@ class KubeClient:
     def __init__(self) -> None:
         self._auth: _Auth | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._gate = asyncio.Semaphore(CONNECTIONS)  # made again with each session (bound to its loop)
 
     def set_credentials(self, info: kopf.ConnectionInfo) -> None:
         self._auth = _auth_from(info)
@@ -149,12 +155,13 @@ class KubeClient:
                 headers=self._auth.headers, timeout=_TIMEOUT,
                 connector=aiohttp.TCPConnector(limit=CONNECTIONS, ssl=self._auth.ssl),
             )
+            self._gate = asyncio.Semaphore(CONNECTIONS)  # FIFO: a new acquirer queues behind the waiters
         url = self._auth.server + path + (f"?{urlencode(params)}" if params else "")
         data = None if body is None else json.dumps(body)
         if write_kind:
             metrics.API_WRITES.labels(verb=method.lower(), kind=write_kind).inc()
         try:
-            async with self._session.request(
+            async with self._gate, self._session.request(
                 method, url, data=data, headers={"Content-Type": content_type} if data else None,
             ) as resp:
                 text = await resp.text()
