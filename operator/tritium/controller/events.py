@@ -82,21 +82,21 @@ class EventRecorder:
         self._posted[key] = None
         while len(self._posted) > _REMEMBERED:
             self._posted.popitem(last=False)
-        body = event_body(involved, type_, reason, message, _now())
+        now = _now()
         if self.busy():
-            task = asyncio.create_task(self._post_when_idle(body))
+            task = asyncio.create_task(self._post_when_idle(involved, type_, reason, message, now))
             self._later.add(task)
             task.add_done_callback(self._later.discard)
             return
-        await self._create(body)
+        await self._create(involved, type_, reason, message, now)
 
-    async def _post_when_idle(self, body: dict[str, Any]) -> None:
+    async def _post_when_idle(self, involved: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.idle(), self.defer_seconds)
-        await self._create(body)
+        await self._create(involved, type_, reason, message, now)
 
-    async def _create(self, body: dict[str, Any]) -> None:
+    async def _create(self, involved: dict[str, Any], type_: str, reason: str, message: str, now: str) -> None:
         try:
-            await self.client.create(body)
+            await self.client.create(event_body(involved, type_, reason, message, now))
         except ApiError as exc:
-            log.warning("could not post the %s event: %s", body["reason"], exc)
+            log.warning("could not post the %s event: %s", reason, exc)
