@@ -1,5 +1,5 @@
 """Reconciler.wants, .wrote and reconcile_later: which events of a service and its children
-reconcile it, and in which order (controller/reconcile.py).
+reconcile it, in which order and how many at once (controller/reconcile.py).
 
 The operator is level-triggered: every event of a service is offered, and only one that changes
 what a reconcile starts from may cost a reconcile. The reconcile here is the real one, with a
@@ -272,3 +272,56 @@ async def test_a_childs_change_a_later_reconcile_covered_is_skipped() -> None:
     release.set()
     await asyncio.gather(busy, echo)
     assert fetched == ["m"], "the reconcile after the service's change saw the child's change too"
+
+
+# --- at most RECONCILE_SLOTS reconciles at once -----------------------------------------------
+
+
+async def test_no_more_than_the_slots_reconcile_at_once(monkeypatch: Any) -> None:
+    from tritium.controller import reconcile
+
+    monkeypatch.setattr(reconcile, "RECONCILE_SLOTS", 3)
+    reconciler = Reconciler(RecordingClient())  # type: ignore[arg-type]
+    release = asyncio.Event()
+    began: list[str] = []
+
+    def blocked(name: str) -> Any:
+        async def fetch() -> dict[str, Any]:
+            began.append(name)
+            await release.wait()
+            return named(name)
+        return fetch
+
+    tasks = [asyncio.create_task(later(reconciler, f"s{i}", blocked(f"s{i}"))) for i in range(9)]
+    await asyncio.sleep(0.05)
+    assert began == ["s0", "s1", "s2"], "three slots: the others wait, in the order they came"
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=5)
+    assert sorted(began) == sorted(f"s{i}" for i in range(9)), "every one ran once a slot was free"
+
+
+async def test_a_trigger_waiting_for_a_slot_collapses_the_next(monkeypatch: Any) -> None:
+    from tritium.controller import reconcile
+
+    monkeypatch.setattr(reconcile, "RECONCILE_SLOTS", 1)
+    reconciler = Reconciler(RecordingClient())  # type: ignore[arg-type]
+    release = asyncio.Event()
+    fetched: list[str] = []
+
+    async def busy() -> dict[str, Any]:
+        await release.wait()
+        return named("x")
+
+    async def fetch() -> dict[str, Any]:
+        fetched.append("m")
+        return service()
+
+    holder = asyncio.create_task(later(reconciler, "x", busy))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(later(reconciler, "m", fetch))
+    await asyncio.sleep(0.01)
+    await later(reconciler, "m", fetch)  # arrives while the first waits for the slot: nothing to add
+    assert fetched == []
+    release.set()
+    await asyncio.wait_for(asyncio.gather(holder, waiting), timeout=5)
+    assert fetched == ["m"], "one reconcile, after both triggers"

@@ -52,6 +52,11 @@ ROLLOUT_STATUS_KEYS = ("stableRevision", "canaryRevision", "canaryWeight", "anal
 # (Reconciler.reconcile_later): a hand edit of a child is put back this much later at worst, and
 # only while services are being created or edited.
 DEFER_SECONDS = 5.0
+# How many reconciles run at once. Each makes its API requests one after another and the client
+# keeps kube.CONNECTIONS (8) connections, so a few dozen keep them all busy; beyond that more
+# reconciles only hold their rendered children and answers in memory together (peak RSS) and
+# finish all at the end instead of one after another. Measured in docs/benchmarks.md.
+RECONCILE_SLOTS = 32
 
 
 # Per-revision children are named NAME-REVISION (render.metadata.revision_name), revision 10 hex.
@@ -215,6 +220,7 @@ class Reconciler:
         self._urgent = 0  # reconciles after a change of a service itself, pending
         self._no_urgent = asyncio.Event()
         self._no_urgent.set()
+        self._slots = asyncio.Semaphore(RECONCILE_SLOTS)  # taken under the per-service lock: see reconcile_later
         self._applied: dict[tuple[str, str, str], Applied] = {}  # (namespace, kind, name)
         self._missing_kinds: set[str] = set()  # optional kinds the API server was found not to serve
         self._waiting: dict[str, set[tuple[str, str]]] = {}  # missing kind -> services that skipped it
@@ -238,6 +244,7 @@ class Reconciler:
         self._urgent = 0
         self._no_urgent = asyncio.Event()
         self._no_urgent.set()
+        self._slots = asyncio.Semaphore(RECONCILE_SLOTS)
         self._applied.clear()
         self._missing_kinds.clear()
         self._waiting.clear()
@@ -310,6 +317,10 @@ class Reconciler:
         service), and when hundreds arrive at once the children's echoes (pods coming up) would
         otherwise take turns with them on the API server. The wait collapses those echoes too, and
         one that a later reconcile of the same service already covered is skipped.
+
+        At most RECONCILE_SLOTS run at once. A slot is taken after the service's own lock and
+        before the trigger stops waiting, so triggers that arrive while it waits for a slot still
+        collapse into it.
         """
         queued_at = time.monotonic()
         if key in self._queued or (deferrable and key in self._deferred):
@@ -326,7 +337,7 @@ class Reconciler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._no_urgent.wait(), DEFER_SECONDS)
             lock = self._locks.setdefault(key, asyncio.Lock())
-            async with lock:
+            async with lock, self._slots:
                 waiting.discard(key)
                 if deferrable and self._began.get(key, float("-inf")) > queued_at:
                     return  # a reconcile that began after this trigger saw what it changed
