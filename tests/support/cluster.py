@@ -72,6 +72,10 @@ class ControlPlane:
     workdir: Path
     bin_dir: Path | None = None
     nodes: int = 2
+    # The API request rate kube-controller-manager's controllers may use (burst twice that); None
+    # keeps Kubernetes' defaults (20 per second, burst 30), which is what a cluster runs unless
+    # its operators raise them. Benchmarks raise it to see the operator's own floor.
+    controller_manager_qps: int | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
 
@@ -188,7 +192,14 @@ class ControlPlane:
             "--controllers=*",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--profiling=false",
+            *self._controller_manager_rate(),
         ])
+
+    def _controller_manager_rate(self) -> list[str]:
+        if self.controller_manager_qps is None:
+            return []
+        qps = self.controller_manager_qps
+        return [f"--kube-api-qps={qps}", f"--kube-api-burst={2 * qps}"]
 
     def _start_node_simulator(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
