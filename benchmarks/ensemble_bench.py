@@ -89,13 +89,34 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def tree_cpu(root: int) -> float:
-    """CPU seconds (utime + stime) of ``root`` and its descendants, as they are now."""
-    total = 0.0
+def role_of(pid: int) -> str:
+    """What a process below a target does, from its command line: where the CPU per request goes."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    name = Path(argv[0]).name if argv and argv[0] else "?"
+    if "tritonserver" in name:
+        return "tritonserver"
+    if "triton_python_backend_stub" in name:  # its first argument is the model's model.py
+        model = Path(argv[1]).parent.parent.name if len(argv) > 1 and argv[1].endswith(".py") else "?"
+        return f"python backend stub ({model})"
+    if "stage" in argv:
+        following = argv[argv.index("stage") + 1] if argv.index("stage") + 1 < len(argv) else ""
+        return f"{following} stage" if following in ("pre", "post") else "stage"
+    if "gateway" in argv:
+        return "gateway"
+    if "up" in argv:
+        return "tritium up"
+    return name
+
+
+def tree_cpu_by_role(root: int) -> dict[str, float]:
+    """CPU seconds (utime + stime) of ``root`` and its descendants as they are now, by role_of each."""
+    out: dict[str, float] = {}
     for pid in descendants(root):
         with contextlib.suppress(OSError, ValueError, IndexError):  # ended meanwhile
-            total += cpu_seconds(pid)
-    return total
+            seconds = cpu_seconds(pid)
+            role = role_of(pid)
+            out[role] = out.get(role, 0.0) + seconds
+    return out
 
 
 def v2_sender(url: str, model: str) -> Sender:
@@ -186,6 +207,7 @@ class Load:
         self.factories, self.concurrency = factories, concurrency
         self.roots = roots or {}  # target -> the pid whose process tree serves it
         self.cpu: dict[str, float] = {}  # target -> CPU seconds of its processes during run()
+        self.cpu_by_role: dict[str, dict[str, float]] = {}  # target -> role_of a process -> its CPU seconds
         self.base = list(REFERENCE["sentences"][1:1 + sentences])
         self.target = next(iter(factories))
         self.done: list[tuple[float, float, str]] = []  # (start, end, target) of each answered request
@@ -220,7 +242,7 @@ class Load:
         """-> (target, block start, block end) for each block, in order."""
         threads = [threading.Thread(target=self.worker, daemon=True) for _ in range(self.concurrency)]
         self.target = order[0]
-        cpu_before = {t: tree_cpu(pid) for t, pid in self.roots.items()}
+        cpu_before = {t: tree_cpu_by_role(pid) for t, pid in self.roots.items()}
         for t in threads:
             t.start()
         blocks = []
@@ -233,7 +255,10 @@ class Load:
         self.stop.set()
         for t in threads:
             t.join(150)
-        self.cpu = {t: tree_cpu(pid) - cpu_before[t] for t, pid in self.roots.items()}
+        for t, pid in self.roots.items():
+            after = tree_cpu_by_role(pid)
+            self.cpu_by_role[t] = {role: seconds - cpu_before[t].get(role, 0.0) for role, seconds in after.items()}
+            self.cpu[t] = sum(self.cpu_by_role[t].values())
         return blocks
 
 
@@ -279,13 +304,16 @@ def measure(factories: dict[str, Callable[[], Sender]], roots: dict[str, int], c
     for target in TARGETS:
         values = [r for t, r, _ in measured if t == target]
         latencies = sorted(x for t, _, lat in figures if t == target for x in lat)
+        answered = max(1, sum(t == target for _, _, t in load.done))
         result["targets"][target] = {
             "rate_median": statistics.median(values), "rate_min": min(values), "rate_max": max(values),
             "p50_ms": statistics.median(latencies) * 1000, "p99_ms": float(np.percentile(latencies, 99)) * 1000,
             "requests": len(latencies),
             # Every process serving the target, over the whole run, per request it answered: what
             # the machine's contention moves far less than throughput.
-            "cpu_ms_per_request": load.cpu[target] * 1000 / max(1, sum(t == target for _, _, t in load.done)),
+            "cpu_ms_per_request": load.cpu[target] * 1000 / answered,
+            "cpu_ms_per_request_by_role": {role: seconds * 1000 / answered
+                                           for role, seconds in sorted(load.cpu_by_role[target].items())},
         }
     return result
 
@@ -305,6 +333,10 @@ def report(results: list[dict[str, Any]], api: str) -> None:
             label = tritium_label if target == "tritium" else "Triton ensemble"
             print(f"| {label} | {m['rate_median']:.1f} ({m['rate_min']:.1f}-{m['rate_max']:.1f}) | "
                   f"{m['p50_ms']:.1f} / {m['p99_ms']:.1f} | {m['requests']} | {m['cpu_ms_per_request']:.1f} |")
+        for target in TARGETS:
+            split = ", ".join(f"{role} {ms:.1f}" for role, ms in res["targets"][target]["cpu_ms_per_request_by_role"]
+                              .items() if ms >= 0.05)
+            print(f"  CPU ms/request by process, {target}: {split}")
         rr = res["round_ratios"]
         verdict = "met" if res["ratio"] >= GOAL else "NOT met"
         print(f"tritium / ensemble: median of round ratios {res['ratio']:.4f}x (rounds {min(rr):.2f}-{max(rr):.2f}x); "
