@@ -99,8 +99,8 @@ def role_of(pid: int) -> str:
         model = Path(argv[1]).parent.parent.name if len(argv) > 1 and argv[1].endswith(".py") else "?"
         return f"python backend stub ({model})"
     if "stage" in argv:
-        following = argv[argv.index("stage") + 1] if argv.index("stage") + 1 < len(argv) else ""
-        return f"{following} stage" if following in ("pre", "post") else "stage"
+        which = argv[argv.index("stage") + 1:][:1]
+        return f"{which[0]} stage" if which and which[0] in ("pre", "post") else "stage"
     if "gateway" in argv:
         return "gateway"
     if "up" in argv:

@@ -211,6 +211,11 @@ def labelled(samples: dict[str, float], *names: str) -> dict[str, float]:
     return out
 
 
+def controller_manager_rate(plane: Any) -> int | str:
+    """kube-controller-manager's API rate on ``plane``, as the results report it."""
+    return plane.controller_manager_qps or "default (20, burst 30)"
+
+
 class Target:
     """What the operator runs against: the emulator, a control plane of our own, or KUBECONFIG's cluster."""
 
@@ -461,7 +466,7 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
                                "load_average_1m_at_start": load_average()}
     if target.plane is not None:
         results["simulated_nodes"] = target.plane.nodes
-        results["controller_manager_qps"] = target.plane.controller_manager_qps or "default (20, burst 30)"
+        results["controller_manager_qps"] = controller_manager_rate(target.plane)
     names = [f"svc-{i:04d}" for i in range(n)]
     try:
         async with aiohttp.ClientSession() as session:
@@ -720,8 +725,7 @@ async def floor(n: int, timeout: float, ns: str, controller_manager_qps: int | N
     client, applier = login(target.kubeconfig), login(target.kubeconfig)
     results: dict[str, Any] = {"n": n, "target": "own control plane, no operator (floor)",
                                "simulated_nodes": target.plane.nodes, "load_average_1m_at_start": load_average(),
-                               "controller_manager_qps": target.plane.controller_manager_qps
-                               or "default (20, burst 30)"}
+                               "controller_manager_qps": controller_manager_rate(target.plane)}
     names = [f"svc-{i:04d}" for i in range(n)]
     writes: Counter[str] = Counter()
     retried: Counter[str] = Counter()
