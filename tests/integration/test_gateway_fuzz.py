@@ -221,3 +221,38 @@ def test_everything_still_serves_afterwards(gateways: dict[str, Deployment], tmp
             r = httpx.post(f"{dep.url}/v1/models/add/invoke",
                            json={"inputs": {"x": [1, 2]} if kind == "script" else {"INPUT0": [1, 2], "INPUT1": [3, 4]}})
         assert r.status_code == 200, (kind, r.text)
+
+
+def _with_deep(body: Any, depth: int) -> bytes:
+    """`body` as JSON with each "DEEP" replaced by a list nested `depth` deep (written as text:
+    the stdlib encoder recurses and stops near 1000)."""
+    return _dumps(body).replace(b'"DEEP"', b"[" * depth + b"1" + b"]" * depth)
+
+
+# Depths around the limits of the JSON libraries on the path: orjson parses up to 1024 levels but
+# serializes only 254 (the cache key and the stage messages re-serialize what was parsed).
+DEPTHS = (100, 253, 254, 255, 300, 1023, 1100)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_deeply_nested_bodies_are_refused_not_failed(clients: dict[str, httpx.Client], kind: str, depth: int) -> None:
+    deep = "DEEP"
+    bodies = [
+        ("/v1/models/add/invoke", {"inputs": {"INPUT0": deep, "INPUT1": deep}}, False),
+        ("/v1/models/add/invoke", {"inputs": {"INPUT0": [1], "INPUT1": [2]}, "parameters": {"p": deep}}, False),
+        ("/v1/models/add/invoke", {"inputs": {"x": deep}}, False),
+        ("/v2/models/add/infer", {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1], "data": deep}]},
+         True),
+        ("/v2/models/add/infer", {"inputs": [], "parameters": {"p": deep}}, True),
+        ("/v2/models/add/infer", {"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1], "data": [1],
+                                              "parameters": {"p": deep}}]}, True),
+    ]
+    failed = []
+    for i, (path, body, v2) in enumerate(bodies):
+        r = clients[kind].post(path, content=_with_deep(body, depth), headers={"Content-Type": "application/json"})
+        try:
+            _check(r, v2=v2)
+        except AssertionError as exc:
+            failed.append(f"body {i} to {path}: {exc}".splitlines()[0])
+    assert not failed, failed

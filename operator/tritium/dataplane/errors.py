@@ -68,3 +68,24 @@ class ApiError(Exception):
 
 def bad_request(message: str, field: str | None = None, code: str = "invalid_request") -> ApiError:
     return ApiError(400, code, message, field=field)
+
+
+# orjson reads JSON up to 1024 levels deep but writes at most 254: a body it parsed can be too deep
+# for the cache key or a stage message built from it. Such a body is the client's problem (no model
+# takes tensors nested that deep: numpy stops at 32 dimensions), so it gets a 400, not a 500.
+_TOO_DEEP = "Recursion limit reached"
+
+
+def refuse_if_too_deep(exc: orjson.JSONEncodeError) -> None:
+    """Raise the 400 when orjson could not write a request's JSON for its nesting; else return."""
+    if str(exc) == _TOO_DEEP:
+        raise bad_request("the body nests lists or objects too deeply (more than 250 levels)", "body") from None
+
+
+def dumps_request_json(value: Any, option: int = 0) -> bytes:
+    """orjson.dumps of what a client sent, with nesting beyond orjson's limit answered as a 400."""
+    try:
+        return orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError as exc:
+        refuse_if_too_deep(exc)
+        raise

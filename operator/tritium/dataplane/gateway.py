@@ -33,6 +33,7 @@ from tritium.dataplane.errors import (
     TIMEOUT_HEADER,
     ApiError,
     bad_request,
+    dumps_request_json,
 )
 from tritium.dataplane.http.server import Request, Response, Router, StreamResponse
 from tritium.dataplane.http.stage_client import StageClient
@@ -395,7 +396,7 @@ class Gateway:
 
     def v2_key(self, model: str, version: str, req: V2Request) -> str:
         names = sorted(req.inputs)
-        shape = orjson.dumps({
+        shape = dumps_request_json({
             "id": req.id, "parameters": req.parameters, "outputs": req.outputs,
             "inputs": [[n, str(req.inputs[n].dtype), list(req.inputs[n].shape)] for n in names],
         }, option=orjson.OPT_SORT_KEYS)
@@ -458,7 +459,7 @@ class Gateway:
         parsed = await self.parse_invoke(request)
         if self.cache is not None:
             media, body, inputs, params = parsed
-            canonical = (orjson.dumps({"inputs": inputs, "parameters": params}, option=orjson.OPT_SORT_KEYS)
+            canonical = (dumps_request_json({"inputs": inputs, "parameters": params}, option=orjson.OPT_SORT_KEYS)
                          if inputs is not None else media.encode() + b"\0" + body)
             key = cache_mod.cache_key(model, version, "invoke", canonical)
             hit = await self.cached(request, model, key)

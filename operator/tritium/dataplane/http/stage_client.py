@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import orjson
 
-from tritium.dataplane.errors import REQUEST_ID_HEADER, TIMEOUT_HEADER, ApiError
+from tritium.dataplane.errors import REQUEST_ID_HEADER, TIMEOUT_HEADER, ApiError, refuse_if_too_deep
 from tritium.dataplane.http.client import Http11Pool, HttpError
 from tritium.dataplane.http.stage_wire import StageWireClient, StageWireError
 from tritium.dataplane.tensors import HEADER_LENGTH, STAGE_CONTENT_TYPE, pack_message, unpack_message
@@ -58,7 +58,11 @@ class StageClient:
     async def call(self, header: dict[str, Any], tensors: dict[str, np.ndarray] | None = None,
                    raw: bytes | None = None, *, request_id: str, timeout: float) -> tuple[
                        dict[str, Any], dict[str, np.ndarray], bytes | None]:
-        body, header_length = pack_message(header, tensors, raw)
+        try:
+            body, header_length = pack_message(header, tensors, raw)
+        except orjson.JSONEncodeError as exc:  # the header carries the client's inputs and parameters
+            refuse_if_too_deep(exc)
+            raise
         if self._wire is not None:
             try:
                 status, answer, answer_length = await self._wire.call(
