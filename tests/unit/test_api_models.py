@@ -284,6 +284,32 @@ def test_bad_cidrs_are_rejected(security: dict[str, Any], field: str) -> None:
     assert info.value.field == field
 
 
+KEYS = {"name": "keys", "key": "keys"}
+
+
+@pytest.mark.parametrize(
+    ("security", "refused"),
+    [
+        ({}, True),
+        ({"rateLimit": {"requestsPerSecond": 5}, "apiKeysSecretRef": KEYS}, True),  # counted per key
+        ({"apiKeysSecretRef": KEYS, "redactPII": True}, True),
+        ({"ipAllowlist": ["10.0.0.0/8"]}, False),
+        ({"rateLimit": {"requestsPerSecond": 5}}, False),  # per key without keys: per client address
+        ({"rateLimit": {"requestsPerSecond": 5, "per": "clientAddress"}, "apiKeysSecretRef": KEYS}, False),
+        ({"audit": {"enabled": True}}, False),
+    ],
+)
+def test_trusted_proxies_need_a_layer_that_reads_the_client_address(security: dict[str, Any], refused: bool) -> None:
+    isvc = parse(manifest({"security": {**security, "trustedProxies": ["172.16.0.0/12"]}}))
+    if not refused:
+        check_values(isvc)
+        return
+    with pytest.raises(SpecError) as info:
+        check_values(isvc)
+    assert info.value.field == "spec.security.trustedProxies"
+    assert "nothing reads the client address" in info.value.message
+
+
 def test_good_cidrs_pass() -> None:
     check_values(
         parse(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from tritium.api.resource import InferenceService, SpecError
+from tritium.api.spec import SecuritySpec
 from tritium.api.support import check_supported
 
 STORAGE_SCHEMES = ("s3", "gs", "http", "https", "file", "pvc")
@@ -63,6 +64,14 @@ def check_spec(isvc: InferenceService) -> None:
     check_supported(isvc)
 
 
+def _reads_client_address(security: SecuritySpec) -> bool:
+    """Whether a layer uses the client address that trustedProxies resolves: the allowlist, a rate
+    limit counted per address (per=clientAddress, or per=key without API keys), or the audit log."""
+    limit = security.rate_limit
+    per_address = limit is not None and (limit.per == "clientAddress" or security.api_keys_secret_ref is None)
+    return bool(security.ip_allowlist) or per_address or security.audit.enabled
+
+
 def check_values(isvc: InferenceService) -> None:
     """Raise SpecError for the first value the schema could not judge (schemes, CIDRs, outputs)."""
     spec = isvc.spec
@@ -79,6 +88,9 @@ def check_values(isvc: InferenceService) -> None:
     check_storage_uri(spec.model.storage_uri)
     _check_cidrs(spec.security.ip_allowlist, "spec.security.ipAllowlist")
     _check_cidrs(spec.security.trusted_proxies, "spec.security.trustedProxies")
+    if spec.security.trusted_proxies and not _reads_client_address(spec.security):
+        raise SpecError("spec.security.trustedProxies", "needs ipAllowlist, a rateLimit per client address or "
+                        "audit.enabled: true (nothing reads the client address without them)")
     if spec.security.sign_responses and spec.security.signing_key_secret_ref is None:
         raise SpecError("spec.security.signingKeySecretRef", "signResponses needs the Secret key to sign with")
     if spec.security.signing_key_secret_ref is not None and not spec.security.sign_responses:

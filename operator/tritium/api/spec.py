@@ -598,7 +598,8 @@ class SecuritySpec(ApiModel):
     )
     trusted_proxies: list[str] | None = described(
         "Proxy CIDRs whose X-Forwarded-For is believed for the client address: the right-most hop that is not "
-        "a trusted proxy is the client. Unset: the connection's peer is the client.",
+        "a trusted proxy is the client. Unset: the connection's peer is the client. Read by ipAllowlist, a "
+        "rateLimit per client address and the audit log: refused without one of them.",
         default=None,
     )
     tls: TlsSpec | None = described("Serve TLS on the gateway port.", default=None)
