@@ -107,5 +107,34 @@ async def test_shared_limit_in_redis_across_gateways(tmp_path: Path, redis_url: 
         assert refused.headers["RateLimit-Limit"] == "3" and int(refused.headers["Retry-After"]) >= 1
     broken = SecuritySettings(ratelimit_redis_url="redis://127.0.0.1:1/0")
     (tmp_path / "c").mkdir()
-    async with serving(tmp_path / "c", security, broken) as (url, _), httpx.AsyncClient() as client:
+    async with serving(tmp_path / "c", security, broken) as (url, gw), httpx.AsyncClient() as client:
         assert [(await _infer(client, url)).status_code for _ in range(6)] == [200] * 6
+        assert _storage_failures(gw) == {"passed": 6.0, "refused": 0.0}
+
+
+def _storage_failures(gateway: Any) -> dict[str, float]:
+    return {outcome: gateway.metrics.registry.get_sample_value(
+        "tritium_gateway_ratelimit_storage_failures_total", {"outcome": outcome}) for outcome in ("passed", "refused")}
+
+
+async def test_a_redis_outage_fails_closed_when_the_spec_says(tmp_path: Path, redis_url: str) -> None:
+    """failurePolicy closed: with Redis unreachable nothing passes uncounted (503, Retry-After), and
+    health stays open; with Redis there the same limit works as usual."""
+    security = {"rateLimit": {"requestsPerSecond": 1, "burst": 2, "per": "clientAddress",
+                              "redis": {"urlSecretRef": {"name": "r", "key": "url"}, "failurePolicy": "closed"}}}
+    (tmp_path / "up").mkdir()
+    async with serving(tmp_path / "up", security, SecuritySettings(ratelimit_redis_url=redis_url)) as (url, gw), \
+            httpx.AsyncClient() as client:
+        await gw.security.limiter.reset()  # type: ignore[union-attr]
+        assert [(await _infer(client, url)).status_code for _ in range(3)] == [200, 200, 429]
+        assert _storage_failures(gw) == {"passed": 0.0, "refused": 0.0}
+    (tmp_path / "down").mkdir()
+    broken = SecuritySettings(ratelimit_redis_url="redis://127.0.0.1:1/0")
+    async with serving(tmp_path / "down", security, broken) as (url, gw), httpx.AsyncClient() as client:
+        answers = [await _infer(client, url) for _ in range(4)]
+        assert [r.status_code for r in answers] == [503] * 4
+        body = answers[0].json()
+        assert body["code"] == "rate_limit_unavailable" and "failurePolicy closed" in body["error"], body
+        assert answers[0].headers["Retry-After"] == "1"
+        assert _storage_failures(gw) == {"passed": 0.0, "refused": 4.0}
+        assert (await client.get(f"{url}/v2/health/live")).status_code == 200

@@ -534,6 +534,12 @@ class RedisSpec(ApiModel):
     """A Redis shared by all pods of the service."""
 
     url_secret_ref: SecretKeyRef = described("Secret key holding the redis:// URL.")
+    failure_policy: Literal["open", "closed"] = described(
+        "What a request gets while Redis cannot be reached (1 s connect and read timeouts): open: it passes "
+        "unlimited, so a broken limiter never takes the service down; closed: 503 with Retry-After: 1, so no "
+        "request passes uncounted. Either way the outage is logged once and each such request counted in "
+        "tritium_gateway_ratelimit_storage_failures_total.",
+        default="open")
 
 
 class RateLimit(ApiModel):
@@ -556,8 +562,7 @@ class RateLimit(ApiModel):
     )
     redis: RedisSpec | None = described(
         "Count in this Redis so that one limit holds across all replicas; each replica counts on its own when "
-        "unset. When Redis cannot be reached requests pass unlimited (logged): the limiter never takes the "
-        "service down.",
+        "unset. While Redis cannot be reached requests pass unlimited or get a 503, as its failurePolicy says.",
         default=None,
     )
 

@@ -26,7 +26,7 @@ from tritium.dataplane.errors import ApiError
 from tritium.dataplane.http.server import Request
 from tritium.dataplane.security.apikeys import KeyFile, presented_key
 from tritium.dataplane.security.clientip import Address, Network, client_address, parse_networks, within
-from tritium.dataplane.security.ratelimit import RateLimiter
+from tritium.dataplane.security.ratelimit import RateLimiter, StorageUnavailable
 from tritium.dataplane.security.signing import SIGNING_KEY_FILE_ENV
 
 API_KEYS_FILE_ENV = "TRITIUM_API_KEYS_FILE"
@@ -75,7 +75,9 @@ class Security:
             if limit.redis is not None and not settings.ratelimit_redis_url:
                 raise ValueError(f"spec.security.rateLimit.redis is set but {RATELIMIT_REDIS_URL_ENV} is not")
             self.limiter = RateLimiter(limit.requests_per_second, limit.burst,
-                                       settings.ratelimit_redis_url if limit.redis else None, namespace)
+                                       settings.ratelimit_redis_url if limit.redis else None, namespace,
+                                       fail_closed=limit.redis is not None and limit.redis.failure_policy == "closed",
+                                       on_failure=self._storage_failed)
             self.limit_per_key = limit.per == "key" and self.keys is not None
         self.enabled = self.allow is not None or self.keys is not None or self.limiter is not None
         self.key_requests = Counter(
@@ -90,6 +92,11 @@ class Security:
         self.key_inference = Counter(
             "tritium_gateway_key_inference_seconds", "Seconds spent answering inference calls (infer, invoke, "
             "stream), by API key id.", ["key"], registry=registry)
+        storage_failures = Counter(
+            "tritium_gateway_ratelimit_storage_failures", "Requests decided while the rate limit's Redis could "
+            "not be reached, by outcome: passed (failurePolicy open) or refused (closed, a 503).", ["outcome"],
+            registry=registry)
+        self._storage_outcomes = {True: storage_failures.labels("refused"), False: storage_failures.labels("passed")}
         self._children: dict[tuple[str, str, int], Any] = {}
         self._usage: dict[str, tuple[Any, Any, Any]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -129,11 +136,19 @@ class Security:
             request.state[KEY_ID_STATE] = key_id
         if self.limiter is not None:
             identity = f"key:{key_id}" if self.limit_per_key else f"ip:{address or 'unknown'}"
-            refused = await self.limiter.check(identity)
+            try:
+                refused = await self.limiter.check(identity)
+            except StorageUnavailable as exc:
+                raise ApiError(503, "rate_limit_unavailable", f"the rate limit's storage cannot be reached ({exc}); "
+                               "requests are refused until it is back (failurePolicy closed)",
+                               headers={"Retry-After": "1"}) from None
             if refused is not None:
                 headers = refused.headers()
                 raise ApiError(429, "rate_limited", f"rate limit exceeded; retry after {headers['Retry-After']} s",
                                headers=headers)
+
+    def _storage_failed(self, refused: bool) -> None:
+        self._storage_outcomes[refused].inc()
 
     def _allowed(self, address: Address) -> bool:
         """Allowlist membership, remembered per address (a CIDR test per network costs microseconds)."""

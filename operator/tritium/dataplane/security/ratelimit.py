@@ -16,8 +16,9 @@ where this arithmetic is lost in the benchmark's noise, and let ``rate + burst``
 Counts live in this process (each replica limits on its own) unless a Redis URL is given; then
 every replica shares one bucket per client, taken by one Lua script (atomic, on the Redis
 server's clock, so replicas' clocks need not agree). When Redis cannot be reached the request is
-let through and the failure logged: a broken limiter must not take the service down with it
-(fail open).
+let through (fail open: a broken limiter must not take the service down with it), or, when the
+spec says failurePolicy: closed, refused with StorageUnavailable (no request passes uncounted);
+either way the outage is logged once and each request it touched reported to ``on_failure``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,10 @@ log = logging.getLogger("tritium.gateway.ratelimit")
 EPSILON = 1e-9
 # The in-memory store is swept of refilled buckets when it grows past this many clients.
 SWEEP_AT = 4096
+
+
+class StorageUnavailable(Exception):
+    """Redis could not be reached and the limit fails closed: the request must not pass."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +114,13 @@ class RateLimiter:
     """Token buckets for one service; ``check(identity)`` takes one token from ``identity``'s."""
 
     def __init__(self, requests_per_second: float, burst: int, redis_url: str | None = None,
-                 namespace: str = "tritium") -> None:
+                 namespace: str = "tritium", fail_closed: bool = False,
+                 on_failure: Callable[[bool], None] | None = None) -> None:
+        """``fail_closed``: refuse (StorageUnavailable) rather than pass while Redis is unreachable;
+        ``on_failure(refused)`` is told of every request decided without Redis."""
         self.bucket = Bucket(requests_per_second, burst)
+        self.fail_closed = fail_closed
+        self._on_failure = on_failure
         self._full_at: dict[str, float] = {}
         self._prefix = f"{namespace}/ratelimit/"
         self._redis: Any = None
@@ -133,8 +144,13 @@ class RateLimiter:
                                       args=[repr(self.bucket.interval), repr(self.bucket.span)])
         except Exception as exc:
             if not self._failing:
-                log.warning("rate limit storage unreachable (%s): requests pass unlimited until it is back", exc)
+                log.warning("rate limit storage unreachable (%s): requests %s until it is back", exc,
+                            "are refused (failurePolicy closed)" if self.fail_closed else "pass unlimited")
                 self._failing = True
+            if self._on_failure is not None:
+                self._on_failure(self.fail_closed)
+            if self.fail_closed:
+                raise StorageUnavailable(str(exc) or type(exc).__name__) from None
             return None
         if self._failing:
             log.info("rate limit storage reachable again")
