@@ -534,6 +534,11 @@ class RedisSpec(ApiModel):
     """A Redis shared by all pods of the service."""
 
     url_secret_ref: SecretKeyRef = described("Secret key holding the redis:// URL.")
+
+
+class RateLimitRedisSpec(RedisSpec):
+    """The Redis a rate limit counts in, and what happens while it cannot be reached."""
+
     failure_policy: Literal["open", "closed"] = described(
         "What a request gets while Redis cannot be reached (1 s connect and read timeouts): open: it passes "
         "unlimited, so a broken limiter never takes the service down; closed: 503 with Retry-After: 1, so no "
@@ -560,7 +565,7 @@ class RateLimit(ApiModel):
         "clientAddress: each client address (see trustedProxies).",
         default="key",
     )
-    redis: RedisSpec | None = described(
+    redis: RateLimitRedisSpec | None = described(
         "Count in this Redis so that one limit holds across all replicas; each replica counts on its own when "
         "unset. While Redis cannot be reached requests pass unlimited or get a 503, as its failurePolicy says.",
         default=None,
