@@ -450,3 +450,23 @@ def test_revision_ignores_scaling_rollout_traffic_monitoring(base: dict[str, Any
 def test_revision_is_short_and_label_safe() -> None:
     rev = revision_of(parse(manifest()).spec)
     assert len(rev) == 10 and rev.isalnum() and rev == rev.lower()
+
+
+@pytest.mark.parametrize(("metric", "own", "refused"), [
+    ("rps", {"targetRequestsPerSecond": 20}, "targetRequestsPerSecond"),
+    ("queueTime", {"targetQueueTimeMs": 20}, "targetQueueTimeMs"),
+    ("pending", {}, "targetPendingRequests"),
+    ("cpu", {}, None),
+])
+def test_target_utilization_only_for_the_metrics_that_read_it(metric: str, own: dict[str, Any],
+                                                              refused: str | None) -> None:
+    patch = {"autoscaling": {"metric": metric, "targetUtilization": 0.5, **own},
+             "monitoring": {"serviceMonitor": True}}
+    if refused is None:
+        check_values(parse(manifest(patch)))
+        return
+    with pytest.raises(SpecError) as info:
+        check_values(parse(manifest(patch)))
+    assert info.value.field == "spec.autoscaling.targetUtilization" and refused in info.value.message
+    patch["autoscaling"].pop("targetUtilization")  # the default is what every stored object carries
+    check_values(parse(manifest(patch)))

@@ -51,7 +51,8 @@ def test_every_entry_is_exercised() -> None:
     {"autoscaling": {"enabled": False, "minReplicas": 0}, "replicas": 3},  # scaled by hand
     {"autoscaling": {"targetUtilization": 0.5, "scaleDownCooldownSeconds": 60}},
     {"monitoring": {"serviceMonitor": True}},
-    {"monitoring": {"alerts": [{"metric": "errorRatio", "threshold": 0.05}]}},
+    {"monitoring": {"alerts": []}},  # none, and none to scrape for
+    {"monitoring": {"serviceMonitor": True, "alerts": [{"metric": "errorRatio", "threshold": 0.05}]}},
     {"monitoring": {"serviceMonitor": True, "alerts": []}},
     {"rollout": {"canaryPercent": 10, "steps": [5, 25], "progressDeadlineSeconds": 60, "scaleDownDelaySeconds": 0,
                  "analysis": {"maxP99LatencyMs": 250, "intervalSeconds": 5, "durationSeconds": 30}}},

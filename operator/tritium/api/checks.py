@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from tritium.api.resource import InferenceService, SpecError
-from tritium.api.spec import SecuritySpec
+from tritium.api.spec import AutoscalingSpec, SecuritySpec
 from tritium.api.support import check_supported
 
 STORAGE_SCHEMES = ("s3", "gs", "http", "https", "file", "pvc")
@@ -64,6 +64,20 @@ def check_spec(isvc: InferenceService) -> None:
     check_supported(isvc)
 
 
+# The target field of each metric that has one of its own (targetUtilization is cpu's and gpu's).
+_OWN_TARGET = {"rps": "targetRequestsPerSecond", "queueTime": "targetQueueTimeMs", "pending": "targetPendingRequests"}
+
+
+def _check_scaling_target(scaling: AutoscalingSpec) -> None:
+    """targetUtilization away from its default is refused for a metric that does not read it. (The
+    API server writes the default into every stored object, so only a changed value can be told.)"""
+    own = _OWN_TARGET.get(scaling.metric)
+    default = AutoscalingSpec.model_fields["target_utilization"].default
+    if own is not None and scaling.target_utilization != default:
+        raise SpecError("spec.autoscaling.targetUtilization", f"is the target of metrics cpu and gpu only; metric "
+                        f"{scaling.metric} scales at {own}")
+
+
 def _reads_client_address(security: SecuritySpec) -> bool:
     """Whether a layer uses the client address that trustedProxies resolves: the allowlist, a rate
     limit counted per address (per=clientAddress, or per=key without API keys), or the audit log."""
@@ -86,6 +100,11 @@ def check_values(isvc: InferenceService) -> None:
             raise SpecError("spec.rollout.surge", "surge false needs replicas >= 2 (the canary takes a pod from "
                             "the stable revision, which must keep one to serve)")
     check_storage_uri(spec.model.storage_uri)
+    _check_scaling_target(spec.autoscaling)
+    if spec.monitoring.alerts and not spec.monitoring.service_monitor:
+        raise SpecError("spec.monitoring.alerts", "needs monitoring.serviceMonitor: true (the rules read the series "
+                        "its PodMonitor scrapes and labels with inferenceservice and revision: without it no "
+                        "alert could ever fire)")
     _check_cidrs(spec.security.ip_allowlist, "spec.security.ipAllowlist")
     _check_cidrs(spec.security.trusted_proxies, "spec.security.trustedProxies")
     if spec.security.trusted_proxies and not _reads_client_address(spec.security):

@@ -352,7 +352,8 @@ class AutoscalingSpec(ApiModel):
     max_replicas: int = described("Most serving pods.", default=10, ge=1, le=1000)
     target_utilization: float = described(
         "Target utilisation per pod, as a fraction (0.7 = 70 %), for metric cpu (of the pod's CPU request) "
-        "and gpu (Triton's nv_gpu_utilization); the other metrics have targets of their own.",
+        "and gpu (Triton's nv_gpu_utilization); the other metrics have targets of their own, and a spec that "
+        "changes this one with them is refused.",
         default=0.7, gt=0, le=1,
     )
     metric: Literal["cpu", "rps", "gpu", "queueTime", "pending"] = described(
@@ -675,7 +676,7 @@ class MonitoringSpec(ApiModel):
     )
     alerts: list[AlertRule] | None = described(
         "Alert rules for this service, rendered as a PrometheusRule; they replace the default alerts "
-        "([] for none).",
+        "([] for none). Need serviceMonitor: true: the rules read the series its PodMonitor scrapes.",
         default=None,
     )
     webhook: WebhookSpec | None = described(
