@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 
+from tests.support.dataplane import base_spec, write_config
 from tritium.dataplane.canary.traffic import (
     ROUTED_HEADER,
     SplitCounter,
@@ -22,6 +24,9 @@ from tritium.dataplane.canary.traffic import (
     forward_target,
     parse_traffic,
 )
+from tritium.dataplane.config import load_config
+from tritium.dataplane.gateway import Gateway, GatewaySettings
+from tritium.dataplane.metrics import GatewayMetrics
 
 URL = "http://svc-abcdef0123.ns.svc.cluster.local:80"
 GOOD = {"stable": "0123456789", "canary": "abcdef0123", "canaryWeight": 5, "canaryUrl": URL}
@@ -146,6 +151,47 @@ def test_a_new_weight_starts_the_counter_over() -> None:
     assert split.update(None) and split.weight == 0 and split.route({}) is None
 
 
+# -- the canary weight gauge ----------------------------------------------------------------------
+
+GAUGE = "tritium_gateway_canary_weight_percent"
+
+
+def _weights(registry: CollectorRegistry) -> dict[str, float]:
+    """The gauge's series as scraped: canary revision -> percent."""
+    return {sample.labels["canary"]: sample.value
+            for family in registry.collect() if family.name == GAUGE for sample in family.samples}
+
+
+def test_the_canary_weight_gauge_follows_the_split_and_leaves_no_stale_canary() -> None:
+    """A dashboard reads the weight from this gauge: it must say what the split does now, and a
+    canary that is no longer forwarded to must disappear rather than linger at its last weight."""
+    metrics = GatewayMetrics(CollectorRegistry())
+    split = TrafficSplit("0123456789", on_change=metrics.set_canary_weight)
+    assert _weights(metrics.registry) == {}
+    assert f"# TYPE {GAUGE} gauge" in generate_latest(metrics.registry).decode()  # declared before any canary
+    split.update(parse_traffic(_raw(canaryWeight=5)))
+    assert _weights(metrics.registry) == {"abcdef0123": 5}
+    split.update(parse_traffic(_raw(canaryWeight=30)))
+    assert _weights(metrics.registry) == {"abcdef0123": 30}
+    split.update(parse_traffic(_raw(canary="fedcba9876", canaryWeight=30)))
+    assert _weights(metrics.registry) == {"fedcba9876": 30}  # the old canary's series is gone
+    split.update(parse_traffic(_raw(canary="fedcba9876", canaryWeight=0)))
+    assert _weights(metrics.registry) == {}
+    split.update(parse_traffic(_raw(canaryWeight=100)))
+    assert _weights(metrics.registry) == {"abcdef0123": 100}
+    split.update(None)  # file gone or invalid: nothing forwarded
+    assert _weights(metrics.registry) == {}
+    assert "abcdef0123" not in generate_latest(metrics.registry).decode()
+
+
+def test_a_gateway_that_is_not_the_stable_revision_reports_no_weight() -> None:
+    """The canary's own gateways read the same file but forward nothing: no series from them."""
+    metrics = GatewayMetrics(CollectorRegistry())
+    split = TrafficSplit("abcdef0123", on_change=metrics.set_canary_weight)
+    split.update(parse_traffic(_raw(canaryWeight=50)))
+    assert split.weight == 0 and _weights(metrics.registry) == {}
+
+
 # -- reading and re-reading the file ------------------------------------------------------------------
 
 def _kubelet_write(directory: Path, content: bytes, generation: int) -> Path:
@@ -203,3 +249,23 @@ def test_missing_or_invalid_files_warn_once_per_problem_and_stop_forwarding(
         path.unlink()
         traffic.poll()
         assert split.weight == 0 and len(caplog.records) == 4  # missing again after being fine: told again
+
+
+def test_the_gauge_is_set_from_the_traffic_file(tmp_path: Path) -> None:
+    """An invalid file stops the forwarding: the gauge must stop showing the canary too."""
+    path = _kubelet_write(tmp_path, _raw(canaryWeight=5), 1)
+    metrics = GatewayMetrics(CollectorRegistry())
+    traffic = TrafficFile(path, TrafficSplit("0123456789", on_change=metrics.set_canary_weight))
+    traffic.poll()
+    assert _weights(metrics.registry) == {"abcdef0123": 5}
+    _kubelet_write(tmp_path, b"{not json", 2)
+    traffic.poll()
+    assert _weights(metrics.registry) == {}
+
+
+def test_a_gateway_reports_its_split_on_its_metrics_port(tmp_path: Path) -> None:
+    """The gateway wires its split to its own registry, the one its metrics port serves."""
+    config = load_config(write_config(tmp_path, base_spec("add"), revision="0123456789"))
+    gateway = Gateway(GatewaySettings(config=config, triton_grpc="127.0.0.1:1", triton_http="http://127.0.0.1:1"))
+    gateway.split.update(parse_traffic(_raw(canaryWeight=20)))
+    assert _weights(gateway.metrics.registry) == {"abcdef0123": 20}

@@ -137,8 +137,9 @@ class Gateway:
         self.session: aiohttp.ClientSession
         self.stages: list[StageClient] = []
         self.forward_to: TritonHttp | None = None  # set when v2 requests go to Triton as they came
-        # weight stays 0 (nothing forwarded) unless a traffic file names this revision as stable.
-        self.split = TrafficSplit(self.revision)
+        # weight stays 0 (nothing forwarded) unless a traffic file names this revision as stable;
+        # each change of the split sets the canary weight gauge.
+        self.split = TrafficSplit(self.revision, on_change=self.metrics.set_canary_weight)
         self.canary: CanaryForwarder | None = None
         self._traffic_task: asyncio.Task[None] | None = None
         self.security = Security(spec.security, settings.security or SecuritySettings(), self.metrics.registry,

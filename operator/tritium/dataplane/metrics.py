@@ -8,6 +8,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -45,6 +46,16 @@ class GatewayMetrics:
             "tritium_gateway_forwarded_requests", "Inference requests forwarded to the canary revision.",
             ["revision", "code"], registry=self.registry,
         )
+        # The share of inference requests this (stable) gateway forwards, labelled with the canary
+        # revision: the only place a dashboard can read the weight under `traffic.router: gateway`.
+        # A series exists only while forwarding; it is removed when the weight drops to 0 or the
+        # canary changes, so a finished rollout leaves no stale canary behind.
+        self.canary_weight = Gauge(
+            "tritium_gateway_canary_weight_percent",
+            "Percent of inference requests forwarded to the canary revision (no series: none forwarded).",
+            ["canary"], registry=self.registry,
+        )
+        self._canary: str | None = None
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._forwarded: dict[tuple[str, str], Any] = {}
 
@@ -68,6 +79,19 @@ class GatewayMetrics:
             if len(self._forwarded) < 1_000:
                 self._forwarded[key] = child
         child.inc()
+
+
+    def set_canary_weight(self, canary: str | None, weight: int) -> None:
+        """Record the split after a change: `weight` percent to `canary` (None or 0: nothing forwarded).
+
+        Called on a change only, never per request, so removing and setting children is cheap.
+        """
+        forwarding = canary if canary is not None and weight > 0 else None
+        if self._canary is not None and self._canary != forwarding:
+            self.canary_weight.remove(self._canary)
+        if forwarding is not None:
+            self.canary_weight.labels(forwarding).set(weight)
+        self._canary = forwarding
 
 
 class StageMetrics:

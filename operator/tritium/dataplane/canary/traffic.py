@@ -14,7 +14,7 @@ within one request of N*w/100, and a fleet of gateways, each exact, is exact in 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -127,15 +127,20 @@ class SplitCounter:
 
 class TrafficSplit:
     """The per-process decision. `weight` is 0 whenever nothing is forwarded, so the gateway's
-    hot path tests one attribute and goes on."""
+    hot path tests one attribute and goes on.
 
-    __slots__ = ("_counter", "revision", "target", "weight")
+    `on_change(canary_revision, weight)` is called after each change (the gateway sets its canary
+    weight gauge there), so the split is reported where it changes, not on the request path.
+    """
 
-    def __init__(self, revision: str) -> None:
+    __slots__ = ("_counter", "_on_change", "revision", "target", "weight")
+
+    def __init__(self, revision: str, on_change: Callable[[str | None, int], None] | None = None) -> None:
         self.revision = revision
         self.weight = 0
         self.target: Target | None = None
         self._counter = SplitCounter(0)
+        self._on_change = on_change
 
     def update(self, traffic: Traffic | None) -> bool:
         """Apply a (re)read file; True when what this gateway does changed.
@@ -149,6 +154,8 @@ class TrafficSplit:
             return False
         self._counter = SplitCounter(weight)
         self.target, self.weight = target, weight
+        if self._on_change is not None:
+            self._on_change(target.revision if target is not None else None, weight)
         return True
 
     def route(self, headers: Mapping[str, str]) -> Target | None:
