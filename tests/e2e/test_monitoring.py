@@ -110,17 +110,26 @@ async def test_without_the_prometheus_operator_crds_the_service_still_serves(bar
     try:
         async with running_operator(namespaces=[namespace]):
             await create(api, make_isvc(name, namespace, monitoring={"serviceMonitor": True}))
+            # And one scaled by KEDA, whose CRD is missing too: it serves, unscaled, and says so.
+            await create(api, make_isvc("unscaled", namespace, autoscaling={"autoscaler": "keda"}))
             obj = await wait_status(api, namespace, name, lambda o: ready(o) and condition(
                 o, "MonitoringReady").get("reason") == "CRDMissing", timeout=READY_TIMEOUT)
             note = condition(obj, "MonitoringReady")
             assert note["status"] == "False"
             assert "PodMonitor" in note["message"] and "PrometheusRule" in note["message"], note
             assert condition(obj, "SpecValid")["status"] == "True"
+            assert not condition(obj, "AutoscalingReady"), "an HPA needs no condition"
             await writes_nothing(api, namespace, name)
+            unscaled = await wait_status(api, namespace, "unscaled", lambda o: ready(o) and condition(
+                o, "AutoscalingReady").get("reason") == "CRDMissing", timeout=READY_TIMEOUT)
+            assert condition(unscaled, "AutoscalingReady")["status"] == "False"
+            assert "keda" in condition(unscaled, "AutoscalingReady")["message"].lower()
+            assert not condition(unscaled, "MonitoringReady")
 
             # The CRDs are installed later: the same operator process applies the children.
             bare_plane.kubectl("apply", "--server-side", "-f", str(optional_crds_dir()))
-            wait_established(bare_plane, "podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com")
+            wait_established(bare_plane, "podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com",
+                             "scaledobjects.keda.sh")
 
             async def applied() -> dict[str, list[dict[str, Any]]] | None:
                 found = await monitoring_children(api, namespace, name)
@@ -129,5 +138,8 @@ async def test_without_the_prometheus_operator_crds_the_service_still_serves(bar
             await eventually(applied, timeout=READY_TIMEOUT)
             await wait_status(api, namespace, name, lambda o: ready(o) and condition(o, "MonitoringReady").get(
                 "status") == "True", timeout=READY_TIMEOUT)
+            await wait_status(api, namespace, "unscaled", lambda o: ready(o) and condition(o, "AutoscalingReady").get(
+                "status") == "True", timeout=READY_TIMEOUT)
+            assert [o["kind"] for o in await children(api, namespace, "unscaled", "ScaledObject")] == ["ScaledObject"]
     finally:
         await api.close()

@@ -133,3 +133,18 @@ def test_monitoring_condition_is_set_kept_on_a_refused_spec_and_dropped_when_off
     assert cond(refused, "MonitoringReady") == cond(status, "MonitoringReady")
     off = status_for(plan, {"a": obs("a")}, previous=status)
     assert all(c["type"] != "MonitoringReady" for c in off["conditions"])
+
+
+def test_autoscaling_condition_follows_the_scaledobject_like_monitoring() -> None:
+    plan = plan_revisions("a", "a", {"a": obs("a")})
+    missing = ("False", "CRDMissing", "the cluster has no ScaledObject kind")
+    status = status_for(plan, {"a": obs("a")}, autoscaling=missing)
+    assert cond(status, "AutoscalingReady")["reason"] == "CRDMissing"
+    assert cond(status, "Ready")["status"] == "True", "a missing autoscaler never blocks serving"
+    assert all(c["type"] != "MonitoringReady" for c in status["conditions"])
+    refused = status_for(None, {"a": obs("a")}, previous=status, spec_error="spec.x: bad")
+    assert cond(refused, "AutoscalingReady") == cond(status, "AutoscalingReady")
+    applied = status_for(plan, {"a": obs("a")}, previous=status, autoscaling=("True", "Applied", "applied"))
+    assert cond(applied, "AutoscalingReady")["status"] == "True"
+    off = status_for(plan, {"a": obs("a")}, previous=applied)
+    assert all(c["type"] != "AutoscalingReady" for c in off["conditions"])

@@ -17,6 +17,7 @@ SPEC_VALID = "SpecValid"
 ROLLOUT_PROGRESSING = "RolloutProgressing"
 DEGRADED = "Degraded"
 MONITORING_READY = "MonitoringReady"  # only while monitoring children are wanted
+AUTOSCALING_READY = "AutoscalingReady"  # only while a KEDA ScaledObject is wanted (autoscaler keda)
 
 
 class Condition(ApiModel):
@@ -85,7 +86,8 @@ class InferenceServiceStatus(ApiModel):
     url: str | None = described("In-cluster URL of the gateway.", default=None)
     conditions: list[Condition] | None = Field(
         default=None,
-        description="Current conditions (Ready, SpecValid, RolloutProgressing, Degraded, MonitoringReady).",
+        description="Current conditions (Ready, SpecValid, RolloutProgressing, Degraded, MonitoringReady, "
+        "AutoscalingReady).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
     stable_revision: str | None = described("Revision serving most traffic.", default=None)

@@ -545,6 +545,7 @@ class Reconciler:
             previous=previous, generation=generation, plan=plan, observed=observed,
             url=url_of(isvc), selector=_selector(isvc), now=_now(), desired_replicas=replicas, corrected=corrected,
             monitoring=_monitoring(desired, skipped), progressing=progressing_condition(decision, revision),
+            autoscaling=_autoscaling(desired, skipped),
         )
         status.update(decision.state.to_status())
         await self._write_status(namespace, name, previous, status)
@@ -665,6 +666,21 @@ def _monitoring(desired: list[dict[str, Any]], skipped: list[str]) -> tuple[str,
         return ("False", "CRDMissing", f"the cluster has no {', '.join(skipped)} kind (CRD {crds}, from the "
                 "Prometheus Operator): skipped, and applied once the CRD is installed")
     return ("True", "Applied", f"{', '.join(kinds)} applied")
+
+
+def _autoscaling(desired: list[dict[str, Any]], skipped: list[str]) -> tuple[str, str, str] | None:
+    """The AutoscalingReady condition; None unless a ScaledObject is wanted (autoscaler keda).
+
+    Without KEDA's CRD nothing scales the revision (KEDA, not the operator, makes its HPA): a
+    status a `kubectl wait` or a GitOps health check can read, beside the Warning event.
+    """
+    wanted = [o["metadata"]["name"] for o in desired if o["kind"] == "ScaledObject"]
+    if not wanted:
+        return None
+    if "ScaledObject" in skipped:
+        return ("False", "CRDMissing", f"the cluster has no ScaledObject kind (CRD {OPTIONAL_KINDS['ScaledObject']}: "
+                "install KEDA): nothing scales the service until it is installed, then it is applied")
+    return ("True", "Applied", f"ScaledObject {', '.join(wanted)} applied: KEDA scales the service")
 
 
 def _revision_message(revision: str, stable: str | None) -> str:

@@ -113,6 +113,7 @@ def serving_status(
     corrected: str | None = None,
     monitoring: tuple[str, str, str] | None = None,
     progressing: tuple[str, str, str] | None = None,
+    autoscaling: tuple[str, str, str] | None = None,
 ) -> dict[str, Any]:
     """The status to write (without operator bookkeeping), from the plan and what was observed.
 
@@ -125,6 +126,8 @@ def serving_status(
     until every pod runs the restored template again, the service is not reported Ready.
     ``monitoring`` is the MonitoringReady condition (status, reason, message) of an accepted spec
     that wants a PodMonitor or PrometheusRule; None removes it (a refused spec leaves it as it was).
+    ``autoscaling`` is the AutoscalingReady condition, the same way, for a spec that wants a KEDA
+    ScaledObject (an HPA is a built-in kind: it needs no condition).
     ``progressing`` is the RolloutProgressing condition the rollout state machine gives; None
     derives it from the plan alone.
     """
@@ -180,10 +183,11 @@ def serving_status(
                  f"revision {plan.target} replaces {plan.stable or 'nothing'} once ready")
         else:
             cond(st.ROLLOUT_PROGRESSING, "False", "Stable", f"revision {plan.target} is stable")
-        if monitoring is not None:
-            cond(st.MONITORING_READY, *monitoring)
-        else:
-            conditions = [c for c in conditions if c.get("type") != st.MONITORING_READY]
+        for type_, value in ((st.MONITORING_READY, monitoring), (st.AUTOSCALING_READY, autoscaling)):
+            if value is not None:
+                cond(type_, *value)
+            else:
+                conditions = [c for c in conditions if c.get("type") != type_]
         stable = plan.stable
     out.update(
         {
