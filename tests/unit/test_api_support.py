@@ -62,6 +62,7 @@ def test_every_entry_is_exercised() -> None:
     {"security": {"tls": {"secretName": "cert"}}},
     {"security": {"audit": {"enabled": True}}},
     {"security": {"redactPII": True, "redactPatterns": [r"cust-\\d+"]}},
+    {"security": {"redactPII": True, "redactResponses": True}},
     {"security": {"signResponses": True, "signingKeySecretRef": {"name": "sig", "key": "hmac"}}},
     {"security": {"audit": {"enabled": True, "file": "/tmp/audit.log"}}},
     {"security": {"tls": {"secretName": "cert", "minVersion": "1.3"}}},

@@ -114,6 +114,8 @@ def check_values(isvc: InferenceService) -> None:
         raise SpecError("spec.security.signingKeySecretRef", "signResponses needs the Secret key to sign with")
     if spec.security.signing_key_secret_ref is not None and not spec.security.sign_responses:
         raise SpecError("spec.security.signingKeySecretRef", "needs signResponses: true (nothing is signed without it)")
+    if spec.security.redact_responses and not spec.security.redact_pii:
+        raise SpecError("spec.security.redactResponses", "needs redactPII: true (the patterns it applies)")
     for i, pattern in enumerate(spec.security.redact_patterns or []):
         if not spec.security.redact_pii:
             raise SpecError("spec.security.redactPatterns", "needs redactPII: true (nothing is redacted without it)")

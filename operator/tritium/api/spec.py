@@ -616,9 +616,15 @@ class SecuritySpec(ApiModel):
     tls: TlsSpec | None = described("Serve TLS on the gateway port.", default=None)
     redact_pii: bool = described(
         "Redact personal data in every gateway log line and audit record: e-mail addresses, phone numbers, "
-        "card numbers (Luhn-checked), IBANs (mod-97-checked), IP addresses. Responses are not changed.",
+        "card numbers (Luhn-checked), IBANs (mod-97-checked), IP addresses. Responses only with "
+        "redactResponses.",
         default=False, alias="redactPII"
     )
+    redact_responses: bool = described(
+        "Redact the same personal data in answers of inference calls (v2, invoke, stream): the UTF-8 elements "
+        "of BYTES outputs, the post stage's JSON values and text, and a body it renders as text, XML or JSON "
+        "(its strings); numeric tensors, binary bodies and headers are never changed. Needs redactPII.",
+        default=False)
     redact_patterns: list[str] | None = described(
         "Extra regular expressions (Python re syntax) whose matches are redacted too, with redactPII.",
         default=None)

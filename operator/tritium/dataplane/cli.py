@@ -113,6 +113,14 @@ def cmd_stage(args: argparse.Namespace) -> int:
     from tritium.dataplane.stages.server import StageProcessor
 
     config = _load(args.spec)
+    if config.spec.security.redact_pii:
+        # The stage runs the spec's scripts: whatever they print or log, and this process' own log
+        # lines, go out through the same redaction as the gateway's.
+        from tritium.dataplane.security.redact import RedactingStream, Redactor
+
+        redactor = Redactor(config.spec.security.redact_patterns or ())
+        sys.stdout = RedactingStream(sys.stdout, redactor)  # type: ignore[assignment]
+        sys.stderr = RedactingStream(sys.stderr, redactor)  # type: ignore[assignment]
     _logging()
     try:
         processor = StageProcessor(args.stage, config.spec, scripts_dir=args.scripts_dir)

@@ -10,6 +10,7 @@ inference request goes to the canary revision instead (canary/forward.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -42,6 +43,7 @@ from tritium.dataplane.pipeline import Deadline, Pipeline, Result, post_passes_m
 from tritium.dataplane.security.audit import AuditLog
 from tritium.dataplane.security.layers import KEY_ID_STATE, OPEN_ENDPOINTS, Security, SecuritySettings
 from tritium.dataplane.security.redact import RedactingFilter, Redactor
+from tritium.dataplane.security.redact_response import redact_result
 from tritium.dataplane.security.signing import SIGNATURE_HEADER, Signer
 from tritium.dataplane.tensors import HEADER_LENGTH, V2Request, encode_v2_response, parse_v2_request, tensor_to_bytes
 from tritium.dataplane.triton import Triton, TritonHttp, map_http_error, unavailable
@@ -192,8 +194,11 @@ class Gateway:
                                                   namespace=f"{s.config.namespace}/{s.config.name}/{self.revision}")
             else:
                 self.cache = cache_mod.MemoryCache(cache_spec.ttl_seconds, cache_spec.max_entries)
+        if self.redaction is not None and spec.security.redact_responses:
+            self.pipeline.redact = functools.partial(redact_result, redact=self.redaction.redactor)
         # v2 requests go to Triton byte for byte when nothing on the way needs their tensors.
-        if self.cache is None and self.pipeline.pre_tensors is None and self.pipeline.post_by_mode["v2"] is None:
+        if (self.cache is None and self.pipeline.pre_tensors is None and self.pipeline.post_by_mode["v2"] is None
+                and self.pipeline.redact is None):
             self.forward_to = self.unary
         if s.traffic_file:
             self.canary = CanaryForwarder(self.revision, self.metrics,

@@ -10,7 +10,7 @@ between processes, which on a small model is most of the gateway's own cost.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +95,8 @@ class Pipeline:
         self.pre = pre
         self.pre_tensors = None if pre_skips_tensors else pre  # who prepares v2 tensors
         self.post_by_mode = {mode: None if mode in post_skips else post for mode in MODES}
+        # spec.security.redactResponses (security/redact_response.py): applied to every Result.
+        self.redact: Callable[[Result], Result] | None = None
 
     # -- pre ---------------------------------------------------------------------------------
     async def prepare_json(self, info: ModelInfo, inputs: Any, parameters: dict[str, Any], request_id: str,
@@ -132,14 +134,17 @@ class Pipeline:
                      deadline: Deadline) -> Result:
         post = self.post_by_mode[mode]
         if post is None:
-            return Result(tensors=outputs, text=text_of(outputs) if mode != "v2" else None)
-        header = {"mode": mode, "parameters": parameters}
-        head, tensors, raw = await post.call(header, outputs, request_id=request_id, timeout=deadline.remaining())
-        return Result(
-            tensors=tensors, values=head.get("values") or {}, text=head.get("text"),
-            body=raw if head.get("content_type") else None, content_type=head.get("content_type"),
-            headers=head.get("headers") or {},
-        )
+            result = Result(tensors=outputs, text=text_of(outputs) if mode != "v2" else None)
+        else:
+            header = {"mode": mode, "parameters": parameters}
+            head, tensors, raw = await post.call(header, outputs, request_id=request_id,
+                                                 timeout=deadline.remaining())
+            result = Result(
+                tensors=tensors, values=head.get("values") or {}, text=head.get("text"),
+                body=raw if head.get("content_type") else None, content_type=head.get("content_type"),
+                headers=head.get("headers") or {},
+            )
+        return result if self.redact is None else self.redact(result)
 
     # -- whole requests ----------------------------------------------------------------------
     async def infer(self, info: ModelInfo, version: str, tensors: dict[str, np.ndarray], parameters: dict[str, Any],

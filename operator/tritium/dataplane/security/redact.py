@@ -5,16 +5,18 @@ each pattern's matches are replaced by a tag ("[email]", "[card]"...). Numbers a
 for personal data when they have the shape and the check digits of one: a card number must have
 an issuer's prefix, a card length and a valid Luhn sum; an IBAN a country code and mod-97 == 1;
 an IP address must parse; a phone number needs a leading + or the (NNN) NNN-NNNN shape. So
-counters, ids, UUIDs, timestamps and latencies are left alone. Responses are not redacted: no
-field asks for it.
+counters, ids, UUIDs, timestamps and latencies are left alone. Answers are redacted with the same
+Redactor only when spec.security.redactResponses asks (redact_response.py).
 """
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import logging
 import re
 from collections.abc import Callable, Iterable
+from typing import TextIO
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
@@ -109,3 +111,38 @@ class RedactingFilter(logging.Filter):
         if record.exc_text:
             record.exc_text = self.redactor(record.exc_text)
         return True
+
+
+class RedactingStream(io.TextIOBase):
+    """A text stream that redacts whole lines before they reach ``target``: what a stage's script
+    prints or logs (a stage runs user code, which may print what it was sent). A line is written
+    once its newline arrives, or on flush, so a pattern is never split across two writes."""
+
+    def __init__(self, target: TextIO, redactor: Redactor) -> None:
+        super().__init__()
+        self.target = target
+        self.redactor = redactor
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split("\n")
+        self._pending = lines.pop()
+        if lines:
+            self.target.write("".join(self.redactor(line) + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.target.write(self.redactor(self._pending))
+            self._pending = ""
+        self.target.flush()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.target, "encoding", "utf-8")
