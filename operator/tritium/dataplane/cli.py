@@ -104,6 +104,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
         tls = CertificateReloader(tls_settings) if tls_settings is not None else None
     except OSError as exc:  # ssl.SSLError too
         raise _usage(f"spec.security.tls: the certificate and key cannot be loaded: {exc}") from None
+    if tls is not None:
+        gateway.tls_pin = lambda: tls.fingerprint
     asyncio.run(_serve_gateway(gateway, args.host, args.port, args.metrics_port, tls))
     return 0
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,9 @@ class Gateway:
         # each change of the split sets the canary weight gauge.
         self.split = TrafficSplit(self.revision, on_change=self.metrics.set_canary_weight)
         self.canary: CanaryForwarder | None = None
+        # The fingerprint of the certificate the API port serves (set with TLS: security/tls.py);
+        # an https canary must present the same one.
+        self.tls_pin: Callable[[], bytes] | None = None
         self._traffic_task: asyncio.Task[None] | None = None
         self.security = Security(spec.security, settings.security or SecuritySettings(), self.metrics.registry,
                                  namespace=f"{settings.config.namespace}/{settings.config.name}")
@@ -203,7 +207,8 @@ class Gateway:
         if s.traffic_file:
             self.canary = CanaryForwarder(self.revision, self.metrics,
                                           lambda exc, request: _error_response(exc, request,
-                                                                               request.state[REQUEST_ID_HEADER]))
+                                                                               request.state[REQUEST_ID_HEADER]),
+                                          pin=self.tls_pin)
             await self.canary.start()
             traffic = TrafficFile(s.traffic_file, self.split)
             traffic.poll()

@@ -53,7 +53,12 @@ ErrorRenderer = Callable[[ApiError, Request], Response]
 class CanaryForwarder:
     """One aiohttp pool for the process' forwarded requests (started with the gateway)."""
 
-    def __init__(self, revision: str, metrics: GatewayMetrics, render_error: ErrorRenderer) -> None:
+    def __init__(self, revision: str, metrics: GatewayMetrics, render_error: ErrorRenderer,
+                 pin: Callable[[], bytes] | None = None) -> None:
+        """``pin`` gives the SHA-256 fingerprint of this gateway's own certificate: an https canary
+        must present it (security/tls.py); unset, https canaries are checked against the system CAs."""
+        self.pin = pin
+        self._fingerprint: tuple[bytes, aiohttp.Fingerprint] | None = None
         self.revision = revision
         self.metrics = metrics
         self.render_error = render_error
@@ -96,11 +101,12 @@ class CanaryForwarder:
             return self.render_error(ApiError(504, "deadline_exceeded", "the request deadline passed"), request)
         url = target.url + request.path + (f"?{request.query_string}" if request.query_string else "")
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=min(CONNECT_SECONDS, remaining / 2))
+        tls = self._tls() if url.startswith("https:") else True
         stream: StreamResponse | None = None
         code = "fallback"
         try:
             async with asyncio.timeout_at(deadline.at + DEADLINE_GRACE_SECONDS), self.session.request(
-                    request.method, URL(url, encoded=True), data=request.body, timeout=timeout,
+                    request.method, URL(url, encoded=True), data=request.body, timeout=timeout, ssl=tls,
                     headers=self.request_headers(request, remaining), allow_redirects=False) as resp:
                 headers = {k: v for k, v in resp.headers.items() if k.lower() not in _RESPONSE_DROP}
                 if resp.content_type != "text/event-stream":
@@ -134,6 +140,15 @@ class CanaryForwarder:
             return stream
         finally:
             self.metrics.forwarded_to(target.revision, code)
+
+    def _tls(self) -> aiohttp.Fingerprint | bool:
+        """The pin for an https canary (made once per certificate), or True: the system CAs."""
+        if self.pin is None:
+            return True
+        digest = self.pin()
+        if self._fingerprint is None or self._fingerprint[0] != digest:
+            self._fingerprint = (digest, aiohttp.Fingerprint(digest))
+        return self._fingerprint[1]
 
     async def _stream_error(self, stream: StreamResponse, request: Request, err: ApiError) -> None:
         # The blank lines end an event the canary may have left half-written.

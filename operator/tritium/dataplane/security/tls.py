@@ -14,6 +14,13 @@ The swap happens per handshake: the listening context's SNI callback, which Open
 ClientHello whether or not it names a server, moves the new connection onto the newest context.
 Connections already established keep the certificate they were made with.
 
+The canary hop. During a rollout the stable gateways forward the canary's share to the canary
+revision's Service over HTTPS (dataplane/canary/forward.py). Both revisions mount the same Secret,
+so the canary presents the certificate this gateway serves: the forwarder pins it by its SHA-256
+fingerprint (``fingerprint``), which needs neither the cluster's issuer in a trust store nor the
+per-revision Service names in the certificate. While a renewal reaches the pods at different
+moments the two may differ for a poll or so; the forwarder then serves the share here.
+
 Only the API port is TLS: the metrics port stays plain HTTP, because Prometheus scrapes it from
 inside the cluster (render/podmonitor.py leaves its endpoints on the default scheme, http) and it
 serves no request data.
@@ -21,6 +28,7 @@ serves no request data.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import ssl
@@ -79,6 +87,14 @@ def server_context(settings: TlsSettings) -> ssl.SSLContext:
     return ctx
 
 
+def leaf_fingerprint(cert_pem: bytes) -> bytes:
+    """SHA-256 of the DER form of the first certificate in a PEM file (the leaf; a chain follows it)."""
+    text = cert_pem.decode("ascii", errors="replace")
+    begin, end = "-----BEGIN CERTIFICATE-----", "-----END CERTIFICATE-----"
+    start = text.index(begin)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(text[start:text.index(end, start) + len(end)])).digest()
+
+
 class CertificateReloader(MountedFile[tuple[bytes, bytes]]):
     """The context the API port listens with, and the newest certificate, swapped in per handshake.
 
@@ -97,6 +113,7 @@ class CertificateReloader(MountedFile[tuple[bytes, bytes]]):
         self.settings = settings
         self._raw = self._read()
         self.current = server_context(settings)
+        self.fingerprint = leaf_fingerprint(self._raw[0])  # what a canary serving the same Secret presents
         self.listening = self.current
         self.listening.sni_callback = self._pick
         self.reloads = 0
@@ -120,6 +137,7 @@ class CertificateReloader(MountedFile[tuple[bytes, bytes]]):
         except (ssl.SSLError, OSError) as exc:
             return f"the new certificate and key do not load ({exc})"
         self.current = context
+        self.fingerprint = leaf_fingerprint(raw[0])
         self.reloads += 1
         log.info("TLS certificate reloaded from %s", self.settings.cert_file)
         return None
