@@ -87,9 +87,11 @@ def target_replicas(
     """How many pods the target revision's Deployment is given.
 
     Without autoscaling: ``base`` (spec.replicas, else minReplicas). With it, the HPA decides,
-    so the operator writes back what the Deployment already has (never fighting the HPA), only
-    brought into [lowest, highest] when the bounds changed; and a new revision starts at the
-    stable revision's current size, so that replacing it takes no capacity away.
+    so the operator writes back what the Deployment already has (never fighting the HPA within
+    its bounds), brought into [lowest, highest] on every reconcile: a count outside them (new
+    bounds, or a hand edit) is corrected at once, without waiting for the HPA's next sync; and a
+    new revision starts at the stable revision's current size, so that replacing it takes no
+    capacity away.
     """
     if not autoscaled:
         return base
