@@ -6,8 +6,14 @@ read these constants, so a pod and a local run are wired identically.
 
 GATEWAY_PORT = 8080          # the only port the Service exposes
 GATEWAY_METRICS_PORT = 9090  # Prometheus scrape port of the gateway (not behind the Service)
-PRE_PORT = 9001              # preprocessing sidecar (localhost only)
-POST_PORT = 9002             # postprocessing sidecar (localhost only)
+# The stage sidecars' TCP ports: kubelet probes and Prometheus scrapes (GET /metrics). The
+# gateway calls the stages over Unix sockets (SOCKET_DIR), and a stage processes messages on its
+# TCP port only from loopback (dataplane/stages/server.py).
+PRE_PORT = 9001              # preprocessing sidecar
+POST_PORT = 9002             # postprocessing sidecar
+# Their container port names (<= 15 characters, IANA_SVC_NAME): the PodMonitor scrapes them by name.
+PRE_PORT_NAME = "pre-http"
+POST_PORT_NAME = "post-http"
 TRITON_HTTP_PORT = 8000
 TRITON_GRPC_PORT = 8001
 TRITON_METRICS_PORT = 8002

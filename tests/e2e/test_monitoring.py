@@ -48,7 +48,9 @@ async def test_monitoring_children_follow_the_spec(
     kube: Kube, api: KubeClient, namespace: str, optional_crds: list[str], operator: None
 ) -> None:
     name = "watched"
-    created = await create(api, make_isvc(name, namespace, monitoring={"serviceMonitor": True}))
+    # With a preprocess stage: its TCP port is scraped too.
+    created = await create(api, make_isvc(name, namespace, monitoring={"serviceMonitor": True},
+                                          preprocess={"builtin": {"format": "json"}}))
 
     async def both() -> dict[str, list[dict[str, Any]]] | None:
         found = await monitoring_children(api, namespace, name)
@@ -59,7 +61,16 @@ async def test_monitoring_children_follow_the_spec(
     for obj in (monitor, rule):
         assert [o["uid"] for o in obj["metadata"]["ownerReferences"]] == [created["metadata"]["uid"]]
     assert monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == name
-    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} == {"metrics", "triton-metrics"}
+    scraped = {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert scraped == {"metrics", "triton-metrics", "pre-http"}
+    # Each scraped port is one the stored pod template names, and one the NetworkPolicy admits.
+    [deployment] = await children(api, namespace, name, "Deployment")
+    named = {p["name"]: p["containerPort"] for c in deployment["spec"]["template"]["spec"]["containers"]
+             for p in c.get("ports", [])}
+    assert scraped <= named.keys()
+    [policy] = await children(api, namespace, name, "NetworkPolicy")
+    admitted = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert {named[port] for port in scraped} <= admitted
     assert {r["alert"] for r in rule["spec"]["groups"][0]["rules"]} == {
         "TritiumHighP99Latency", "TritiumHighErrorRatio", "TritiumCanaryFailing", "TritiumReplicasAtMax"}
     obj = await wait_status(api, namespace, name, lambda o: ready(o) and condition(o, "MonitoringReady").get(

@@ -12,6 +12,8 @@ import httpx
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.dataplane import Deployment, base_spec, deploy
 from tritium.dataplane.tensors import HEADER_LENGTH, parse_v2_request
@@ -114,6 +116,30 @@ def test_stage_metrics_and_health(builtin: Deployment) -> None:
     pre = builtin.stages["pre"].health_url.removesuffix("/healthz")
     assert httpx.get(f"{pre}/healthz").json()["stage"] == "pre"
     assert 'tritium_stage_requests_total{code="200",stage="pre"}' in httpx.get(f"{pre}/metrics").text
+
+
+def _stage_samples(dep: Deployment, stage: str) -> tuple[str, dict[tuple[str, str], float]]:
+    """What Prometheus reads from a stage's TCP port (the pod's pre-http / post-http): the content
+    type and the tritium_stage_* samples by (name, code)."""
+    url = dep.stages[stage].health_url.removesuffix("/healthz") + "/metrics"
+    r = httpx.get(url)
+    assert r.status_code == 200, r.text
+    samples = {(s.name, s.labels.get("code", "")): s.value
+               for family in text_string_to_metric_families(r.text) for s in family.samples
+               if s.name.startswith("tritium_stage_") and s.labels.get("stage") == stage}
+    assert not any(s.startswith("tritium_gateway_") for s in r.text.splitlines()), "the stage's own registry"
+    return r.headers["content-type"], samples
+
+
+def test_stage_metrics_count_a_request_made_through_the_gateway(builtin: Deployment) -> None:
+    before = {stage: _stage_samples(builtin, stage)[1] for stage in ("pre", "post")}
+    r = httpx.post(f"{builtin.url}/v1/models/add/invoke", json={"inputs": {"INPUT0": [1, 2], "INPUT1": [3, 4]}})
+    assert r.status_code == 200, r.text
+    for stage in ("pre", "post"):
+        content_type, after = _stage_samples(builtin, stage)
+        assert content_type == CONTENT_TYPE_LATEST
+        for key in (("tritium_stage_requests_total", "200"), ("tritium_stage_duration_seconds_count", "")):
+            assert after[key] - before[stage].get(key, 0.0) == 1.0, (stage, key)
 
 
 def test_script_stages(scripted: Deployment) -> None:

@@ -56,8 +56,9 @@ def gateway_metric_names() -> set[str]:
     """Every sample name a gateway's /metrics can carry.
 
     Built the way the gateway builds its registry (GatewayMetrics and the security layers' per-key
-    counters share it). The stages' metrics are left out on purpose: they have no metrics port, so
-    a panel on them would never show anything.
+    counters share it). The stages' metrics are left out on purpose: the dashboard has no stage
+    panel (a service may have no stages, and the gateway's series already time the whole request),
+    so a tritium_stage_* name in a query is a mistake this check should catch.
     """
     registry = CollectorRegistry()
     GatewayMetrics(registry)

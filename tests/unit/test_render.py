@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -599,14 +600,52 @@ def test_unset_images_come_from_the_operator_and_change_the_revision() -> None:
     assert rev_of(pinned.spec, mirror) == rev_of(pinned.spec, Images(stage=mirror.stage)), "a spec image wins"
 
 
-def test_network_policy_admits_only_the_gateway_and_metrics_ports() -> None:
-    """Triton's HTTP port and the stages listen on the pod IP (for probes) but are not reachable from other pods."""
-    children = render(manifest({"preprocess": {"builtin": {}}, "postprocess": {"builtin": {}}}))
+@pytest.mark.parametrize(
+    ("stages", "stage_ports"),
+    [
+        ({}, set()),
+        ({"preprocess": {"builtin": {}}}, {L.PRE_PORT}),
+        ({"postprocess": {"builtin": {}}}, {L.POST_PORT}),
+        ({"preprocess": {"builtin": {}}, "postprocess": {"builtin": {}}}, {L.PRE_PORT, L.POST_PORT}),
+    ],
+)
+def test_network_policy_admits_only_the_gateway_and_metrics_ports(stages: dict[str, Any],
+                                                                  stage_ports: set[int]) -> None:
+    """The gateway's API port and exactly the ports the PodMonitor scrapes; Triton's HTTP and gRPC ports
+    listen on the pod IP (for probes) but are not reachable from other pods."""
+    children = render(manifest({**stages, "monitoring": {"serviceMonitor": True}}))
     policy = next(c for c in children if c["kind"] == "NetworkPolicy")
     deployment = next(c for c in children if c["kind"] == "Deployment")
+    monitor = next(c for c in children if c["kind"] == "PodMonitor")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
         deployment["spec"]["template"]["metadata"]["labels"].items()
     allowed = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
-    assert allowed == {L.GATEWAY_PORT, L.GATEWAY_METRICS_PORT, L.TRITON_METRICS_PORT}
-    assert not allowed & {L.TRITON_HTTP_PORT, L.TRITON_GRPC_PORT, L.PRE_PORT, L.POST_PORT}
+    assert allowed == {L.GATEWAY_PORT, L.GATEWAY_METRICS_PORT, L.TRITON_METRICS_PORT} | stage_ports
+    named = {p["name"]: p["containerPort"] for c in pod_spec(children)["containers"] for p in c.get("ports", [])}
+    scraped = {named[e["port"]] for e in monitor["spec"]["podMetricsEndpoints"]}
+    assert allowed - scraped == {L.GATEWAY_PORT}, "what Prometheus scrapes, it may reach; nothing else but the API"
+    assert not allowed & {L.TRITON_HTTP_PORT, L.TRITON_GRPC_PORT}
+    assert not allowed & ({L.PRE_PORT, L.POST_PORT} - stage_ports)
+    assert all(rule.keys() == {"ports"} for rule in policy["spec"]["ingress"]), "from any pod, as for the gateway"
     assert policy["spec"]["policyTypes"] == ["Ingress"]
+
+
+# An IANA_SVC_NAME, which a container port name must be (Kubernetes validation, not in the OpenAPI schema).
+_PORT_NAME = re.compile(r"^(?=.{1,15}$)(?=.*[a-z])(?!.*--)[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+def test_container_port_names_are_valid_and_unique(case: dict[str, Any]) -> None:
+    names = [p["name"] for c in pod_spec(render(case))["containers"] for p in c.get("ports", [])]
+    assert len(names) == len(set(names))
+    assert [n for n in names if not _PORT_NAME.match(n)] == []
+
+
+def test_stage_containers_name_their_tcp_port() -> None:
+    """The port a stage's probes, and the PodMonitor's scrapes, reach: the one its command listens on."""
+    children = render(manifest({"preprocess": {"builtin": {}}, "postprocess": {"builtin": {}}}))
+    for name, port, port_name in ((L.PRE_CONTAINER, L.PRE_PORT, "pre-http"),
+                                  (L.POST_CONTAINER, L.POST_PORT, "post-http")):
+        stage = containers(children)[name]
+        assert stage["ports"] == [{"name": port_name, "containerPort": port, "protocol": "TCP"}]
+        assert _bound_addresses(stage) == {port: "0.0.0.0"}
+        assert stage["readinessProbe"]["httpGet"]["port"] == port

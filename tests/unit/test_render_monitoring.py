@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support.optional_crds import crd_schema, problems
 from tests.support.promtool import run_promtool
 from tests.support.specs import manifest
 from tritium.api.resource import parse_inference_service
@@ -88,17 +89,40 @@ def test_pod_monitor_selects_every_pod_of_the_service() -> None:
     assert LABEL_REVISION not in monitor["spec"]["selector"]["matchLabels"]
 
 
-def test_pod_monitor_scrapes_the_metrics_ports_the_pod_declares() -> None:
-    service = isvc({"serviceMonitor": True}, preprocess={"script": {"path": "pre.py"}},
-                     postprocess={"script": {"path": "post.py"}})
+STAGES = {"preprocess": {"script": {"path": "pre.py"}}, "postprocess": {"builtin": {}}}
+
+
+@pytest.mark.parametrize(
+    ("stages", "stage_ports"),
+    [
+        ((), []),
+        (("preprocess",), ["pre-http"]),
+        (("postprocess",), ["post-http"]),
+        (("preprocess", "postprocess"), ["pre-http", "post-http"]),
+    ],
+)
+def test_pod_monitor_scrapes_the_metrics_ports_the_pod_declares(stages: tuple[str, ...],
+                                                                stage_ports: list[str]) -> None:
+    """Every metrics port of the pod, stages' included, and none the pod lacks."""
+    service = isvc({"serviceMonitor": True}, **{s: STAGES[s] for s in stages})
     deployment = next(c for c in render_children(service) if c["kind"] == "Deployment")
     declared = {p["name"] for c in deployment["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
     monitor = podmonitor.render(service, REV)
     assert monitor is not None
     scraped = [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]]
-    assert scraped == ["metrics", "triton-metrics"]
+    assert scraped == ["metrics", "triton-metrics", *stage_ports]
     assert set(scraped) <= declared
     assert declared - set(scraped) == {"gateway"}  # the API port, not metrics
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        assert (endpoint["path"], endpoint["interval"]) == ("/metrics", "15s")
+
+
+def test_pod_monitor_matches_the_prometheus_operator_crd() -> None:
+    """What the API server would accept: the PodMonitor CRD's schema, strict, and its CEL rules."""
+    service = isvc({"serviceMonitor": True}, **STAGES)
+    monitor = podmonitor.render(service, REV)
+    assert monitor is not None
+    assert problems(monitor, crd_schema("monitoring.coreos.com_podmonitors.yaml", "v1")) == []
 
 
 def test_pod_monitor_labels_series_with_service_and_revision() -> None:

@@ -135,6 +135,7 @@ def _stage_container(isvc: InferenceService, stage: str, images: dict[str, str])
     if spec is None:
         return None
     port = L.PRE_PORT if stage == "pre" else L.POST_PORT
+    port_name = L.PRE_PORT_NAME if stage == "pre" else L.POST_PORT_NAME
     mounts = [_mount("config", L.CONFIG_DIR), _mount("tmp", "/tmp", read_only=False)]
     if spec.script and spec.script.config_map_ref:
         mounts.append(_mount(f"{stage}-script", f"{L.SCRIPTS_DIR}/{stage}"))
@@ -142,6 +143,8 @@ def _stage_container(isvc: InferenceService, stage: str, images: dict[str, str])
         "name": L.PRE_CONTAINER if stage == "pre" else L.POST_CONTAINER,
         "image": images[L.PRE_CONTAINER if stage == "pre" else L.POST_CONTAINER],
         "command": stage_command(stage, WIRING),
+        # Named so that the PodMonitor can scrape the stage's /metrics (render/podmonitor.py).
+        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
         "resources": _resources(spec.resources),
         "livenessProbe": _http_probe("/healthz", port, 10, 3),
         "readinessProbe": _ready_probe("/healthz", port),

@@ -1,9 +1,14 @@
 """The NetworkPolicy of the serving pods: only the gateway and the metrics ports answer other pods.
 
-Triton's HTTP port and the stage sidecars listen on the pod IP so that the kubelet can probe them;
-without this policy any pod in the cluster could reach Triton or a stage directly and skip the
-gateway (authentication, rate limits, validation). Kubelet probes come from the node and are not
-subject to NetworkPolicy in the common CNIs.
+Triton's HTTP port listens on the pod IP so that the kubelet can probe it; without this policy
+any pod in the cluster could reach Triton directly and skip the gateway (authentication, rate
+limits, validation). Kubelet probes come from the node and are not subject to NetworkPolicy in
+the common CNIs.
+
+The stages' TCP ports are metrics ports too (the PodMonitor scrapes them, render/podmonitor.py),
+so they are admitted like the gateway's and Triton's, for the stages the spec has. A stage
+refuses to process messages there from anything but loopback (dataplane/stages/server.py): the
+gateway calls it over a Unix socket, and a pod that reaches the port gets probes and metrics only.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ def render(isvc: InferenceService, revision: str) -> dict[str, Any]:
         {"protocol": "TCP", "port": L.GATEWAY_METRICS_PORT},  # Prometheus
         {"protocol": "TCP", "port": L.TRITON_METRICS_PORT},  # Prometheus
     ]
+    if isvc.spec.preprocess is not None:
+        ports.append({"protocol": "TCP", "port": L.PRE_PORT})  # Prometheus
+    if isvc.spec.postprocess is not None:
+        ports.append({"protocol": "TCP", "port": L.POST_PORT})  # Prometheus
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

@@ -1,9 +1,10 @@
 """The PodMonitor (monitoring.coreos.com/v1) of a service, or None unless monitoring.serviceMonitor.
 
 A PodMonitor rather than a ServiceMonitor: the Service exposes only the gateway port, while the
-metrics live on container ports of the pod (the gateway's ``metrics`` and Triton's
-``triton-metrics``; the stages have none), which only a PodMonitor can scrape. The spec field
-keeps its name ``serviceMonitor`` for compatibility.
+metrics live on container ports of the pod (the gateway's ``metrics``, Triton's
+``triton-metrics``, and ``pre-http`` / ``post-http`` of the stages the spec has, where each stage
+serves its probes and its ``tritium_stage_*`` metrics), which only a PodMonitor can scrape. The
+spec field keeps its name ``serviceMonitor`` for compatibility.
 
 One per service (not per revision), selecting every serving pod of the service whatever its
 revision. Each series gets two labels the alert rules (render/prometheusrule.py) select on:
@@ -14,14 +15,29 @@ from __future__ import annotations
 
 from typing import Any
 
+from tritium import pod_layout as L
 from tritium.api.resource import InferenceService
 from tritium.render.metadata import LABEL_REVISION, object_meta, selector_labels
 
 SCRAPE_INTERVAL = "15s"
 SERIES_LABEL_SERVICE = "inferenceservice"
 SERIES_LABEL_REVISION = "revision"
-# The ports (by name, render/deployment.py) scraped in each pod.
+# The ports (by name, render/deployment.py) scraped in every pod.
 METRICS_PORTS = ("metrics", "triton-metrics")
+
+
+def metrics_ports(isvc: InferenceService) -> list[str]:
+    """The ports scraped in the service's pods: METRICS_PORTS, then those of the stages it has.
+
+    Only the stages the spec has: an endpoint naming a port the pod lacks would find no target,
+    which is harmless but says something the pod does not have.
+    """
+    ports = list(METRICS_PORTS)
+    if isvc.spec.preprocess is not None:
+        ports.append(L.PRE_PORT_NAME)
+    if isvc.spec.postprocess is not None:
+        ports.append(L.POST_PORT_NAME)
+    return ports
 
 
 def _meta_label(pod_label: str) -> str:
@@ -51,7 +67,7 @@ def render(isvc: InferenceService, revision: str) -> dict[str, Any] | None:
                 # same name (the scraped port), which rollout analysis and alerts select on.
                 {"port": port, "path": "/metrics", "interval": SCRAPE_INTERVAL, "honorLabels": True,
                  "relabelings": relabelings(isvc)}
-                for port in METRICS_PORTS
+                for port in metrics_ports(isvc)
             ],
         },
     }

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 log = logging.getLogger("tritium.stage.http")
 
 MAX_HEADER_BYTES = 64 * 1024
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
-            413: "Payload Too Large", 415: "Unsupported Media Type", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+            411: "Length Required", 413: "Payload Too Large", 415: "Unsupported Media Type",
+            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Request:
     path: str
     headers: dict[str, str]  # lower-case names
     body: bytes
+    peer: str = ""  # the connection's remote IP address ("" when it has none, e.g. a Unix socket)
 
 
 @dataclass
@@ -60,9 +61,12 @@ class _Protocol(asyncio.Protocol):
         self.busy = False
         self.closing = False
         self.task: asyncio.Task[None] | None = None
+        self.peer = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        peername = transport.get_extra_info("peername")
+        self.peer = str(peername[0]) if isinstance(peername, tuple) and peername else ""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -114,7 +118,7 @@ class _Protocol(asyncio.Protocol):
         self.busy = True
         # Keep a reference: the event loop holds tasks only weakly.
         self.task = asyncio.get_running_loop().create_task(
-            self._handle(Request(method, path.split("?", 1)[0], headers, body), keep_alive))
+            self._handle(Request(method, path.split("?", 1)[0], headers, body, self.peer), keep_alive))
 
     async def _handle(self, request: Request, keep_alive: bool) -> None:
         try:

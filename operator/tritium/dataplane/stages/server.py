@@ -1,6 +1,7 @@
 """A stage sidecar (pre or post): built-in processor or user script behind a tiny HTTP server.
 
-Endpoints: POST /v1/process (the gateway's binary messages), GET /healthz, GET /metrics.
+Endpoints: POST /v1/process (the gateway's binary messages), GET /healthz, GET /metrics (the
+PodMonitor scrapes it on the stage's TCP port, render/podmonitor.py).
 Each stage is its own process (its own container in the pod), so a slow or crashing user
 script can only take its own stage down, which the gateway then reports by name.
 """
@@ -22,6 +23,7 @@ from tritium.dataplane.convert import as_array, text_of
 from tritium.dataplane.errors import ApiError, bad_request
 from tritium.dataplane.http.sidecar_server import Reply, Request
 from tritium.dataplane.metrics import StageMetrics
+from tritium.dataplane.security.clientip import parse_address
 from tritium.dataplane.signature import (
     TensorSpec,
     declared,
@@ -228,11 +230,26 @@ class StageProcessor:
 _LENGTH_HEADER = HEADER_LENGTH.lower()
 
 
+def _local_peer(peer: str) -> bool:
+    """Whether a connection comes from this machine (or pod): loopback, or no IP at all (a Unix socket).
+
+    In a pod the TCP port listens on the pod IP for kubelet probes and Prometheus scrapes, and the
+    NetworkPolicy lets other pods reach it for the scrapes; processing a message there would let
+    any of them skip the gateway (authentication, rate limits, validation). The gateway of the
+    same pod or machine calls from loopback or over the Unix socket.
+    """
+    if not peer:
+        return True
+    address = parse_address(peer)
+    return address is not None and address.is_loopback
+
+
 class StageService:
     """One stage process' two doors to its processor, sharing its metrics.
 
     `wire` answers the gateway on the Unix socket (stage_wire frames); `http` serves probes,
-    Prometheus scrapes and POST /v1/process (a gateway given an http:// URL) on the TCP port.
+    Prometheus scrapes and POST /v1/process (a gateway given an http:// URL, from loopback only:
+    see `_local_peer`) on the TCP port.
     """
 
     def __init__(self, processor: StageProcessor, metrics: StageMetrics | None = None) -> None:
@@ -275,6 +292,11 @@ class StageService:
         if request.path == "/v1/process":
             if request.method != "POST":
                 return Reply(405, b"", {"Allow": "POST"})
+            if not _local_peer(request.peer):
+                err = ApiError(403, "forbidden",
+                               f"the {self.stage} stage processes messages from loopback only: call the gateway")
+                return Reply(403, err.to_json(request.headers.get("x-request-id")),
+                             {"Content-Type": "application/json"})
             length = request.headers.get(_LENGTH_HEADER)
             try:
                 header_length = int(length) if length else None
