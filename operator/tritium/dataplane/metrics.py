@@ -80,7 +80,6 @@ class GatewayMetrics:
                 self._forwarded[key] = child
         child.inc()
 
-
     def set_canary_weight(self, canary: str | None, weight: int) -> None:
         """Record the split after a change: `weight` percent to `canary` (None or 0: nothing forwarded).
 

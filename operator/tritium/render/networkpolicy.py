@@ -18,6 +18,7 @@ from typing import Any
 from tritium import pod_layout as L
 from tritium.api.resource import InferenceService
 from tritium.render.metadata import object_meta, selector_labels
+from tritium.render.podmonitor import stage_ports
 
 
 def render(isvc: InferenceService, revision: str) -> dict[str, Any]:
@@ -26,10 +27,7 @@ def render(isvc: InferenceService, revision: str) -> dict[str, Any]:
         {"protocol": "TCP", "port": L.GATEWAY_METRICS_PORT},  # Prometheus
         {"protocol": "TCP", "port": L.TRITON_METRICS_PORT},  # Prometheus
     ]
-    if isvc.spec.preprocess is not None:
-        ports.append({"protocol": "TCP", "port": L.PRE_PORT})  # Prometheus
-    if isvc.spec.postprocess is not None:
-        ports.append({"protocol": "TCP", "port": L.POST_PORT})  # Prometheus
+    ports += [{"protocol": "TCP", "port": number} for _, number in stage_ports(isvc)]  # Prometheus
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

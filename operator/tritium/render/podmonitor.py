@@ -26,18 +26,20 @@ SERIES_LABEL_REVISION = "revision"
 METRICS_PORTS = ("metrics", "triton-metrics")
 
 
+def stage_ports(isvc: InferenceService) -> list[tuple[str, int]]:
+    """(name, number) of the TCP ports of the stages the spec has, where each serves its metrics."""
+    stages = ((isvc.spec.preprocess, L.PRE_PORT_NAME, L.PRE_PORT), (isvc.spec.postprocess, L.POST_PORT_NAME,
+                                                                     L.POST_PORT))
+    return [(name, number) for section, name, number in stages if section is not None]
+
+
 def metrics_ports(isvc: InferenceService) -> list[str]:
     """The ports scraped in the service's pods: METRICS_PORTS, then those of the stages it has.
 
     Only the stages the spec has: an endpoint naming a port the pod lacks would find no target,
     which is harmless but says something the pod does not have.
     """
-    ports = list(METRICS_PORTS)
-    if isvc.spec.preprocess is not None:
-        ports.append(L.PRE_PORT_NAME)
-    if isvc.spec.postprocess is not None:
-        ports.append(L.POST_PORT_NAME)
-    return ports
+    return [*METRICS_PORTS, *(name for name, _ in stage_ports(isvc))]
 
 
 def _meta_label(pod_label: str) -> str:
