@@ -1,12 +1,16 @@
 """The audit log: one JSON record per metadata/inference call on stdout (and a file), never a key or a body.
 
 The gateway runs in this test's loop (tests/support/gateway_inproc.py); stdout is pytest's capture.
+The response cache's hit and miss are checked with a real gateway process in front of the real
+Triton (tests/support/dataplane.py's deploy, as in test_cache.py): the stand-in Triton answers only
+the pass-through path, which a cached service does not take.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +19,11 @@ import pytest
 from prometheus_client import generate_latest
 
 from tests.integration.test_gateway_api_keys import SecretDir
+from tests.support.dataplane import base_spec, deploy
 from tests.support.gateway_inproc import INFER_BODY, serving
 from tritium.dataplane.security.apikeys import entry, new_key
 from tritium.dataplane.security.layers import SecuritySettings
+from tritium.local.tritonserver import TritonServer
 
 JSON = {"Content-Type": "application/json"}
 
@@ -67,6 +73,42 @@ async def test_one_record_per_call_with_its_fields_and_no_secret(tmp_path: Path,
         in metrics
     assert 'tritium_gateway_key_inference_seconds_total{key="alice"}' in metrics
     assert 'tritium_gateway_key_requests_total{code="200",endpoint="infer",key="alice"} 1.0' in metrics
+
+
+def _wait_records(path: Path, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """The records of ``path`` once it holds ``count`` (they are written in batches, soon after each call)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text() if path.exists() else ""
+        if len(text.splitlines()) >= count or time.monotonic() >= deadline:
+            return _records(text)
+        time.sleep(0.05)
+
+
+def test_records_say_whether_the_response_cache_hit(triton: TritonServer, tmp_path: Path) -> None:
+    audit_file = tmp_path / "audit.log"
+    spec = base_spec("add", gateway={"cache": {"enabled": True, "ttlSeconds": 60, "maxEntries": 10}},
+                     security={"audit": {"enabled": True, "file": str(audit_file)}})
+    dep = deploy(tmp_path, triton, spec, name="auditcache")
+    other_body = INFER_BODY.replace(b"[3,4]", b"[3,5]")
+    assert other_body != INFER_BODY
+    try:
+        url = f"{dep.url}/v2/models/add/infer"
+        answers = [httpx.post(url, content=body, headers={**JSON, "X-Request-Id": f"req-{i}"}, timeout=10)
+                   for i, body in enumerate((INFER_BODY, INFER_BODY, other_body))]
+        records = _wait_records(audit_file, 3)
+    finally:
+        dep.stop()
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+    assert [a.headers["X-Tritium-Cache"] for a in answers] == ["miss", "hit", "miss"]
+    assert len(records) == 3, records
+    assert [r["request_id"] for r in records] == ["req-0", "req-1", "req-2"]
+    assert [r["cache"] for r in records] == ["miss", "hit", "miss"]  # as the answers' X-Tritium-Cache said
+    assert all(r["endpoint"] == "infer" and r["status"] == 200 and r["model"] == "add" for r in records)
+    first, hit, other = records
+    assert first["request_sha256"] == hit["request_sha256"] == hashlib.sha256(INFER_BODY).hexdigest()
+    assert other["request_sha256"] == hashlib.sha256(other_body).hexdigest()
 
 
 async def test_no_audit_when_disabled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
