@@ -106,7 +106,7 @@ def optional_crds(kube: Kube) -> list[str]:
     names = [
         "httproutes.gateway.networking.k8s.io", "servicemonitors.monitoring.coreos.com",
         "podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com",
-        "alertmanagerconfigs.monitoring.coreos.com", "scaledobjects.keda.sh",
+        "alertmanagerconfigs.monitoring.coreos.com", "scaledobjects.keda.sh", "certificates.cert-manager.io",
     ]
     if kube.simulated:
         kube.kubectl("apply", "--server-side", "-f", str(optional_crds_dir()))

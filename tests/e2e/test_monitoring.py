@@ -1,6 +1,8 @@
 """spec.monitoring on a real API server: the PodMonitor and PrometheusRule children, and a cluster
-without the Prometheus Operator's CRDs, where the service serves anyway and status says why its
-monitoring is missing, until the CRDs are installed (no operator restart)."""
+without the optional CRDs, where the service serves anyway and status says why its monitoring (or
+its KEDA scaling) is missing, until the CRDs are installed (no operator restart). There too, a
+service whose TLS Secret cert-manager should write is InvalidSpec while cert-manager's CRD is
+absent, and goes on by itself once it is installed."""
 
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ def bare_plane(kube: Kube, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-
         yield bare
 
 
-async def test_without_the_prometheus_operator_crds_the_service_still_serves(bare_plane: Kube) -> None:
+async def test_without_the_optional_crds_the_service_still_serves(bare_plane: Kube) -> None:
     namespace, name = "bare", "unwatched"
     bare_plane.kubectl("create", "namespace", namespace)
     api = api_client()
@@ -136,11 +138,18 @@ async def test_without_the_prometheus_operator_crds_the_service_still_serves(bar
             assert condition(unscaled, "AutoscalingReady")["status"] == "False"
             assert "keda" in condition(unscaled, "AutoscalingReady")["message"].lower()
             assert not condition(unscaled, "MonitoringReady")
+            # And one whose TLS Secret cert-manager would write: nothing will, so the spec is refused.
+            await create(api, make_isvc("issued", namespace, security={"tls": {
+                "secretName": "issued-tls", "certManager": {"issuerRef": {"name": "ca"}}}}))
+            issued = await wait_status(api, namespace, "issued", lambda o: condition(
+                o, "SpecValid").get("status") == "False", timeout=READY_TIMEOUT)
+            refusal = condition(issued, "SpecValid")["message"]
+            assert "spec.security.tls.secretName" in refusal and "certificates.cert-manager.io" in refusal, refusal
 
             # The CRDs are installed later: the same operator process applies the children.
             bare_plane.kubectl("apply", "--server-side", "-f", str(optional_crds_dir()))
             wait_established(bare_plane, "podmonitors.monitoring.coreos.com", "prometheusrules.monitoring.coreos.com",
-                             "scaledobjects.keda.sh")
+                             "scaledobjects.keda.sh", "certificates.cert-manager.io")
 
             async def applied() -> dict[str, list[dict[str, Any]]] | None:
                 found = await monitoring_children(api, namespace, name)
@@ -152,5 +161,11 @@ async def test_without_the_prometheus_operator_crds_the_service_still_serves(bar
             await wait_status(api, namespace, "unscaled", lambda o: ready(o) and condition(o, "AutoscalingReady").get(
                 "status") == "True", timeout=READY_TIMEOUT)
             assert [o["kind"] for o in await children(api, namespace, "unscaled", "ScaledObject")] == ["ScaledObject"]
+            # cert-manager's CRD is there now: the Certificate is applied, and the Secret it will
+            # write is awaited, not refused.
+            await wait_status(api, namespace, "issued", lambda o: condition(o, "SpecValid").get("status") == "True",
+                              timeout=READY_TIMEOUT)
+            [cert] = await eventually(lambda: children(api, namespace, "issued", "Certificate"), timeout=READY_TIMEOUT)
+            assert cert["spec"]["secretName"] == "issued-tls"
     finally:
         await api.close()

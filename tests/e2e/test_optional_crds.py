@@ -1,10 +1,10 @@
-"""Third-party kinds (Gateway API, Prometheus Operator, KEDA) validated by the API server itself.
+"""Third-party kinds (Gateway API, Prometheus Operator, KEDA, cert-manager) validated by the API server itself.
 
 Their CRDs come from the Go modules that ship them (scripts/optional-crds.sh), so an object of
 ours that one of these projects would refuse is refused here too: the chart's ServiceMonitor and
 PrometheusRule, the rendered PodMonitor, PrometheusRule, AlertmanagerConfig (webhook url or
-secretRef) and ScaledObject (autoscaler keda, each metric) children, and hand-written HTTPRoute
-and ScaledObject objects.
+secretRef), ScaledObject (autoscaler keda, each metric) and Certificate (tls.certManager)
+children, and hand-written HTTPRoute and ScaledObject objects.
 """
 
 from __future__ import annotations
@@ -141,3 +141,36 @@ def test_rendered_scaledobjects_pass_the_server(
     assert len(objects) == 1
     result = server_dry_run(kube, namespace, objects)
     assert result.returncode == 0, result.stderr
+
+
+CERTIFICATE_SPECS = {
+    "issuer": {"issuerRef": {"name": "ns-ca"}},
+    "cluster issuer, names and lifetimes": {
+        "issuerRef": {"name": "internal-ca", "kind": "ClusterIssuer"}, "dnsNames": ["demo.example.com", "*.demo.io"],
+        "duration": "2160h", "renewBefore": "360h"},
+}
+
+
+@pytest.mark.parametrize("wanted", CERTIFICATE_SPECS.values(), ids=CERTIFICATE_SPECS.keys())
+def test_rendered_certificates_pass_the_server(
+    kube: Kube, namespace: str, optional_crds: list[str], wanted: dict[str, Any]
+) -> None:
+    spec = {"security": {"tls": {"secretName": "demo-tls", "certManager": wanted}}}
+    isvc = parse_inference_service(manifest(spec, namespace=namespace))
+    objects = [c for c in render_children(isvc) if c["kind"] == "Certificate"]
+    assert len(objects) == 1
+    result = server_dry_run(kube, namespace, objects)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_server_refuses_a_certificate_cert_manager_would(
+    kube: Kube, namespace: str, optional_crds: list[str]
+) -> None:
+    """The check above can fail: a private key algorithm cert-manager does not know is refused."""
+    isvc = parse_inference_service(manifest(
+        {"security": {"tls": {"secretName": "demo-tls", "certManager": {"issuerRef": {"name": "ca"}}}}},
+        namespace=namespace))
+    (obj,) = [c for c in render_children(isvc) if c["kind"] == "Certificate"]
+    obj["spec"]["privateKey"]["algorithm"] = "DSA"
+    result = server_dry_run(kube, namespace, [obj])
+    assert result.returncode != 0 and "privateKey.algorithm" in result.stderr, result.stderr

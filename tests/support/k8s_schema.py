@@ -29,6 +29,7 @@ NO_SCHEMA_ALLOWED: frozenset[tuple[str, str]] = frozenset(
         ("monitoring.coreos.com/v1alpha1", "AlertmanagerConfig"),
         ("gateway.networking.k8s.io/v1", "HTTPRoute"),
         ("keda.sh/v1alpha1", "ScaledObject"),
+        ("cert-manager.io/v1", "Certificate"),
     }
 )
 

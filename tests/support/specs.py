@@ -316,6 +316,12 @@ SCHEMA_BAD: list[tuple[dict[str, Any], dict[str, Any], str]] = [
     ({"gateway": {"requestTimeoutSeconds": 0}}, {}, "spec.gateway.requestTimeoutSeconds"),
     ({"security": {"tls": {}}}, {}, "spec.security.tls.secretName"),
     ({"security": {"tls": {"secretName": "t", "minVersion": "1.1"}}}, {}, "spec.security.tls.minVersion"),
+    ({"security": {"tls": {"secretName": "t", "certManager": {}}}}, {}, "spec.security.tls.certManager.issuerRef"),
+    ({"security": {"tls": {"secretName": "t", "certManager": {"issuerRef": {"name": "ca"}, "duration": "90d"}}}},
+     {}, "spec.security.tls.certManager.duration"),
+    ({"security": {"tls": {"secretName": "t", "certManager": {"issuerRef": {"name": "ca"},
+                                                               "dnsNames": ["Bad_Host.example"]}}}},
+     {}, "spec.security.tls.certManager.dnsNames[0]"),
     ({}, {"name": "1st-model"}, "metadata.name"),
     ({}, {"name": "a" * 64}, "metadata.name"),
 ]
@@ -323,6 +329,9 @@ SCHEMA_BAD: list[tuple[dict[str, Any], dict[str, Any], str]] = [
 # Extra variations every renderer must handle (each merged into manifest()).
 VARIANTS: dict[str, dict[str, Any]] = {
     "tls": {"security": {"tls": {"secretName": "demo-tls", "minVersion": "1.3"}}},
+    "cert-manager": {"security": {"tls": {"secretName": "demo-tls", "certManager": {
+        "issuerRef": {"name": "ca", "kind": "ClusterIssuer"}, "dnsNames": ["demo.example.com"],
+        "duration": "2160h", "renewBefore": "360h"}}}},
     "api-keys": {
         "security": {
             "apiKeysSecretRef": {"name": "demo-keys", "key": "keys.txt"},

@@ -73,6 +73,7 @@ NAMESPACED_RULES: dict[tuple[str, str], list[str]] = {
     ("monitoring.coreos.com", "prometheusrules"): WRITE,
     ("monitoring.coreos.com", "alertmanagerconfigs"): WRITE,
     ("keda.sh", "scaledobjects"): WRITE,
+    ("cert-manager.io", "certificates"): WRITE,
     ("", "secrets"): READ,
     ("", "pods"): ["list"],  # the builtin analysis provider finds the canary pods' addresses
     ("", "events"): ["create"],

@@ -96,8 +96,9 @@ def test_children_in_apply_order(case: dict[str, Any]) -> None:
     # own with router gateway; with gatewayAPI it has one before the main Service (the HTTPRoute's backend).
     own = ["Service"] if spec.traffic.router == "gatewayAPI" else []
     route = ["HTTPRoute"] if spec.traffic.router == "gatewayAPI" else []
-    assert kinds == ["ServiceAccount", "ConfigMap", "ConfigMap", "Deployment", *hpa, "PodDisruptionBudget",
-                     *own, "Service", "NetworkPolicy", *route, *monitoring]
+    certificate = ["Certificate"] if spec.security.tls and spec.security.tls.cert_manager else []
+    assert kinds == ["ServiceAccount", *certificate, "ConfigMap", "ConfigMap", "Deployment", *hpa,
+                     "PodDisruptionBudget", *own, "Service", "NetworkPolicy", *route, *monitoring]
 
 
 def test_owner_references_only_with_a_uid(case: dict[str, Any]) -> None:

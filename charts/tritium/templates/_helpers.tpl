@@ -115,6 +115,9 @@ and fails on a rule missing here and on one granted here that nothing uses.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 # Pods are only listed: the builtin analysis provider scrapes the canary pods' own gateway metrics.
 - apiGroups: [""]
   resources: ["pods"]

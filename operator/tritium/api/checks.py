@@ -27,6 +27,9 @@ class Reference:
     name: str
     key: str  # "" when the whole object is used
     field: str  # spec path that names it
+    # The optional child kind that writes it, when one does (a Certificate writes the TLS Secret):
+    # then its absence only means not yet issued, while the cluster serves that kind.
+    issued_by: str | None = None
 
 
 def storage_scheme(uri: str) -> str:
@@ -153,7 +156,8 @@ def references(isvc: InferenceService) -> list[Reference]:
                       "spec.security.apiKeysSecretRef")
         )
     if sec.tls:
-        refs.append(Reference("Secret", sec.tls.secret_name, "tls.crt", "spec.security.tls.secretName"))
+        refs.append(Reference("Secret", sec.tls.secret_name, "tls.crt", "spec.security.tls.secretName",
+                              issued_by="Certificate" if sec.tls.cert_manager else None))
     if sec.signing_key_secret_ref:
         refs.append(Reference("Secret", sec.signing_key_secret_ref.name, sec.signing_key_secret_ref.key,
                               "spec.security.signingKeySecretRef"))

@@ -7,7 +7,7 @@ with a 300 s scale-down cooldown, and a 5 % canary for every new revision.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -573,11 +573,52 @@ class RateLimit(ApiModel):
     )
 
 
+GO_DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"
+# A DNS name a certificate may carry: lower-case labels, optionally one leading wildcard label.
+DnsName = Annotated[str, Field(
+    min_length=1, max_length=253,
+    pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
+
+
+class IssuerRef(ApiModel):
+    """The cert-manager issuer that signs the gateway's certificate."""
+
+    name: str = described("Issuer or ClusterIssuer name.", min_length=1, max_length=253)
+    kind: str = described(
+        "Issuer (in the InferenceService's namespace), ClusterIssuer, or an external issuer's kind.",
+        default="Issuer", min_length=1, max_length=63)
+    group: str = described("API group of the issuer.", default="cert-manager.io", min_length=1, max_length=253)
+
+
+class CertManagerSpec(ApiModel):
+    """A cert-manager Certificate that writes tls.secretName (cert-manager.io/v1; cert-manager must be installed)."""
+
+    issuer_ref: IssuerRef = described("Who signs the certificate.")
+    dns_names: list[DnsName] | None = described(
+        "Names added to the certificate besides the Service's own (NAME, NAME.NAMESPACE, NAME.NAMESPACE.svc, "
+        "NAME.NAMESPACE.svc.cluster.local), e.g. the hostname clients outside the cluster use.",
+        default=None, max_length=32)
+    duration: str | None = described(
+        "Certificate lifetime as a Go duration (e.g. 2160h); cert-manager's default (90 days) when unset.",
+        default=None, pattern=GO_DURATION_PATTERN)
+    renew_before: str | None = described(
+        "How long before expiry cert-manager renews (Go duration); cert-manager's default (a third of the "
+        "lifetime) when unset. The gateway serves the renewed certificate without a restart.",
+        default=None, pattern=GO_DURATION_PATTERN)
+
+
 class TlsSpec(ApiModel):
     """TLS on the gateway port."""
 
-    secret_name: str = described("kubernetes.io/tls Secret with the certificate and key.", min_length=1)
+    secret_name: str = described(
+        "kubernetes.io/tls Secret with the certificate and key (written by cert-manager when certManager is set).",
+        min_length=1)
     min_version: Literal["1.2", "1.3"] = described("Lowest TLS version accepted.", default="1.2")
+    cert_manager: CertManagerSpec | None = described(
+        "Have cert-manager issue and renew secretName: a Certificate is rendered beside the service, and the "
+        "pods start once cert-manager has written the Secret. Changes apply in place (no new revision). "
+        "Unset: the Secret is made by hand and must exist.",
+        default=None)
 
 
 class AuditSpec(ApiModel):

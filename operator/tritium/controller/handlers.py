@@ -47,6 +47,7 @@ CHILD_KINDS = {
     "PrometheusRule": ("monitoring.coreos.com", "v1", "prometheusrules"),
     "AlertmanagerConfig": ("monitoring.coreos.com", "v1alpha1", "alertmanagerconfigs"),
     "ScaledObject": ("keda.sh", "v1alpha1", "scaledobjects"),
+    "Certificate": ("cert-manager.io", "v1", "certificates"),
 }
 client = KubeClient()
 reconciler = Reconciler(client)
@@ -382,7 +383,7 @@ def _optional_crd(body: kopf.Body, **_: Any) -> bool:
 
 @kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", when=_optional_crd, id="optional_crds")
 async def optional_crd_changed(body: kopf.Body, type: str | None, logger: kopf.Logger, **kw: Any) -> None:
-    """A Prometheus Operator CRD was installed: apply the children that were skipped for want of it."""
+    """An optional kind's CRD was installed: reconcile the services that skipped a child (or waited) for want of it."""
     if type is None or type == "DELETED":
         return  # the initial listing is covered by resume; a deletion is noticed on the next apply
     established = any(c.get("type") == "Established" and c.get("status") == "True"

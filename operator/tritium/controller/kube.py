@@ -36,7 +36,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "NetworkPolicy": ("/apis/networking.k8s.io/v1", "networkpolicies"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "PodDisruptionBudget": ("/apis/policy/v1", "poddisruptionbudgets"),
-    # Gateway API, Prometheus Operator and KEDA kinds: a cluster may lack their CRDs (reconcile.OPTIONAL_KINDS).
+    # Gateway API, Prometheus Operator, KEDA and cert-manager kinds: a cluster may lack their CRDs
+    # (reconcile.OPTIONAL_KINDS).
+    "Certificate": ("/apis/cert-manager.io/v1", "certificates"),
     "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
     "PodMonitor": ("/apis/monitoring.coreos.com/v1", "podmonitors"),
     "PrometheusRule": ("/apis/monitoring.coreos.com/v1", "prometheusrules"),

@@ -139,15 +139,17 @@ PER_REVISION_KINDS = frozenset(
 # own Services of all revisions a router addresses): one not rendered goes, even of a kept revision.
 RENDERED_FOR_ALL_REVISIONS = frozenset({"Service"})
 
-# Kinds whose CRD a cluster may lack (Gateway API's, the Prometheus Operator's, KEDA's) -> that CRD's name. A child of
-# such a kind is skipped while the API server does not serve it (an apply answered 404, confirmed
-# by discovery): the service still serves, and status says MonitoringReady=False, CRDMissing.
-# Once the CRD is established, handlers.optional_crd_changed reconciles the services that wait.
+# Kinds whose CRD a cluster may lack (Gateway API's, the Prometheus Operator's, KEDA's,
+# cert-manager's) -> that CRD's name. A child of such a kind is skipped while the API server does
+# not serve it (an apply answered 404, confirmed by discovery): the service still serves, and
+# status says MonitoringReady=False, CRDMissing. Once the CRD is established,
+# handlers.optional_crd_changed reconciles the services that wait.
 OPTIONAL_KINDS = {"HTTPRoute": "httproutes.gateway.networking.k8s.io",
                   "PodMonitor": "podmonitors.monitoring.coreos.com",
                   "PrometheusRule": "prometheusrules.monitoring.coreos.com",
                   "AlertmanagerConfig": "alertmanagerconfigs.monitoring.coreos.com",
-                  "ScaledObject": "scaledobjects.keda.sh"}
+                  "ScaledObject": "scaledobjects.keda.sh",
+                  "Certificate": "certificates.cert-manager.io"}
 # The optional kinds MonitoringReady speaks of (the Prometheus Operator's); a missing Gateway API or
 # KEDA CRD is said by a Warning event instead.
 MONITORING_KINDS = ("PodMonitor", "PrometheusRule", "AlertmanagerConfig")
@@ -596,6 +598,14 @@ class Reconciler:
     async def _check_references(self, isvc: InferenceService) -> None:
         for ref in references(isvc):
             obj = await self.client.get(ref.kind, isvc.namespace, ref.name)
+            if obj is None and ref.issued_by and await self.client.serves(ref.issued_by):
+                continue  # that child writes it (cert-manager's Certificate): the pods wait for it
+            if obj is None and ref.issued_by:
+                # Reconciled again when that CRD is installed (handlers.optional_crd_changed).
+                self._waiting.setdefault(ref.issued_by, set()).add((isvc.namespace, isvc.name))
+                raise SpecError(ref.field, f"{ref.kind} {ref.name!r} not found in namespace {isvc.namespace}, and "
+                                f"nothing will make it: the cluster has no {OPTIONAL_KINDS[ref.issued_by]} CRD "
+                                "(install cert-manager)")
             if obj is None:
                 raise SpecError(ref.field, f"{ref.kind} {ref.name!r} not found in namespace {isvc.namespace}")
             if ref.key and ref.key not in (obj.get("data") or {}) and ref.key not in (obj.get("stringData") or {}):

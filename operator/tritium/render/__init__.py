@@ -14,6 +14,7 @@ from tritium.api.resource import InferenceService
 from tritium.images import DEFAULT_IMAGES, Images
 from tritium.render import (
     alertmanagerconfig,
+    certificate,
     configmap,
     deployment,
     hpa,
@@ -54,6 +55,9 @@ def render_children(
     # Order matters for the first apply: the ServiceAccount and ConfigMaps exist before pods need them.
     children = [
         serviceaccount.render(isvc, shared),
+        # Before the pods that mount its Secret, so that cert-manager starts issuing at once; a cluster
+        # without cert-manager's CRD skips it like the other optional kinds below.
+        certificate.render(isvc, shared),
         configmap.render(isvc, rev),
         traffic.render(isvc, route),
         deployment.render(isvc, rev, images=images, replicas=replicas),

@@ -43,6 +43,9 @@ def revision_of(spec: InferenceServiceSpec, images: Images = DEFAULT_IMAGES) -> 
     """
     wire = spec.to_wire()
     relevant = {k: wire[k] for k in REVISION_SECTIONS if k in wire}
+    # Who issues the certificate is not in the pod (it mounts the Secret by name): the Certificate
+    # is changed in place (render/certificate.py).
+    relevant.get("security", {}).get("tls", {}).pop("certManager", None)
     relevant["images"] = effective_images(spec, images)
     return hashlib.sha256(canonical_json(relevant).encode()).hexdigest()[:10]
 
