@@ -92,6 +92,12 @@ class RuleCase:
 
 GPU1 = {"runtime": {"resources": {"gpu": 1}}}
 
+def _node_affinity(requirement: dict[str, Any]) -> dict[str, Any]:
+    """A spec patch whose required node affinity is this one requirement."""
+    return {"runtime": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [{"matchExpressions": [requirement]}]}}}}}
+
+
 RULE_CASES: list[RuleCase] = [
     RuleCase(
         "DynamicBatching",
@@ -150,6 +156,33 @@ RULE_CASES: list[RuleCase] = [
             {"runtime": {"tolerations": [{"operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 30}]}},
         ],
         good=[{"runtime": {"tolerations": [{"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}]}}],
+    ),
+    RuleCase(
+        "NodeSelectorRequirement",
+        "In and NotIn need at least one value",
+        "spec.runtime.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        ".matchExpressions[0].values",
+        bad=[_node_affinity({"key": "gpu", "operator": "In"}), _node_affinity({"key": "gpu", "operator": "NotIn",
+                                                                               "values": []})],
+        good=[_node_affinity({"key": "gpu", "operator": "In", "values": ["h100"]})],
+    ),
+    RuleCase(
+        "NodeSelectorRequirement",
+        "Exists and DoesNotExist take no values",
+        "spec.runtime.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        ".matchExpressions[0].values",
+        bad=[_node_affinity({"key": "gpu", "operator": "Exists", "values": ["yes"]})],
+        good=[_node_affinity({"key": "gpu", "operator": "DoesNotExist"})],
+    ),
+    RuleCase(
+        "NodeSelectorRequirement",
+        "Gt and Lt need exactly one integer value",
+        "spec.runtime.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        ".matchExpressions[0].values",
+        bad=[_node_affinity({"key": "gpu-memory", "operator": "Gt", "values": ["40", "80"]}),
+             _node_affinity({"key": "gpu-memory", "operator": "Lt", "values": ["lots"]}),
+             _node_affinity({"key": "gpu-memory", "operator": "Gt"})],
+        good=[_node_affinity({"key": "gpu-memory", "operator": "Gt", "values": ["40000"]})],
     ),
     RuleCase(
         "RuntimeSpec",
@@ -322,6 +355,12 @@ SCHEMA_BAD: list[tuple[dict[str, Any], dict[str, Any], str]] = [
     ({"security": {"tls": {"secretName": "t", "certManager": {"issuerRef": {"name": "ca"},
                                                                "dnsNames": ["Bad_Host.example"]}}}},
      {}, "spec.security.tls.certManager.dnsNames[0]"),
+    ({"runtime": {"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 0, "preference": {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}}]}}}}, {},
+     "spec.runtime.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight"),
+    ({"runtime": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": []}}}}}, {},
+     "spec.runtime.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms"),
     ({}, {"name": "1st-model"}, "metadata.name"),
     ({}, {"name": "a" * 64}, "metadata.name"),
 ]
@@ -329,6 +368,14 @@ SCHEMA_BAD: list[tuple[dict[str, Any], dict[str, Any], str]] = [
 # Extra variations every renderer must handle (each merged into manifest()).
 VARIANTS: dict[str, dict[str, Any]] = {
     "tls": {"security": {"tls": {"secretName": "demo-tls", "minVersion": "1.3"}}},
+    "affinity": {"runtime": {"affinity": {"nodeAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In",
+                                   "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-A100-SXM4-80GB"]}]},
+            {"matchExpressions": [{"key": "nvidia.com/gpu.memory", "operator": "Gt", "values": ["40000"]}]}]},
+        "preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 50, "preference": {"matchExpressions": [{"key": "topology.kubernetes.io/zone",
+                                                               "operator": "In", "values": ["zone-a"]}]}}]}}}},
     "cert-manager": {"security": {"tls": {"secretName": "demo-tls", "certManager": {
         "issuerRef": {"name": "ca", "kind": "ClusterIssuer"}, "dnsNames": ["demo.example.com"],
         "duration": "2160h", "renewBefore": "360h"}}}},

@@ -409,6 +409,17 @@ def test_tls_variant() -> None:
     assert {"name": "tls", "secret": {"secretName": "demo-tls"}} in pod_spec(children)["volumes"]
 
 
+def test_affinity_variant_is_the_pods_node_affinity_as_written() -> None:
+    """The spec's node affinity is the pod's, in Kubernetes' own shape (the strict schema check of
+    every variant proves the shape); the soft spread and the nodeSelector stay beside it."""
+    wanted = VARIANTS["affinity"]["runtime"]["affinity"]
+    pod = pod_spec(render(manifest(VARIANTS["affinity"])))
+    assert pod["affinity"] == wanted
+    assert len(pod["topologySpreadConstraints"]) == 2
+    assert "affinity" not in pod_spec(render(manifest({})))
+    assert "affinity" not in pod_spec(render(manifest({"runtime": {"affinity": {}}})))
+
+
 def test_api_keys_variant() -> None:
     children = render(manifest(VARIANTS["api-keys"]))
     gateway = containers(children)[L.GATEWAY_CONTAINER]

@@ -196,6 +196,66 @@ class Toleration(ApiModel):
     )
 
 
+class NodeSelectorRequirement(ApiModel):
+    """One node label test, as in a Kubernetes NodeSelectorRequirement."""
+
+    key: str = described("Node label key.", min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = described(
+        "In/NotIn: the label's value is (not) one of values; Exists/DoesNotExist: the label is (not) there; "
+        "Gt/Lt: the value, an integer, is greater/less than the single value.")
+    values: list[str] | None = described(
+        "Values for In, NotIn (at least one), Gt and Lt (exactly one integer); none for Exists and DoesNotExist.",
+        default=None, max_length=64)
+
+    # The pod validation of kube-apiserver: a requirement breaking these makes every pod fail.
+    cel_rules = (
+        CelRule("!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+                "In and NotIn need at least one value", ".values"),
+        CelRule("!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || size(self.values) == 0",
+                "Exists and DoesNotExist take no values", ".values"),
+        CelRule("!(self.operator in ['Gt', 'Lt']) || (has(self.values) && size(self.values) == 1 && "
+                "self.values[0].matches('^-?[0-9]+$'))",
+                "Gt and Lt need exactly one integer value", ".values"),
+    )
+
+
+class NodeSelectorTerm(ApiModel):
+    """Node label tests that must all hold (ANDed)."""
+
+    match_expressions: list[NodeSelectorRequirement] = described(
+        "The tests; a node matches when every one holds.", min_length=1, max_length=16)
+
+
+class NodeSelector(ApiModel):
+    """Terms of which at least one must hold (ORed)."""
+
+    node_selector_terms: list[NodeSelectorTerm] = described(
+        "A node qualifies when it matches any of these terms.", min_length=1, max_length=8)
+
+
+class PreferredSchedulingTerm(ApiModel):
+    """A term the scheduler favours a node for matching, by weight."""
+
+    weight: int = described("Weight (1-100) added to a node's score when it matches.", ge=1, le=100)
+    preference: NodeSelectorTerm = described("The term a favoured node matches.")
+
+
+class NodeAffinity(ApiModel):
+    """Kubernetes node affinity, in the same shape as a pod's spec.affinity.nodeAffinity."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = described(
+        "Nodes the pods may only land on (e.g. a GPU product label In [NVIDIA-H100-80GB-HBM3]).", default=None)
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = described(
+        "Nodes the pods prefer, if the cluster has them free.", default=None, max_length=8)
+
+
+class Affinity(ApiModel):
+    """Scheduling affinity of the pods. Only node affinity: the pods of a revision are already spread
+    over zones and nodes by topologySpreadConstraints (soft), which anti-affinity would duplicate."""
+
+    node_affinity: NodeAffinity | None = described("Node affinity of the pods.", default=None)
+
+
 class RuntimeSpec(ApiModel):
     """The Triton server container."""
 
@@ -213,6 +273,9 @@ class RuntimeSpec(ApiModel):
     node_selector: dict[str, str] | None = described("Node labels the pods must land on.", default=None)
     # Bounded: kube-apiserver refuses a CRD whose per-item rules could cost too much on a huge list.
     tolerations: list[Toleration] | None = described("Tolerations of the pods.", default=None, max_length=64)
+    affinity: Affinity | None = described(
+        "Node affinity of the pods, beside nodeSelector: e.g. required GPU products, or preferred ones.",
+        default=None)
 
     cel_rules = (
         CelRule(

@@ -278,6 +278,8 @@ def _pod_spec(isvc: InferenceService, revision: str, images: dict[str, str]) -> 
         pod["nodeSelector"] = dict(sorted(runtime.node_selector.items()))
     if runtime.tolerations:
         pod["tolerations"] = [t.to_wire() for t in runtime.tolerations]
+    if runtime.affinity and runtime.affinity.node_affinity:
+        pod["affinity"] = runtime.affinity.to_wire()
     return pod
 
 
