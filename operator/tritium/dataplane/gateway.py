@@ -158,6 +158,7 @@ class Gateway:
                           if spec.security.redact_pii else None)
         self._redacted: list[logging.Handler] = []
         self.has_stages = spec.preprocess is not None or spec.postprocess is not None
+        self.served_model = spec.model.name
         # What the stage scripts declare (pre INPUTS, post OUTPUTS), asked once: a script changes only
         # with a new revision, which is a new pod.
         self._declared: tuple[tuple[signature.TensorSpec, ...] | None, tuple[signature.TensorSpec, ...] | None
@@ -251,11 +252,17 @@ class Gateway:
             h[CACHE_HEADER] = cache
         return h
 
+    def model_label(self, model: str) -> str:
+        """A request's model as a metrics label: the model this pod serves, else "". The client picks
+        the name in the path; a label value per name would grow the registry (some 6 KiB a name) and
+        every scrape without bound."""
+        return model if model == self.served_model else ""
+
     async def cached(self, request: Request, model: str, key: str | None) -> Response | None:
         if self.cache is None or key is None:
             return None
         hit = await self.cache.get(key)
-        self.metrics.cache.labels(model, "hit" if hit else "miss").inc()
+        self.metrics.cache.labels(self.model_label(model), "hit" if hit else "miss").inc()
         if hit is None:
             return None
         headers = {"Content-Type": hit.content_type, **hit.headers, **self.headers(request, "hit")}
@@ -636,8 +643,8 @@ def build_handler(gateway: Gateway) -> Any:
             audit.record(request, endpoint=endpoint, model=model, status=status, seconds=elapsed,
                          key_id=request.state.get(KEY_ID_STATE), client=str(gateway.security.client(request) or "")
                          or None, cache=response.headers.get(CACHE_HEADER))
-        if status == 404:
-            model = ""  # never a label value per made-up model name
+        # Never a label value per made-up model name (a 400 or 401 names one as easily as a 404).
+        model = "" if status == 404 else gateway.model_label(model)
         if endpoint != "other" or status != 404:
             gateway.metrics.observe(model, endpoint, status, elapsed)
         if security is not None:
