@@ -196,6 +196,11 @@ class Toleration(ApiModel):
     )
 
 
+# A label value (Kubernetes allows 63 characters); bounded so that the CEL rules below stay in
+# kube-apiserver's cost budget.
+LabelValue = Annotated[str, Field(max_length=63)]
+
+
 class NodeSelectorRequirement(ApiModel):
     """One node label test, as in a Kubernetes NodeSelectorRequirement."""
 
@@ -203,9 +208,9 @@ class NodeSelectorRequirement(ApiModel):
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"] = described(
         "In/NotIn: the label's value is (not) one of values; Exists/DoesNotExist: the label is (not) there; "
         "Gt/Lt: the value, an integer, is greater/less than the single value.")
-    values: list[str] | None = described(
+    values: list[LabelValue] | None = described(
         "Values for In, NotIn (at least one), Gt and Lt (exactly one integer); none for Exists and DoesNotExist.",
-        default=None, max_length=64)
+        default=None, max_length=32)
 
     # The pod validation of kube-apiserver: a requirement breaking these makes every pod fail.
     cel_rules = (
@@ -223,14 +228,14 @@ class NodeSelectorTerm(ApiModel):
     """Node label tests that must all hold (ANDed)."""
 
     match_expressions: list[NodeSelectorRequirement] = described(
-        "The tests; a node matches when every one holds.", min_length=1, max_length=16)
+        "The tests; a node matches when every one holds.", min_length=1, max_length=8)
 
 
 class NodeSelector(ApiModel):
     """Terms of which at least one must hold (ORed)."""
 
     node_selector_terms: list[NodeSelectorTerm] = described(
-        "A node qualifies when it matches any of these terms.", min_length=1, max_length=8)
+        "A node qualifies when it matches any of these terms.", min_length=1, max_length=4)
 
 
 class PreferredSchedulingTerm(ApiModel):
@@ -246,7 +251,7 @@ class NodeAffinity(ApiModel):
     required_during_scheduling_ignored_during_execution: NodeSelector | None = described(
         "Nodes the pods may only land on (e.g. a GPU product label In [NVIDIA-H100-80GB-HBM3]).", default=None)
     preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = described(
-        "Nodes the pods prefer, if the cluster has them free.", default=None, max_length=8)
+        "Nodes the pods prefer, if the cluster has them free.", default=None, max_length=4)
 
 
 class Affinity(ApiModel):
