@@ -271,6 +271,22 @@ def test_canary_size() -> None:
     assert canary_size(2, 5) == 1 and canary_size(10, 50) == 5 and canary_size(3, 34) == 2
 
 
+def test_the_canary_follows_what_the_stable_hpa_does_and_never_holds_the_stable_down() -> None:
+    """The canary has no autoscaler of its own: it is sized for its share of the stable revision,
+    whose HPA keeps scaling on the load. When that HPA adds pods, the canary grows with them;
+    when it removes pods, the canary shrinks; the operator never sets the stable's count."""
+    policy = dataclasses.replace(POLICY, weights=(25,), duration=1000)
+    d = canary_at(policy=policy)
+    sizes = []
+    for t, stable in ((10, 2), (20, 8), (30, 20), (40, 4)):
+        d = step(d.state, {OLD: dep(OLD, stable), NEW: dep(NEW, d.canary_replicas or 1)}, t, policy=policy,
+                 measurement=GOOD)
+        assert d.state.phase == Phase.CANARY
+        assert d.stable_replicas is None  # surge (the default): the stable's count is its HPA's
+        sizes.append(d.canary_replicas)
+    assert sizes == [canary_size(2, 25), canary_size(8, 25), canary_size(20, 25), canary_size(4, 25)] == [1, 2, 5, 1]
+
+
 # -- invariants over random worlds -----------------------------------------------------------------
 
 measurements = st.sampled_from([None, GOOD, BAD, SLOW, QUIET, DOWN])
