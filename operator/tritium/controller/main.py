@@ -13,6 +13,25 @@ from tritium.controller.kube import ApiError, KubeClient
 
 PEERING_API = "/apis/kopf.dev/v1"
 GLOB_CHARACTERS = frozenset("*?[!")
+# Read buffer of each TLS connection to the API server. asyncio gives every TLS connection a
+# 256 KiB bytearray, all of it resident, and the operator holds one per watch stream (a kind
+# each) and per pooled connection: about 30, some 7.5 MiB. A TLS record is at most 16 KiB, so
+# 64 KiB still takes four records per read; large lists only take a few more reads.
+TLS_READ_BUFFER = 64 * 1024
+
+
+def shrink_tls_read_buffers(size: int = TLS_READ_BUFFER) -> None:
+    """Make the TLS connections opened from now on read through ``size``-byte buffers.
+
+    asyncio offers no parameter for it, only the class attribute ``SSLProtocol.max_size`` (read
+    when a connection is made, and for each read); a Python without it fails here, loudly, rather
+    than the setting silently doing nothing (tests/unit/test_operator_tls_buffers.py).
+    """
+    import asyncio.sslproto
+
+    if not isinstance(getattr(asyncio.sslproto.SSLProtocol, "max_size", None), int):
+        raise RuntimeError("asyncio.sslproto.SSLProtocol.max_size is gone: the TLS read buffer cannot be set")
+    asyncio.sslproto.SSLProtocol.max_size = size
 
 
 def peering_paths(name: str, namespaces: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -85,6 +104,7 @@ def run_operator(
     if metrics_port:
         start_http_server(metrics_port)
     kopf.configure(verbose=verbose)
+    shrink_tls_read_buffers()
     if peering is not None:
         register_peering_startup(peering, namespaces)
     asyncio.run(
