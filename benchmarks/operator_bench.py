@@ -22,7 +22,8 @@ With --rollouts (real mode only), the services are created with
 `rollout: {analysis: {intervalSeconds: 30, durationSeconds: 86400}}` and, once all are Ready and the
 steady state above is measured, each one's spec.model.maxBatchSize is patched at once: a canary
 revision each, analysed every 30 s for a day, so all canaries stay in flight. It reports the
-seconds until every service has its canary Ready at its weight (status.rollout.phase Canary,
+seconds until every service's canary is started (its children applied and the status saying so:
+the rollout's "done"), the seconds until every service has its canary Ready at its weight (status.rollout.phase Canary,
 status.canaryWeight 5), the write calls per service for starting the rollout, and over a second
 steady window the write calls per service per analysis interval (the builtin provider finds
 nothing listening on the simulated pods, so each measurement is Inconclusive: one status write per
@@ -435,6 +436,20 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def canary_started(item: dict[str, Any], old_revision: str | None) -> bool:
+    """The operator took the change up: a canary revision other than the old one is in flight.
+
+    The status (phase Pending) is written at the end of the reconcile that applied the canary's
+    children, so this is the rollout's "done" (the creation's counterpart: children applied, status
+    written); its pods being Ready is what canary_at_weight waits for, as "Ready" does after the
+    creation.
+    """
+    status = item.get("status") or {}
+    canary = status.get("canaryRevision")
+    return bool(canary) and canary != old_revision and (status.get("rollout") or {}).get("phase") in (
+        "Pending", "Starting", "Canary")
+
+
 def canary_at_weight(item: dict[str, Any]) -> bool:
     status = item.get("status") or {}
     return (status.get("rollout") or {}).get("phase") == "Canary" and status.get("canaryWeight") == CANARY_WEIGHT
@@ -625,6 +640,7 @@ async def rollout_phase(client: KubeClient, ns: str, names: list[str], counts: A
 
     before_isvcs = await isvcs()
     old_batch = {i["metadata"]["name"]: int(i["spec"]["model"]["maxBatchSize"]) for i in before_isvcs}
+    old_revision = {i["metadata"]["name"]: (i.get("status") or {}).get("stableRevision") for i in before_isvcs}
     base = await counts()
     base_by_call = labelled((await metrics()).get("bench_operator_process_writes_total", {}), "verb", "resource")
     cpu_before = cpu_seconds(pids)
@@ -637,13 +653,18 @@ async def rollout_phase(client: KubeClient, ns: str, names: list[str], counts: A
     ))
     out["rollout_patch_seconds"] = round(time.perf_counter() - started, 2)
     at_weight = 0
+    all_started: float | None = None
     items: list[dict[str, Any]] = []
     while time.perf_counter() - started < timeout:
         await asyncio.sleep(0.5)
         items = await isvcs()
+        if all_started is None and all(canary_started(i, old_revision.get(i["metadata"]["name"])) or canary_at_weight(i)
+                                       for i in items):
+            all_started = time.perf_counter() - started
         at_weight = sum(1 for item in items if canary_at_weight(item))
         if at_weight == n:
             break
+    out["rollout_seconds_to_all_canaries_started"] = round(all_started, 2) if all_started is not None else None
     out["rollout_seconds_to_all_canaries_at_weight"] = (round(time.perf_counter() - started, 2)
                                                         if at_weight == n else None)
     out["rollout_canaries_at_weight"] = at_weight
