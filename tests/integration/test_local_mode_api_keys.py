@@ -19,23 +19,13 @@ import httpx
 import orjson
 import yaml
 
-from tests.support.local_up import ROOT, require, start_up, tritium_exe
+from tests.support.local_up import ROOT, require_tritonserver, start_up, tritium_exe
 from tritium.local.runner import free_ports
 
 EXAMPLE = ROOT / "examples" / "rollout"
 BODY = orjson.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [2], "data": [1, 2]}]})
 JSON = {"Content-Type": "application/json"}
 SECRET, SECRET_KEY = "adder-keys", "keys"
-
-
-def _tritonserver_found() -> bool:
-    try:
-        from tritium.local.tritonserver import find_tritonserver
-
-        find_tritonserver()
-        return True
-    except Exception:
-        return False
 
 
 def _create_key(key_id: str) -> tuple[str, str]:
@@ -60,7 +50,7 @@ def _infer(url: str, headers: dict[str, str] | None = None) -> httpx.Response:
 
 
 def test_up_takes_api_keys_from_the_secrets_dir_and_follows_their_rotation(tmp_path: Path) -> None:
-    require(_tritonserver_found(), "tritonserver not found (pip install nvidia-pytriton==0.7.0)")
+    require_tritonserver()
     first_key, first_line = _create_key("team-a")
     second_key, second_line = _create_key("team-b")
     assert first_key != second_key

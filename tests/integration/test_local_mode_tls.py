@@ -19,21 +19,11 @@ import orjson
 import yaml
 
 from tests.support.certs import serial_of, serving_ca, serving_cert
-from tests.support.local_up import ROOT, require, start_up
+from tests.support.local_up import ROOT, require_tritonserver, start_up
 from tritium.local.runner import free_ports
 
 EXAMPLE = ROOT / "examples" / "rollout"
 BODY = orjson.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [2], "data": [1, 2]}]})
-
-
-def _tritonserver_found() -> bool:
-    try:
-        from tritium.local.tritonserver import find_tritonserver
-
-        find_tritonserver()
-        return True
-    except Exception:
-        return False
 
 
 def _serial(port: int, ca: Path) -> int:
@@ -51,7 +41,7 @@ def _replace(src: Path, dst: Path) -> None:
 
 
 def test_up_serves_the_tls_secret_from_the_secrets_dir_and_follows_its_renewal(tmp_path: Path) -> None:
-    require(_tritonserver_found(), "tritonserver not found (pip install nvidia-pytriton==0.7.0)")
+    require_tritonserver()
     pki = tmp_path / "pki"
     ca = serving_ca(pki)
     first, second = serving_cert(pki, "first"), serving_cert(pki, "second")

@@ -23,21 +23,11 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.support.local_up import ROOT, UpProcess, require, start_up
+from tests.support.local_up import ROOT, UpProcess, require_tritonserver, start_up
 
 EXAMPLE = ROOT / "examples" / "rollout"
 BODY = orjson.dumps({"inputs": [{"name": "X", "datatype": "FP32", "shape": [2], "data": [1, 2]}]})
 CANARY_PERCENT = 20
-
-
-def _tritonserver_found() -> bool:
-    from tritium.local.tritonserver import TritonNotFoundError, find_tritonserver
-
-    try:
-        find_tritonserver()
-    except TritonNotFoundError:
-        return False
-    return True
 
 
 def _free_port() -> int:
@@ -111,7 +101,7 @@ def wait_line(up: UpProcess, pattern: str, timeout: float = 90.0) -> tuple[float
 @pytest.fixture
 def watched(tmp_path: Path) -> Iterator[tuple[UpProcess, Path, str]]:
     """`tritium up --watch` on a copy of the example (absolute model paths), serving version 1."""
-    require(_tritonserver_found(), "tritonserver not found (pip install nvidia-pytriton==0.7.0)")
+    require_tritonserver()
     spec = tmp_path / "isvc.yaml"
     spec.write_text((EXAMPLE / "isvc.yaml").read_text().replace("file://./", f"file://{EXAMPLE}/"))
     port = _free_port()

