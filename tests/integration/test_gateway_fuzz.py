@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.dataplane import Deployment, Proc, base_spec, deploy, missing
+from tests.support.dataplane import Deployment, Proc, base_spec, deployed, missing
 from tritium.local.tritonserver import TritonServer
 
 PRE = '''
@@ -79,14 +79,8 @@ def gateways(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> 
         "script": base_spec("add", preprocess={"script": {"path": str(d / "pre.py")}}),
         "xml": base_spec("add", preprocess={"builtin": {"format": "xml"}}, postprocess={"builtin": {"format": "xml"}}),
     }
-    deps: dict[str, Deployment] = {}
-    try:
-        for kind, spec in specs.items():
-            deps[kind] = deploy(d, triton, spec, name=f"fuzz-{kind}")
+    with deployed(d, triton, specs, "fuzz") as deps:
         yield deps
-    finally:
-        for dep in deps.values():
-            dep.stop()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.support.dataplane import Deployment, base_spec, deploy
+from tests.support.dataplane import Deployment, base_spec, deployed
 from tritium.local.tritonserver import TritonServer
 
 POST = '''
@@ -45,14 +45,8 @@ def services(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> 
         "plain": base_spec("add", postprocess=post, security={"redactPII": True}),
         "stream": base_spec("stream", security=SECURITY),
     }
-    deps: dict[str, Deployment] = {}
-    try:
-        for name, spec in specs.items():
-            deps[name] = deploy(d, triton, spec, name=f"redact-{name}")
+    with deployed(d, triton, specs, "redact") as deps:
         yield deps
-    finally:
-        for dep in deps.values():
-            dep.stop()
 
 
 def test_invoke_answers_are_redacted_and_the_numbers_kept(services: dict[str, Deployment]) -> None:

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,3 +162,17 @@ def deploy(directory: Path, triton: TritonServer, spec: dict[str, Any], env: dic
         dep.stop()
         raise
     return dep
+
+
+@contextmanager
+def deployed(directory: Path, triton: TritonServer, specs: dict[str, dict[str, Any]],
+             prefix: str) -> Iterator[dict[str, Deployment]]:
+    """deploy() each spec (named PREFIX-KEY) and stop every one started, however the block ends."""
+    deps: dict[str, Deployment] = {}
+    try:
+        for key, spec in specs.items():
+            deps[key] = deploy(directory, triton, spec, name=f"{prefix}-{key}")
+        yield deps
+    finally:
+        for dep in deps.values():
+            dep.stop()

@@ -598,9 +598,9 @@ class Reconciler:
     async def _check_references(self, isvc: InferenceService) -> None:
         for ref in references(isvc):
             obj = await self.client.get(ref.kind, isvc.namespace, ref.name)
-            if obj is None and ref.issued_by and await self.client.serves(ref.issued_by):
-                continue  # that child writes it (cert-manager's Certificate): the pods wait for it
             if obj is None and ref.issued_by:
+                if await self.client.serves(ref.issued_by):
+                    continue  # that child writes it (cert-manager's Certificate): the pods wait for it
                 # Reconciled again when that CRD is installed (handlers.optional_crd_changed).
                 self._waiting.setdefault(ref.issued_by, set()).add((isvc.namespace, isvc.name))
                 raise SpecError(ref.field, f"{ref.kind} {ref.name!r} not found in namespace {isvc.namespace}, and "

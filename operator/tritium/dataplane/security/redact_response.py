@@ -68,25 +68,29 @@ def redact_tensor(tensor: np.ndarray, redact: Redact) -> np.ndarray:
     return tensor
 
 
-def _is_text(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media.startswith("text/") or media in ("application/xml",) or media.endswith("+xml")
+def _media(content_type: str) -> str:
+    """The media type alone (no parameters), lower-case."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
+def _is_text(media: str) -> bool:
+    return media.startswith("text/") or media == "application/xml" or media.endswith("+xml")
+
+
+def _is_json(media: str) -> bool:
     return media == "application/json" or media.endswith("+json")
 
 
 def redact_body(body: bytes, content_type: str, redact: Redact) -> bytes:
     """A rendered body redacted by its media type; binary ones (and text that is not UTF-8) unchanged."""
-    if _is_json(content_type):
+    media = _media(content_type)
+    if _is_json(media):
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             return body
         return orjson.dumps(redact_value(doc, redact))
-    if _is_text(content_type):
+    if _is_text(media):
         try:
             text = body.decode()
         except UnicodeDecodeError:
