@@ -278,21 +278,49 @@ def test_stages_with_nothing_to_do_are_not_called(triton: TritonServer, tmp_path
         dep.stop()
 
 
-def test_stage_http_port_processes_messages_too(builtin: Deployment) -> None:
-    """POST /v1/process on the stage's TCP port: what a gateway given an http:// stage URL calls."""
-    from tritium.dataplane.tensors import STAGE_CONTENT_TYPE, pack_message, unpack_message
+def _process_over_tcp(base: str) -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+    """POST /v1/process at a stage's TCP port: a good message, a schema violation, a bad header."""
+    from tritium.dataplane.tensors import STAGE_CONTENT_TYPE, pack_message
 
-    pre = builtin.stages["pre"].health_url.removesuffix("/healthz")
     model = {"name": "add", "max_batch_size": 8, "inputs": {"INPUT0": ["FP32", [-1, -1]], "INPUT1": ["FP32", [-1, -1]]}}
-    body, length = pack_message({"mode": "json", "model": model, "parameters": {},
+    good, length = pack_message({"mode": "json", "model": model, "parameters": {},
                                  "inputs": {"INPUT0": [1, 2], "INPUT1": [3, 4]}})
-    r = httpx.post(f"{pre}/v1/process", content=body,
-                   headers={"Content-Type": STAGE_CONTENT_TYPE, HEADER_LENGTH: str(length)})
-    assert r.status_code == 200, r.text
-    _, tensors, _ = unpack_message(r.content, int(r.headers[HEADER_LENGTH]))
+    bad, bad_length = pack_message({"mode": "json", "model": model, "parameters": {}, "inputs": {"INPUT0": [1]}})
+    return (httpx.post(f"{base}/v1/process", content=good,
+                       headers={"Content-Type": STAGE_CONTENT_TYPE, HEADER_LENGTH: str(length)}),
+            httpx.post(f"{base}/v1/process", content=bad, headers={HEADER_LENGTH: str(bad_length)}),
+            httpx.post(f"{base}/v1/process", content=bad, headers={HEADER_LENGTH: "x"}))
+
+
+def test_a_stage_without_a_socket_processes_messages_on_its_tcp_port(builtin: Deployment) -> None:
+    """What a gateway given an http:// stage URL calls: the stage started without --socket."""
+    from tests.support.dataplane import Proc
+    from tritium.dataplane.tensors import unpack_message
+    from tritium.local.tritonserver import free_port
+
+    port = free_port()
+    stage = Proc(["stage", "pre", "--spec", str(builtin.config), "--host", "127.0.0.1", "--port", str(port)],
+                 f"http://127.0.0.1:{port}/healthz").start()
+    try:
+        good, violation, bad_header = _process_over_tcp(f"http://127.0.0.1:{port}")
+    finally:
+        stage.stop()
+    assert good.status_code == 200, good.text
+    _, tensors, _ = unpack_message(good.content, int(good.headers[HEADER_LENGTH]))
     assert tensors["INPUT1"].dtype == np.float32 and tensors["INPUT1"].ravel().tolist() == [3, 4]
-    body, length = pack_message({"mode": "json", "model": model, "parameters": {}, "inputs": {"INPUT0": [1]}})
-    r = httpx.post(f"{pre}/v1/process", content=body, headers={HEADER_LENGTH: str(length)})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "schema_violation"
-    r = httpx.post(f"{pre}/v1/process", content=body, headers={HEADER_LENGTH: "x"})
-    assert r.status_code == 400 and r.json()["error"]["field"] == HEADER_LENGTH
+    assert violation.status_code == 400 and violation.json()["error"]["code"] == "schema_violation"
+    assert bad_header.status_code == 400 and bad_header.json()["error"]["field"] == HEADER_LENGTH
+
+
+def test_a_stage_on_a_socket_processes_nothing_on_its_tcp_port(builtin: Deployment) -> None:
+    """Wired as in a pod (--socket): even a loopback peer of the TCP port is refused, since behind a
+    service mesh other pods' connections arrive from loopback too; the gateway's socket path works."""
+    pre = builtin.stages["pre"].health_url.removesuffix("/healthz")
+    for r in _process_over_tcp(pre):
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["code"] == "forbidden" and "Unix socket" in r.json()["error"]["message"]
+    assert httpx.get(f"{pre}/healthz").status_code == 200
+    through = httpx.post(f"{builtin.url}/v2/models/add/infer", json={"inputs": [
+        {"name": "INPUT0", "datatype": "FP32", "shape": [1, 2], "data": [1, 2]},
+        {"name": "INPUT1", "datatype": "FP32", "shape": [1, 2], "data": [3, 4]}]})
+    assert through.status_code == 200, through.text

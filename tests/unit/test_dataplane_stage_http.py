@@ -24,12 +24,12 @@ from tritium.dataplane.tensors import HEADER_LENGTH, STAGE_CONTENT_TYPE, pack_me
 MODEL = {"name": "m", "max_batch_size": 0, "inputs": {"x": ["FP32", [2]]}}
 
 
-def _service() -> StageService:
+def _service(tcp_processing: bool = True) -> StageService:
     spec = InferenceServiceSpec.model_validate({
         "model": {"name": "m", "storageUri": "file:///m", "format": "python"},
         "preprocess": {"builtin": {"format": "json"}},
     })
-    return StageService(StageProcessor("pre", spec))
+    return StageService(StageProcessor("pre", spec), tcp_processing=tcp_processing)
 
 
 def _process(peer: str) -> Request:
@@ -63,6 +63,28 @@ async def test_other_peers_are_refused_before_processing(peer: str) -> None:
     assert error["code"] == "forbidden" and error["request_id"] == "r-1"
     assert "gateway" in error["message"]
     assert _counted(service) == {}, "a refused message is not processed, so not counted"
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.0.0.6", "::1", ""])
+async def test_with_tcp_processing_off_no_peer_is_processed(peer: str) -> None:
+    """A stage on a Unix socket (every pod): behind a mesh, other pods arrive from 127.0.0.6 too."""
+    service = _service(tcp_processing=False)
+    reply = await service.http(_process(peer))
+    assert reply.status == 403
+    error = orjson.loads(reply.body)["error"]
+    assert error["code"] == "forbidden" and error["request_id"] == "r-1"
+    assert "Unix socket" in error["message"] and "gateway" in error["message"]
+    assert _counted(service) == {}, "a refused message is not processed, so not counted"
+    probe = await service.http(Request("GET", "/healthz", {}, b"", peer))
+    assert probe.status == 200
+
+
+async def test_with_tcp_processing_off_the_socket_still_processes() -> None:
+    service = _service(tcp_processing=False)
+    request = _process("")
+    status, _, _ = await service.wire(request.body, int(request.headers[HEADER_LENGTH.lower()]), "r-1", 5.0)
+    assert status == 200
+    assert _counted(service) == {"200": 1.0}
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/metrics"])

@@ -142,10 +142,11 @@ async def _serve_stage(processor: Any, host: str, port: int, socket_path: str | 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    service = StageService(processor)
-    # The TCP port serves probes and scrapes (and any gateway given an http:// URL); the Unix
-    # socket, when asked for, is the gateway's own path to the stage (framed messages, see
-    # http/stage_wire.py). It is bound first, so that a stage whose probe answers is reachable both ways.
+    # The TCP port serves probes and scrapes, and messages only when there is no Unix socket (a
+    # gateway given an http:// URL); the socket, when asked for, is the gateway's own path to the
+    # stage (framed messages, see http/stage_wire.py) and then the only one (StageService). It is
+    # bound first, so that a stage whose probe answers is reachable by its gateway.
+    service = StageService(processor, tcp_processing=socket_path is None)
     servers = [await serve_wire(service.wire, socket_path)] if socket_path else []
     servers.append(await serve(service.http, host, port))
     logging.getLogger("tritium").info("%s stage listening on %s:%d%s", processor.stage, host, port,

@@ -248,12 +248,19 @@ class StageService:
     """One stage process' two doors to its processor, sharing its metrics.
 
     `wire` answers the gateway on the Unix socket (stage_wire frames); `http` serves probes,
-    Prometheus scrapes and POST /v1/process (a gateway given an http:// URL, from loopback only:
-    see `_local_peer`) on the TCP port.
+    Prometheus scrapes and, unless `tcp_processing` is off, POST /v1/process (a gateway given an
+    http:// URL, from loopback only: see `_local_peer`) on the TCP port.
+
+    A stage that listens on a Unix socket (every pod, and local mode) turns TCP processing off:
+    its gateway never calls the TCP port, and a loopback peer there is not always the pod's own
+    process (a service mesh's sidecar delivers other pods' connections from 127.0.0.6), so the
+    only door to the processor is the socket, which only the pod's containers can reach.
     """
 
-    def __init__(self, processor: StageProcessor, metrics: StageMetrics | None = None) -> None:
+    def __init__(self, processor: StageProcessor, metrics: StageMetrics | None = None,
+                 tcp_processing: bool = True) -> None:
         self.processor = processor
+        self.tcp_processing = tcp_processing
         self.metrics = metrics or StageMetrics(processor.stage)
         self.stage = processor.stage
         self._health = orjson.dumps({"status": "ok", "stage": self.stage})
@@ -292,6 +299,11 @@ class StageService:
         if request.path == "/v1/process":
             if request.method != "POST":
                 return Reply(405, b"", {"Allow": "POST"})
+            if not self.tcp_processing:
+                err = ApiError(403, "forbidden",
+                               f"the {self.stage} stage processes messages on its Unix socket only: call the gateway")
+                return Reply(403, err.to_json(request.headers.get("x-request-id")),
+                             {"Content-Type": "application/json"})
             if not _local_peer(request.peer):
                 err = ApiError(403, "forbidden",
                                f"the {self.stage} stage processes messages from loopback only: call the gateway")
