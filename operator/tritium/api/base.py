@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, ClassVar
 
-import cel
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
+
+from tritium.api.cel_compiler import compile_expression
 
 # Kubernetes resource.Quantity grammar (signed decimal number, optional binary/decimal suffix or exponent).
 QUANTITY_PATTERN = (
@@ -83,7 +84,7 @@ class CelRule:
 
 @cache
 def _compiled(rule: str) -> Any:
-    return cel.compile(rule)
+    return compile_expression(rule)
 
 
 def evaluate_rule(rule: CelRule, obj: dict[str, Any]) -> bool:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import numpy as np
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -44,6 +43,9 @@ from tritium.dataplane.tensors import (
     tensor_to_json,
     unpack_message,
 )
+
+if TYPE_CHECKING:
+    import jsonschema
 
 log = logging.getLogger("tritium.stage")
 _NUMERIC = "biufc"
@@ -107,8 +109,13 @@ class StageProcessor:
                 log.warning("the %s script declares no %s: v2 clients are shown the core model's %s instead",
                             stage, name, "inputs" if stage == "pre" else "outputs")
         schema = getattr(section, "input_schema", None)
-        self.validator = jsonschema.Draft202012Validator(schema) if schema else None
+        self.validator: jsonschema.Draft202012Validator | None = None
         if schema:
+            # Imported only by a stage that validates: jsonschema and its schema registry are about
+            # 3 MB of every stage process (benchmarks/process_rss.py), most never see an inputSchema.
+            import jsonschema
+
+            self.validator = jsonschema.Draft202012Validator(schema)
             try:
                 jsonschema.Draft202012Validator.check_schema(schema)
             except jsonschema.SchemaError as exc:
