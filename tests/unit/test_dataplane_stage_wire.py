@@ -60,10 +60,11 @@ async def _call(client: StageWireClient, body: bytes, header_length: int, *, req
         return await client.call(body, header_length, request_id=request_id, timeout=timeout)
 
 
-@pytest.fixture
-async def served(sock_dir: Path) -> AsyncIterator[tuple[str, StageWireClient]]:
+@pytest.fixture(params=[False, True], ids=["tasks", "eager"])
+async def served(sock_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, StageWireClient]]:
+    """An echo server, handlers in tasks or started eagerly (every test below runs with both)."""
     path = str(sock_dir / "s.sock")
-    server = await serve_wire(_echo, path)
+    server = await serve_wire(_echo, path, eager=request.param)
     client = StageWireClient(path)
     try:
         yield path, client
@@ -124,7 +125,8 @@ async def test_calls_started_together_are_coalesced(
     writes = client.writes
     results = await asyncio.gather(*(_call(client, b"x%d" % i, 0, request_id="r", timeout=1) for i in range(50)))
     assert [body for _, body, _ in results] == [b"x%d" % i for i in range(50)]
-    assert client.writes - writes == 1  # one writelines for all fifty requests
+    # The first call found nothing in flight and left at once; the other 49 in one writelines.
+    assert client.writes - writes == 2
     assert reads <= 5  # and the stage read them in one or a few recvs, not fifty
     assert len(connections) == 1
 
@@ -294,7 +296,8 @@ async def test_close_fails_pending_calls_and_a_later_call_reconnects(served: tup
     assert client.connects == 2
 
 
-async def test_a_lost_connection_cancels_its_running_handlers(sock_dir: Path) -> None:
+@pytest.mark.parametrize("eager", [False, True])
+async def test_a_lost_connection_cancels_its_running_handlers(sock_dir: Path, eager: bool) -> None:
     started, cancelled = asyncio.Event(), asyncio.Event()
 
     async def slow(body: bytes, header_length: int, request_id: str, timeout: float) -> tuple[int, bytes, int]:
@@ -307,7 +310,7 @@ async def test_a_lost_connection_cancels_its_running_handlers(sock_dir: Path) ->
         return 200, body, 0
 
     path = str(sock_dir / "s.sock")
-    server = await serve_wire(slow, path)
+    server = await serve_wire(slow, path, eager=eager)
     client = StageWireClient(path)
     try:
         call = asyncio.ensure_future(client.call(b"x", 0, request_id="r", timeout=5))
@@ -317,5 +320,74 @@ async def test_a_lost_connection_cancels_its_running_handlers(sock_dir: Path) ->
         with pytest.raises(StageWireError):
             await call
     finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_call_with_nothing_in_flight_is_written_before_the_loop_turns(
+        served: tuple[str, StageWireClient]) -> None:
+    _, client = served
+    assert await _call(client, b"warm", 0, request_id="w", timeout=1) == (200, b"warm", 0)
+    writes = client.writes
+    first = asyncio.ensure_future(client.call(b"a", 0, request_id="a", timeout=1))
+    await asyncio.sleep(0)  # the call's first step ran; a flush scheduled by it would run after this
+    assert client.writes == writes + 1
+    second = asyncio.ensure_future(client.call(b"b", 0, request_id="b", timeout=1))
+    await asyncio.sleep(0)
+    assert client.writes == writes + 1  # one call in flight: this one waits to be coalesced
+    assert await asyncio.wait_for(asyncio.gather(first, second), 2) == [(200, b"a", 0), (200, b"b", 0)]
+    assert client.writes == writes + 2
+
+
+@pytest.mark.parametrize("eager", [False, True])
+async def test_an_eager_server_answers_a_quick_handler_without_a_task(sock_dir: Path, eager: bool) -> None:
+    tasks: list[asyncio.Task[object] | None] = []
+
+    async def quick(body: bytes, header_length: int, request_id: str, timeout: float) -> tuple[int, bytes, int]:
+        tasks.append(asyncio.current_task())
+        return 200, body, header_length
+
+    path = str(sock_dir / "s.sock")
+    server = await serve_wire(quick, path, eager=eager)
+    client = StageWireClient(path)
+    try:
+        results = await asyncio.gather(*(_call(client, b"q%d" % i, i, request_id="r", timeout=1) for i in range(20)))
+        assert results == [(200, b"q%d" % i, i) for i in range(20)]
+        assert len(tasks) == 20
+        assert all(t is None for t in tasks) if eager else all(t is not None for t in tasks)
+    finally:
+        await client.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_eager_handler_that_waits_goes_on_in_a_task(sock_dir: Path) -> None:
+    """The first step runs in the read; every later step (after a future, a bare yield, a thread) in a task."""
+    loop = asyncio.get_running_loop()
+    steps: list[bool] = []
+
+    async def waits(body: bytes, header_length: int, request_id: str, timeout: float) -> tuple[int, bytes, int]:
+        steps.append(asyncio.current_task() is None)
+        await asyncio.sleep(0)  # a bare yield
+        steps.append(asyncio.current_task() is None)
+        doubled = await loop.run_in_executor(None, lambda: body * 2)  # a future resolved from a thread
+        await asyncio.sleep(0.01)  # a timer
+        try:
+            await asyncio.sleep(0.01)
+            if body == b"raise":
+                raise RuntimeError("planned")
+        except RuntimeError:
+            return 500, b"caught", 0
+        return 200, doubled, header_length
+
+    path = str(sock_dir / "s.sock")
+    server = await serve_wire(waits, path, eager=True)
+    client = StageWireClient(path)
+    try:
+        assert await _call(client, b"ab", 1, request_id="r", timeout=1) == (200, b"abab", 1)
+        assert steps == [True, False]
+        assert await _call(client, b"raise", 0, request_id="r", timeout=1) == (500, b"caught", 0)
+    finally:
+        await client.close()
         server.close()
         await server.wait_closed()

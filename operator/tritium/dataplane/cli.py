@@ -147,7 +147,7 @@ async def _serve_stage(processor: Any, host: str, port: int, socket_path: str | 
     # stage (framed messages, see http/stage_wire.py) and then the only one (StageService). It is
     # bound first, so that a stage whose probe answers is reachable by its gateway.
     service = StageService(processor, tcp_processing=socket_path is None)
-    servers = [await serve_wire(service.wire, socket_path)] if socket_path else []
+    servers = [await serve_wire(service.wire, socket_path, eager=service.eager)] if socket_path else []
     servers.append(await serve(service.http, host, port))
     logging.getLogger("tritium").info("%s stage listening on %s:%d%s", processor.stage, host, port,
                                       f" and {socket_path}" if socket_path else "")

@@ -273,6 +273,12 @@ class StageService:
         self._health = orjson.dumps({"status": "ok", "stage": self.stage})
         self._latency = self.metrics.latency.labels(self.stage)
         self._counters: dict[int, Any] = {}  # label children by status, looked up once (labels() is not free)
+        # Whether the Unix socket may run a message's first step inside its read (stage_wire's
+        # `eager`): everything here up to the script is plain code, and a sync script either runs
+        # there too (BLOCKING = False) or is handed to the thread pool. A user's async script may
+        # need a task of its own (asyncio.timeout does), so it keeps one per message.
+        script = processor.script
+        self.eager = script is None or not script.is_async
 
     async def process(self, body: bytes, header_length: int | None, rid: str | None) -> tuple[int, bytes, int]:
         """One message -> (status, answer, answer's header length); errors become their JSON envelope."""
