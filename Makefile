@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-gateway-path bench-server-compare bench-ensemble bench-sdk bench-router bench-failover bench-memory soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-gateway-path bench-server-compare bench-ensemble bench-sdk bench-router bench-failover bench-memory bench-hops-ab soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
@@ -31,6 +31,7 @@ help:
 	@echo "make bench-sdk              the Python SDK's overhead"
 	@echo "make bench-router           the canary router's CPU per request on the stable path (<= 20 us)"
 	@echo "make bench-failover         Triton killed under load: s until readiness fails; gateway SIGTERMed: the drain"
+	@echo "make bench-hops-ab REF=C    called stages: this tree against commit C side by side, one Triton"
 	@echo "make bench-memory           resident memory of one pod's gateway and stage processes"
 	@echo "make soak                   5 minutes of steady load, memory and errors watched"
 	@echo "make clean                  remove .venv and caches"
@@ -134,6 +135,11 @@ bench-router: venv
 # Failover and drain of one pod's processes on loopback, 5 runs each, medians (docs/benchmarks.md).
 bench-failover: venv
 	$(BIN)/python benchmarks/failover_bench.py --runs 5
+
+# Called stages, this tree against commit REF in one run, one Triton (docs/benchmarks.md).
+REF ?= HEAD~1
+bench-hops-ab: venv
+	$(BIN)/python benchmarks/hops_ab.py --ref $(REF) --rounds 5
 
 # Resident memory of a pod's gateway, pre and post processes after some requests (docs/benchmarks.md).
 bench-memory: venv

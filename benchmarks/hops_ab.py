@@ -7,11 +7,12 @@ pass-through script stages on their Unix sockets, as `gateway+hops` in dataplane
 beside the others, and perf_analyzer measures the paths in turn, each round in another order.
 Ratios and added latency are against the direct run of the same round; figures are medians.
 
-    python benchmarks/hops_ab.py --tree base=/tmp/base [--rounds 5] [--concurrency 1 8]
+    python benchmarks/hops_ab.py --ref main~1 [--tree NAME=DIR] [--rounds 5] [--concurrency 1 8]
         [--interval-ms 3000] [--json FILE]
 
-`--tree NAME=DIR` adds DIR/operator's data plane (e.g. a git worktree of another commit);
-"this" is this checkout's.
+`--ref REF` adds the data plane of a commit of this repository (checked out for the run in a
+temporary git worktree, removed after), `--tree NAME=DIR` that of DIR/operator; "this" is this
+checkout's. `make bench-hops-ab REF=...` runs the first.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +74,7 @@ def run(trees: dict[str, Path], rounds: int, concurrencies: list[int], interval_
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ref", help="a commit to compare with (a temporary worktree of it)")
     parser.add_argument("--tree", action="append", default=[], metavar="NAME=DIR")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
@@ -83,7 +87,17 @@ def main() -> int:
         if not name or name in trees or not (Path(directory) / "operator" / "tritium").is_dir():
             parser.error(f"--tree wants NAME=DIR with DIR/operator/tritium, got {item!r}")
         trees[name] = Path(directory)
-    results = run(trees, args.rounds, args.concurrency, args.interval_ms)
+    worktree = None
+    if args.ref:
+        worktree = Path(tempfile.mkdtemp(prefix="hops-ab-ref-"))
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--quiet", "--detach", str(worktree), args.ref],
+                       check=True)
+        trees[args.ref] = worktree
+    try:
+        results = run(trees, args.rounds, args.concurrency, args.interval_ms)
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(worktree)], check=False)
     print(f"{args.rounds} rounds per concurrency, paths alternating; medians (ratios and added p50 per round)\n")
     print("| concurrency | path | infer/s | p50 / p99 (ms) | vs direct | added p50 (ms) |")
     print("|---:|---|---:|---|---:|---:|")
