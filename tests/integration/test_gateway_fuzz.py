@@ -1,14 +1,15 @@
 """Fuzzing the gateway with real processes: whatever a client sends, the answer is never a 5xx.
 
-Three gateways in front of the real Triton, one per way a request can travel: straight to
-Triton byte for byte (no stage, no cache), through built-in stages and the response cache
-(tensors decoded and re-encoded here), and through a declared script pre stage (the pipeline
-signature); a fourth takes XML through the built-in XML stages. Hypothesis generates v2 bodies
-(well-formed, nearly well-formed and arbitrary), invoke bodies, XML documents (with hostile
-DTDs: entity expansion, external entities, deep nesting), header values and raw request bytes.
-Every answer must be a 2xx or a 4xx with the error shape of its API (code and request_id);
-afterwards every process still runs and serves, and none grew its resident memory by more than
-a bound over what a warm-up left it at (test_memory_stays_bounded_and_no_process_died, last).
+Three gateways in front of the real Triton, one per way a request can travel: straight to Triton
+byte for byte (no stage, no cache), through built-in stages and the response cache (tensors decoded
+and re-encoded here), and through declared script pre and post stages (the pipeline signature; v2
+bodies relayed through them as bytes); a fourth takes XML through the built-in XML stages.
+Hypothesis generates v2 bodies (well-formed, nearly well-formed and arbitrary), invoke bodies, XML
+documents (with hostile DTDs: entity expansion, external entities, deep nesting), header values and
+raw request bytes. Every answer must be a 2xx or a 4xx with the error shape of its API (code and
+request_id); afterwards every process still runs and serves, and none grew its resident memory by
+more than a bound over what a warm-up left it at (test_memory_stays_bounded_and_no_process_died,
+last).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ INPUTS = [{"name": "x", "datatype": "FP32", "shape": [-1]}]
 def preprocess(inputs, parameters):
     x = np.asarray(inputs["x"], dtype=np.float32).reshape(1, -1)
     return {"INPUT0": x, "INPUT1": x}
+'''
+# With a post script too, a v2 body goes through both stages as bytes (stages/v2_relay.py).
+POST = '''
+def postprocess(outputs, parameters):
+    return dict(outputs)
 '''
 
 KINDS = ("forward", "builtin", "script")
@@ -72,11 +78,13 @@ v2_body = st.one_of(
 def gateways(triton: TritonServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Deployment]]:
     d = tmp_path_factory.mktemp("fuzz")
     (d / "pre.py").write_text(PRE)
+    (d / "post.py").write_text(POST)
     specs = {
         "forward": base_spec("add"),
         "builtin": base_spec("add", preprocess={"builtin": {"format": "json"}},
                              postprocess={"builtin": {"format": "json"}}, gateway={"cache": {"enabled": True}}),
-        "script": base_spec("add", preprocess={"script": {"path": str(d / "pre.py")}}),
+        "script": base_spec("add", preprocess={"script": {"path": str(d / "pre.py")}},
+                            postprocess={"script": {"path": str(d / "post.py")}}),
         "xml": base_spec("add", preprocess={"builtin": {"format": "xml"}}, postprocess={"builtin": {"format": "xml"}}),
     }
     with deployed(d, triton, specs, "fuzz") as deps:

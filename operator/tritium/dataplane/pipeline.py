@@ -20,6 +20,9 @@ from tritium.api.spec import PostprocessSpec, PreprocessSpec
 from tritium.dataplane.convert import inputs_from_json, outputs_to_json, text_of, values_to_tensors
 from tritium.dataplane.errors import ApiError
 from tritium.dataplane.http.stage_client import StageClient
+from tritium.dataplane.stages.v2_relay import ANSWER_MODE as V2_ANSWER_MODE
+from tritium.dataplane.stages.v2_relay import REQUEST_MODE as V2_REQUEST_MODE
+from tritium.dataplane.tensors import HEADER_LENGTH
 from tritium.dataplane.triton import ModelInfo, Triton, TritonHttp
 
 
@@ -97,6 +100,15 @@ class Pipeline:
         self.post_by_mode = {mode: None if mode in post_skips else post for mode in MODES}
         # spec.security.redactResponses (security/redact_response.py): applied to every Result.
         self.redact: Callable[[Result], Result] | None = None
+        # Whether a v2 request can go through as bytes (stages/v2_relay.py): both stages take
+        # it, and Triton is spoken to over HTTP, where the stages' bodies are Triton's own format.
+        self._relay_v2 = (self.pre_tensors is not None and self.post_by_mode["v2"] is not None
+                          and isinstance(self.unary, TritonHttp))
+
+    @property
+    def relays_v2(self) -> bool:
+        """Redaction reads the answer's tensors in this process, so it keeps the decoded path."""
+        return self._relay_v2 and self.redact is None
 
     # -- pre ---------------------------------------------------------------------------------
     async def prepare_json(self, info: ModelInfo, inputs: Any, parameters: dict[str, Any], request_id: str,
@@ -147,6 +159,26 @@ class Pipeline:
         return result if self.redact is None else self.redact(result)
 
     # -- whole requests ----------------------------------------------------------------------
+    async def relay_v2(self, info: ModelInfo, version: str, body: bytes, header_length: int | None,
+                       request_id: str, deadline: Deadline) -> tuple[bytes, int | None]:
+        """A v2 body -> pre -> Triton -> post -> the answer's body, as bytes (see `relays_v2`)."""
+        assert self.pre_tensors is not None and isinstance(self.unary, TritonHttp)
+        post = self.post_by_mode["v2"]
+        assert post is not None
+        header = {"mode": V2_REQUEST_MODE, "model": info.wire(), "request_id": request_id,
+                  "header_length": header_length}
+        asked, _, triton_body = await self.pre_tensors.call(header, raw=body, request_id=request_id,
+                                                            timeout=deadline.remaining())
+        resp = await self.unary.forward(info.name, version, triton_body or b"", "application/octet-stream",
+                                        str(asked["header_length"]))
+        length = resp.headers.get(HEADER_LENGTH.lower())
+        header = {"mode": V2_ANSWER_MODE, "model_name": info.name, "version": version,
+                  "header_length": int(length) if length else None,
+                  "parameters": asked.get("parameters") or {}, "request": asked.get("request") or {}}
+        answer, _, payload = await post.call(header, raw=resp.body, request_id=request_id,
+                                             timeout=deadline.remaining())
+        return payload or b"", answer.get("header_length")
+
     async def infer(self, info: ModelInfo, version: str, tensors: dict[str, np.ndarray], parameters: dict[str, Any],
                     triton_parameters: dict[str, Any] | None, outputs: list[str] | None, mode: str,
                     request_id: str, deadline: Deadline) -> Result:

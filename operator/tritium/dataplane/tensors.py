@@ -221,6 +221,10 @@ class V2Request:
     input_parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+# Parameters of the client's HTTP exchange only (how the answer is encoded), never passed to Triton.
+HTTP_ONLY_PARAMETERS = ("binary_data_output",)
+
+
 def split_binary(body: bytes, header_length: int | None) -> tuple[Any, memoryview]:
     """Split a v2 body into its JSON header (parsed) and the binary section that follows it."""
     view = memoryview(body)

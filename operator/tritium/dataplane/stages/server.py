@@ -19,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tritium.api.spec import InferenceServiceSpec
 from tritium.dataplane.config import ConfigError
 from tritium.dataplane.convert import as_array, text_of
-from tritium.dataplane.errors import ApiError, bad_request
+from tritium.dataplane.errors import ApiError, bad_request, refuse_if_too_deep
 from tritium.dataplane.http.sidecar_server import Reply, Request
 from tritium.dataplane.metrics import StageMetrics
 from tritium.dataplane.security.clientip import parse_address
@@ -32,6 +32,7 @@ from tritium.dataplane.signature import (
     raw_for_script,
     tensors_for_script,
 )
+from tritium.dataplane.stages import v2_relay
 from tritium.dataplane.stages.builtin_post import apply_filter, to_binary, to_xml, top_k
 from tritium.dataplane.stages.builtin_pre import BuiltinPre
 from tritium.dataplane.stages.scripts import UserScript, script_path
@@ -150,8 +151,13 @@ class StageProcessor:
     async def process(self, header: dict[str, Any], tensors: dict[str, np.ndarray], raw: bytes | None) -> tuple[
             dict[str, Any], dict[str, np.ndarray], bytes | None]:
         params = header.get("parameters") or {}
-        if header.get("mode") == "signature":
+        mode = header.get("mode")
+        if mode == "signature":
             return self.signature(), {}, None
+        if mode == v2_relay.REQUEST_MODE:
+            return await v2_relay.relay_request(self, header, raw)
+        if mode == v2_relay.ANSWER_MODE:
+            return await v2_relay.relay_answer(self, header, raw)
         if self.stage == "pre":
             return {}, await self.pre(header, tensors, raw, params), None
         return await self.post(header, tensors, params)
@@ -287,7 +293,11 @@ class StageService:
         try:
             header, tensors, raw = unpack_message(body, header_length)
             out_header, out_tensors, out_raw = await self.processor.process(header, tensors, raw)
-            answer, answer_length = pack_message(out_header, out_tensors, out_raw)
+            try:
+                answer, answer_length = pack_message(out_header, out_tensors, out_raw)
+            except orjson.JSONEncodeError as exc:  # a relayed answer's header holds the client's JSON
+                refuse_if_too_deep(exc)
+                raise
             return 200, answer, answer_length
         except ApiError as exc:
             status = exc.status
