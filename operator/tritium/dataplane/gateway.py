@@ -400,13 +400,20 @@ class Gateway:
                 headers[HEADER_LENGTH] = answered_length
                 return Response(200, resp.body, headers)
             return Response(200, json_safe(resp.body), headers)
-        if self.cache is None and self.pipeline.relays_v2:
+        if self.pipeline.relays_v2:
             # Both stages called and nothing here needs the tensors: the bytes go through
             # (stages/v2_relay.py), and a malformed body is refused by the pre stage, naming the field.
+            # The cache keys on the body's bytes: a request sent again as it was is a hit, the same
+            # tensors encoded otherwise (JSON against binary, other spacing) a miss.
+            key = (cache_mod.cache_key(model, version, "v2-bytes", (length or "").encode(), body)
+                   if self.cache is not None else None)
+            hit = await self.cached(request, model, key)
+            if hit is not None:
+                return hit
             info = await self.triton.model_info(model, version)
             payload, header_len = await self.pipeline.relay_v2(info, version, body, header_length,
                                                                request.state[REQUEST_ID_HEADER], self.deadline(request))
-            return self.v2_answer(request, payload, header_len)
+            return await self.v2_answer(request, key, payload, header_len)
         req = parse_v2_request(body, header_length)
         key = self.v2_key(model, version, req) if self.cache is not None else None
         hit = await self.cached(request, model, key)
@@ -420,16 +427,14 @@ class Gateway:
         wanted = [o["name"] for o in req.outputs] if req.outputs else None
         result = await self.pipeline.infer(info, version, tensors, params, params, wanted, "v2", rid, deadline)
         payload, header_len = encode_v2_response(model, result.version or version or None, req, result.all_tensors())
-        if key is not None:
-            extra = {HEADER_LENGTH: str(header_len)} if header_len is not None else {}
-            await self.remember(key, payload, "application/octet-stream" if header_len is not None else JSON, extra)
-        return self.v2_answer(request, payload, header_len)
+        return await self.v2_answer(request, key, payload, header_len)
 
-    def v2_answer(self, request: Request, payload: bytes, header_len: int | None) -> Response:
-        if header_len is None:
-            return Response(200, payload, {"Content-Type": JSON, **self.headers(request, "miss")})
-        return Response(200, payload, {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(header_len),
-                                       **self.headers(request, "miss")})
+    async def v2_answer(self, request: Request, key: str | None, payload: bytes, header_len: int | None) -> Response:
+        """A computed v2 answer, remembered under `key` when the cache is on."""
+        extra = {HEADER_LENGTH: str(header_len)} if header_len is not None else {}
+        content_type = "application/octet-stream" if header_len is not None else JSON
+        await self.remember(key, payload, content_type, extra)
+        return Response(200, payload, {"Content-Type": content_type, **extra, **self.headers(request, "miss")})
 
     def v2_key(self, model: str, version: str, req: V2Request) -> str:
         names = sorted(req.inputs)
