@@ -115,16 +115,22 @@ def bench_model(pa: tuple[str, dict[str, str]], model: str, repo: Path | None, s
             row["rounds"] = runs
             for path in deps:
                 suffix = "" if path == "gateway" else "_hops"
-                row["added_p50_ms" + suffix] = round(statistics.median(
-                    g["p50_ms"] - d["p50_ms"] for g, d in zip(runs[path], runs["direct"], strict=True)), 3)
-                row["throughput_ratio" + suffix] = round(statistics.median(
-                    g["throughput"] / d["throughput"] for g, d in zip(runs[path], runs["direct"], strict=True)), 3)
+                ratio, added = against_direct(runs[path], runs["direct"])
+                row["added_p50_ms" + suffix] = round(added, 3)
+                row["throughput_ratio" + suffix] = round(ratio, 3)
             results[f"c{c}"] = row
     finally:
         for dep in deps.values():
             dep.stop()
         triton.stop()
     return results
+
+
+def against_direct(path: list[dict[str, float]], direct: list[dict[str, float]]) -> tuple[float, float]:
+    """Medians over rounds of (throughput ratio, added p50 ms), each round against its own direct run."""
+    pairs = list(zip(path, direct, strict=True))
+    return (statistics.median(g["throughput"] / d["throughput"] for g, d in pairs),
+            statistics.median(g["p50_ms"] - d["p50_ms"] for g, d in pairs))
 
 
 def _triton_for(repo: Path, model: str) -> Any:

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dataplane_bench import measure, perf_analyzer, with_stages  # noqa: E402
+from dataplane_bench import against_direct, measure, perf_analyzer, with_stages  # noqa: E402
 from workdir import work_dir  # noqa: E402
 
 from tests.support.dataplane import base_spec, deploy, start_triton  # noqa: E402
@@ -61,14 +61,11 @@ def run(trees: dict[str, Path], rounds: int, concurrencies: list[int], interval_
             for p in paths:
                 row[p] = {k: statistics.median(m[k] for m in runs[p]) for k in runs[p][0]}
             for name in deps:
-                pairs = list(zip(runs[name], runs["direct"], strict=True))
-                row[name]["ratio"] = statistics.median(g["throughput"] / d["throughput"] for g, d in pairs)
-                row[name]["added_p50_ms"] = statistics.median(g["p50_ms"] - d["p50_ms"] for g, d in pairs)
+                row[name]["ratio"], row[name]["added_p50_ms"] = against_direct(runs[name], runs["direct"])
             results[f"c{c}"] = row
     finally:
-        for dep in deps.values():
+        for dep in [*deps.values(), triton]:
             dep.stop()
-        triton.stop()
     return results
 
 
