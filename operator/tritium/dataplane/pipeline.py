@@ -25,6 +25,8 @@ from tritium.dataplane.stages.v2_relay import REQUEST_MODE as V2_REQUEST_MODE
 from tritium.dataplane.tensors import HEADER_LENGTH
 from tritium.dataplane.triton import ModelInfo, Triton, TritonHttp
 
+_HEADER_LENGTH_KEY = HEADER_LENGTH.lower()  # response header names arrive lower-cased
+
 
 @dataclass
 class Deadline:
@@ -171,7 +173,7 @@ class Pipeline:
                                                             timeout=deadline.remaining())
         resp = await self.unary.forward(info.name, version, triton_body or b"", "application/octet-stream",
                                         str(asked["header_length"]))
-        length = resp.headers.get(HEADER_LENGTH.lower())
+        length = resp.headers.get(_HEADER_LENGTH_KEY)
         header = {"mode": V2_ANSWER_MODE, "model_name": info.name, "version": version,
                   "header_length": int(length) if length else None,
                   "parameters": asked.get("parameters") or {}, "request": asked.get("request") or {}}

@@ -292,10 +292,10 @@ class StageService:
         status = 200
         try:
             header, tensors, raw = unpack_message(body, header_length)
-            out_header, out_tensors, out_raw = await self.processor.process(header, tensors, raw)
             try:
+                out_header, out_tensors, out_raw = await self.processor.process(header, tensors, raw)
                 answer, answer_length = pack_message(out_header, out_tensors, out_raw)
-            except orjson.JSONEncodeError as exc:  # a relayed answer's header holds the client's JSON
+            except orjson.JSONEncodeError as exc:  # the client's JSON written again (v2_relay): too deep
                 refuse_if_too_deep(exc)
                 raise
             return 200, answer, answer_length

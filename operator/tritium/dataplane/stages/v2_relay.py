@@ -17,10 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
 from tritium.dataplane.convert import values_to_tensors
-from tritium.dataplane.errors import bad_request, refuse_if_too_deep
+from tritium.dataplane.errors import bad_request
 from tritium.dataplane.tensors import (
     HTTP_ONLY_PARAMETERS,
     V2Request,
@@ -37,6 +36,12 @@ REQUEST_MODE = "v2-request"
 ANSWER_MODE = "v2-answer"
 
 
+def _header_length(header: dict[str, Any]) -> int | None:
+    """The relayed body's JSON header length (None: the whole body is JSON)."""
+    length = header.get("header_length")
+    return length if isinstance(length, int) else None
+
+
 async def relay_request(processor: StageProcessor, header: dict[str, Any], raw: bytes | None
                         ) -> tuple[dict[str, Any], dict[str, np.ndarray], bytes]:
     """The client's v2 body -> Triton's v2 request body (binary tensors, every output asked for).
@@ -46,16 +51,12 @@ async def relay_request(processor: StageProcessor, header: dict[str, Any], raw: 
     """
     if processor.stage != "pre":
         raise bad_request(f"the {processor.stage} stage does not take {REQUEST_MODE} messages", "mode")
-    header_length = header.get("header_length")
-    request = parse_v2_request(raw or b"", header_length if isinstance(header_length, int) else None)
+    request = parse_v2_request(raw or b"", _header_length(header))
     params = {k: v for k, v in request.parameters.items() if k not in HTTP_ONLY_PARAMETERS}
     tensors = await processor.pre({"mode": "tensors", "model": header.get("model") or {}},
                                   request.inputs, None, params)
-    try:
-        body, triton_length = encode_v2_request(tensors, None, str(header.get("request_id") or ""), params)
-    except orjson.JSONEncodeError as exc:  # parameters nested deeper than orjson writes
-        refuse_if_too_deep(exc)
-        raise
+    # Parameters nested deeper than orjson writes fail here: StageService answers that as the 400.
+    body, triton_length = encode_v2_request(tensors, None, str(header.get("request_id") or ""), params)
     answer = {
         "header_length": triton_length,
         "parameters": params,
@@ -69,8 +70,7 @@ async def relay_answer(processor: StageProcessor, header: dict[str, Any], raw: b
     """Triton's v2 answer body -> the client's v2 answer body, after the post script."""
     if processor.stage != "post":
         raise bad_request(f"the {processor.stage} stage does not take {ANSWER_MODE} messages", "mode")
-    header_length = header.get("header_length")
-    triton_head, outputs = parse_v2_response(raw or b"", header_length if isinstance(header_length, int) else None)
+    triton_head, outputs = parse_v2_response(raw or b"", _header_length(header))
     params = header.get("parameters") or {}
     head, tensors, _ = await processor.post({"mode": "v2"}, outputs, params)
     asked = header.get("request") or {}
