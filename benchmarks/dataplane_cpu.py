@@ -9,9 +9,16 @@ which it skips for v2 requests.
 
     python benchmarks/dataplane_cpu.py [--concurrency 1 8] [--interval-ms 2500] [--builtin] [--minilm]
         [--tree DIR --tcp]    # another copy of the operator package (DIR/operator), stages over TCP
+        [--perf SECONDS]      # also sample every CPU with `perf record -a` during the gateway runs
 
 Each concurrency is measured straight at Triton ("direct") and through the gateway, in that order;
 perf_analyzer's own CPU is given too. --minilm runs the MiniLM example's model instead.
+
+--perf: /proc's utime + stime say how much CPU each process takes, not what it spends it on.
+`perf record -a` samples what is on each CPU (a process preempted inside a write is not counted,
+as it is by a wall-clock sampler such as py-spy), and the split printed per process is the share
+of the machine's samples in the Python interpreter (libpython), in the kernel, and in other
+native code (uvloop, orjson, numpy, Triton itself). Needs perf and perf_event_paranoid <= 2.
 
 --tcp wires the stages as http://127.0.0.1:PORT (what versions without --socket understand);
 by default they are wired as in a pod, over Unix sockets.
@@ -63,6 +70,40 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def oncpu_split(samples: Path, pids: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Share of all CPU samples by process role and by where the code is (interpreter, kernel, native)."""
+    report = subprocess.run(["perf", "report", "-i", str(samples), "--sort", "pid,dso", "--stdio"],
+                            capture_output=True, text=True, check=True).stdout
+    by_pid = {pid: name for name, pid in pids.items()}
+    split: dict[str, dict[str, float]] = {}
+    for line in report.splitlines():
+        fields = line.split()
+        if len(fields) < 3 or not fields[0].endswith("%") or ":" not in fields[1]:
+            continue
+        pid_text, _, comm = fields[1].partition(":")
+        dso = " ".join(fields[2:])
+        role = by_pid.get(int(pid_text)) if pid_text.isdigit() else None
+        if role is None:
+            role = {"swapper": "idle", "perf_analyzer": "perf_analyzer", "tritonserver": "triton",
+                    "triton_python_b": "triton"}.get(comm, "other")
+        where = "interpreter" if dso.startswith("libpython") else "kernel" if dso == "[kernel.kallsyms]" else "native"
+        shares = split.setdefault(role, {"interpreter": 0.0, "kernel": 0.0, "native": 0.0})
+        shares[where] += float(fields[0].rstrip("%"))
+    return split
+
+
+def print_oncpu_split(samples: Path, pids: dict[str, int], concurrency: int) -> None:
+    split = oncpu_split(samples, pids)
+    print(f"\nOn-CPU samples at c={concurrency}, gateway path (perf record -a), % of all samples:\n")
+    print("| process | all | interpreter | kernel | other native |")
+    print("|---|---:|---:|---:|---:|")
+    for role, shares in sorted(split.items(), key=lambda item: -sum(item[1].values())):
+        total = sum(shares.values())
+        print(f"| {role} | {total:.1f} | {shares['interpreter']:.1f} | {shares['kernel']:.1f} "
+              f"| {shares['native']:.1f} |")
+    print(flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
@@ -71,6 +112,9 @@ def main() -> int:
     parser.add_argument("--tcp", action="store_true", help="stages over loopback TCP instead of Unix sockets")
     parser.add_argument("--builtin", action="store_true", help="built-in JSON stages instead of scripts")
     parser.add_argument("--minilm", action="store_true", help="the MiniLM example's model instead of the tiny one")
+    parser.add_argument("--perf", type=float, default=0.0, metavar="SECONDS",
+                        help="sample every CPU this long with perf record -a during each gateway run "
+                             "(keep it under 3 x --interval-ms, the shortest perf_analyzer run)")
     args = parser.parse_args()
     pa = perf_analyzer()
     env = dict(os.environ)
@@ -131,10 +175,19 @@ def main() -> int:
                 before = {n: tree_cpu_seconds(p) for n, p in pids.items()}
                 children = resource.getrusage(resource.RUSAGE_CHILDREN)
                 began = time.monotonic()
-                subprocess.run([pa[0], *load, "-u", url, "-i", "http", "--concurrency-range", str(c),
-                                "--measurement-interval", str(args.interval_ms), "--stability-percentage", "50",
-                                "--max-trials", "5", "-f", str(out)],
-                               env=pa[1], capture_output=True, check=True)
+                load_run = subprocess.Popen(
+                    [pa[0], *load, "-u", url, "-i", "http", "--concurrency-range", str(c),
+                     "--measurement-interval", str(args.interval_ms), "--stability-percentage", "50",
+                     "--max-trials", "5", "-f", str(out)],
+                    env=pa[1], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                samples = work / f"c{c}-{path}.perf"
+                if args.perf and path == "gateway":
+                    time.sleep(2.0)  # past perf_analyzer's warm-up
+                    subprocess.run(["perf", "record", "-a", "-F", "499", "-o", str(samples), "--", "sleep",
+                                    str(args.perf)], capture_output=True, check=True)
+                _, errors = load_run.communicate()
+                if load_run.returncode:
+                    sys.exit(f"perf_analyzer failed: {errors.decode(errors='replace')[-2000:]}")
                 elapsed = time.monotonic() - began
                 after = {n: tree_cpu_seconds(p) for n, p in pids.items()}
                 done = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -146,6 +199,8 @@ def main() -> int:
                 client = (done.ru_utime + done.ru_stime - children.ru_utime - children.ru_stime) / requests * 1e6
                 print(f"| {c} | {path} | {rate:.0f} | {float(row['p50 latency']) / 1000:.2f} | {per} | {client:.0f} |",
                       flush=True)
+                if samples.exists():
+                    print_oncpu_split(samples, pids, c)
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
