@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tritium.dataplane.convert import inputs_from_json, text_of, values_to_tensors
 from tritium.dataplane.errors import ApiError
@@ -48,11 +50,80 @@ def test_v2_request_json_and_binary_parts() -> None:
     ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [-1], "data": [1]}]}, "inputs[0].shape"),
     ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [2], "data": [1]}]}, "inputs[0].data"),
     ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1]}]}, "inputs[0].data"),
+    ([1], "body"),
+    ({"inputs": {"a": 1}}, "inputs"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}, 7]}, "inputs[1]"),
+    ({"inputs": [{"name": "", "datatype": "FP32", "shape": [1], "data": [1]}]}, "inputs[0].name"),
+    ({"inputs": [{"name": "a", "shape": [1], "data": [1]}]}, "inputs[0].datatype"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": 1, "data": [1]}]}, "inputs[0].shape"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1.5], "data": [1]}]}, "inputs[0].shape"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1], "parameters": [1]}]},
+     "inputs[0].parameters"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": 4}}]},
+     "inputs[0].parameters"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "parameters": {"binary_data_size": -1}}]},
+     "inputs[0].parameters"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}], "parameters": [1]}, "parameters"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": [{"x": 1}]}, "outputs"),
+    ({"inputs": [{"name": "a", "datatype": "FP32", "shape": [1], "data": [1]}], "outputs": {"name": "y"}},
+     "outputs"),
 ])
 def test_v2_request_errors_name_the_field(doc: dict, field: str) -> None:
     with pytest.raises(ApiError) as err:
         parse_v2_request(orjson.dumps(doc), None)
     assert err.value.status == 400 and err.value.field == field
+
+
+def test_v2_request_binary_errors_name_the_field() -> None:
+    header = orjson.dumps({"inputs": [{"name": "b", "datatype": "INT32", "shape": [3],
+                                       "parameters": {"binary_data_size": 12}}]})
+    with pytest.raises(ApiError) as err:  # 4 bytes more than the inputs claim
+        parse_v2_request(header + bytes(16), len(header))
+    assert err.value.status == 400 and err.value.field == "body" and "4 bytes" in err.value.message
+    with pytest.raises(ApiError) as err:  # 4 bytes fewer
+        parse_v2_request(header + bytes(8), len(header))
+    assert err.value.status == 400 and err.value.field == "inputs[0].parameters"
+
+
+def test_v2_request_keeps_input_parameters_but_the_binary_size() -> None:
+    header = orjson.dumps({"inputs": [
+        {"name": "a", "datatype": "INT32", "shape": [1], "parameters": {"binary_data_size": 4, "k": 1}},
+        {"name": "b", "datatype": "INT32", "shape": [1], "parameters": {"binary_data_size": 4}},
+        {"name": "c", "datatype": "INT32", "shape": [1], "data": [1], "parameters": {"binary_data_size": None}},
+        {"name": "d", "datatype": "INT32", "shape": [1], "data": [1], "parameters": {"j": "x"}},
+        {"name": "e", "datatype": "INT32", "shape": [1], "data": [1], "parameters": {}},
+    ], "parameters": {"p": 2}})
+    req = parse_v2_request(header + bytes(8), len(header))
+    assert req.input_parameters == {"a": {"k": 1}, "d": {"j": "x"}}
+    assert req.parameters == {"p": 2} and req.outputs is None and req.id is None
+    assert sorted(req.inputs) == ["a", "b", "c", "d", "e"]
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 40) | st.floats(allow_nan=False) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=12)
+_INPUT = st.fixed_dictionaries({}, optional={
+    "name": st.sampled_from(["a", "b", ""]) | _JSON,
+    "datatype": st.sampled_from(["FP32", "INT64", "BYTES", "X"]) | _JSON,
+    "shape": st.lists(st.integers(-1, 3), max_size=3) | _JSON, "data": _JSON,
+    "parameters": st.fixed_dictionaries({}, optional={"binary_data_size": st.integers(-1, 12) | _JSON}) | _JSON,
+})
+
+
+@settings(max_examples=300, deadline=None)
+@given(inputs=st.lists(_INPUT, max_size=3) | _JSON,
+       extra=st.dictionaries(st.sampled_from(["id", "parameters", "outputs"]), _JSON, max_size=3),
+       binary=st.binary(max_size=16))
+def test_v2_request_parses_or_names_the_field(inputs: object, extra: dict, binary: bytes) -> None:
+    """Whatever the body, a parsed request or a 400 naming a field: never another exception."""
+    header = orjson.dumps({"inputs": inputs, **extra})
+    try:
+        req = parse_v2_request(header + binary, len(header))
+    except ApiError as exc:
+        assert exc.status == 400 and exc.field
+        return
+    assert req.inputs and all(isinstance(v, np.ndarray) for v in req.inputs.values())
 
 
 def test_v2_response_honours_binary_choices() -> None:

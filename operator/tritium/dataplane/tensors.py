@@ -241,7 +241,32 @@ def split_binary(body: bytes, header_length: int | None) -> tuple[Any, memoryvie
     return header, rest
 
 
+def _is_shape(shape: Any) -> bool:
+    """A list of non-negative ints (a plain loop: all() over a generator costs more per request)."""
+    if not isinstance(shape, list):
+        return False
+    for d in shape:  # noqa: SIM110
+        if not isinstance(d, int) or d < 0:
+            return False
+    return True
+
+
+def _are_outputs(outputs: Any) -> bool:
+    """A list of objects with a string name (a plain loop, as in _is_shape)."""
+    if not isinstance(outputs, list):
+        return False
+    for o in outputs:  # noqa: SIM110
+        if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+            return False
+    return True
+
+
 def parse_v2_request(body: bytes, header_length: int | None) -> V2Request:
+    """A v2 infer body -> its tensors and what it asks of the answer, every field checked.
+
+    Runs on every v2 request (in the gateway, or in the pre stage when relayed), so the common case
+    builds no error text and no throwaway dict: a field's path is written only when it is wrong.
+    """
     header, binary = split_binary(body, header_length)
     if not isinstance(header, dict):
         raise bad_request("request must be a JSON object", "body")
@@ -251,47 +276,46 @@ def parse_v2_request(body: bytes, header_length: int | None) -> V2Request:
     inputs: dict[str, np.ndarray] = {}
     input_params: dict[str, dict[str, Any]] = {}
     offset = 0
+    available = len(binary)
     for i, item in enumerate(raw_inputs):
-        where = f"inputs[{i}]"
         if not isinstance(item, dict):
-            raise bad_request("each input must be an object", where)
+            raise bad_request("each input must be an object", f"inputs[{i}]")
         name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
         if not isinstance(name, str) or not name:
-            raise bad_request("name is required", f"{where}.name")
+            raise bad_request("name is required", f"inputs[{i}].name")
         if not isinstance(datatype, str):
-            raise bad_request("datatype is required", f"{where}.datatype")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
-            raise bad_request("shape must be a list of non-negative integers", f"{where}.shape")
+            raise bad_request("datatype is required", f"inputs[{i}].datatype")
+        if not _is_shape(shape):
+            raise bad_request("shape must be a list of non-negative integers", f"inputs[{i}].shape")
         params = item.get("parameters") or {}
         if not isinstance(params, dict):
-            raise bad_request("parameters must be an object", f"{where}.parameters")
+            raise bad_request("parameters must be an object", f"inputs[{i}].parameters")
         size = params.get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise bad_request("binary_data_size runs past the end of the body", f"{where}.parameters")
-            inputs[name] = tensor_from_bytes(binary[offset:offset + size], datatype, shape, f"{where}.data")
+            if not isinstance(size, int) or size < 0 or offset + size > available:
+                raise bad_request("binary_data_size runs past the end of the body", f"inputs[{i}].parameters")
+            inputs[name] = tensor_from_bytes(binary[offset:offset + size], datatype, shape, f"inputs[{i}].data")
             offset += size
+            if len(params) > 1:
+                input_params[name] = {k: v for k, v in params.items() if k != "binary_data_size"}
         elif "data" in item:
-            inputs[name] = tensor_from_json(item["data"], datatype, shape, f"{where}.data")
+            inputs[name] = tensor_from_json(item["data"], datatype, shape, f"inputs[{i}].data")
+            if params:
+                rest = {k: v for k, v in params.items() if k != "binary_data_size"}
+                if rest:
+                    input_params[name] = rest
         else:
-            raise bad_request("data (or binary_data_size) is required", f"{where}.data")
-        rest = {k: v for k, v in params.items() if k != "binary_data_size"}
-        if rest:
-            input_params[name] = rest
-    if offset != len(binary):
-        raise bad_request(f"{len(binary) - offset} bytes of binary data are not claimed by any input", "body")
+            raise bad_request("data (or binary_data_size) is required", f"inputs[{i}].data")
+    if offset != available:
+        raise bad_request(f"{available - offset} bytes of binary data are not claimed by any input", "body")
     params = header.get("parameters") or {}
     if not isinstance(params, dict):
         raise bad_request("parameters must be an object", "parameters")
     outputs = header.get("outputs")
-    if outputs is not None and (not isinstance(outputs, list) or not all(
-            isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs)):
+    if outputs is not None and not _are_outputs(outputs):
         raise bad_request("outputs must be a list of objects with a name", "outputs")
     req_id = header.get("id")
-    return V2Request(
-        id=str(req_id) if req_id is not None else None, inputs=inputs, parameters=params,
-        outputs=outputs, input_parameters=input_params,
-    )
+    return V2Request(str(req_id) if req_id is not None else None, inputs, params, outputs, input_params)
 
 
 def parse_v2_response(body: bytes, header_length: int | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
