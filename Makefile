@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-gateway-path bench-server-compare bench-ensemble bench-sdk bench-router bench-failover bench-memory bench-hops-ab soak clean
+.PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-gateway-path bench-server-compare bench-ensemble bench-sdk bench-router bench-failover bench-memory bench-hops-ab bench-dataplane-cpu soak clean
 
 help:
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
@@ -32,6 +32,7 @@ help:
 	@echo "make bench-router           the canary router's CPU per request on the stable path (<= 20 us)"
 	@echo "make bench-failover         Triton killed under load: s until readiness fails; gateway SIGTERMed: the drain"
 	@echo "make bench-hops-ab REF=C    called stages: this tree against commit C side by side, one Triton"
+	@echo "make bench-dataplane-cpu    CPU per request of each data-plane process (PERF=8: perf's on-CPU split too)"
 	@echo "make bench-memory           resident memory of one pod's gateway and stage processes"
 	@echo "make soak                   5 minutes of steady load, memory and errors watched"
 	@echo "make clean                  remove .venv and caches"
@@ -140,6 +141,12 @@ bench-failover: venv
 REF ?= HEAD~1
 bench-hops-ab: venv
 	$(BIN)/python benchmarks/hops_ab.py --ref $(REF) --rounds 5
+
+# CPU per request of the gateway, each stage and Triton, stages called; PERF=SECONDS adds perf record -a's
+# split of the samples by process and code (interpreter, kernel, native) (docs/benchmarks.md).
+PERF ?= 0
+bench-dataplane-cpu: venv
+	$(BIN)/python benchmarks/dataplane_cpu.py --concurrency 1 8 --interval-ms 4000 --perf $(PERF)
 
 # Resident memory of a pod's gateway, pre and post processes after some requests (docs/benchmarks.md).
 bench-memory: venv
