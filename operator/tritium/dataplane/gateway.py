@@ -48,9 +48,9 @@ from tritium.dataplane.security.redact_response import redact_result
 from tritium.dataplane.security.signing import SIGNATURE_HEADER, Signer
 from tritium.dataplane.tensors import (
     HEADER_LENGTH,
-    HTTP_ONLY_PARAMETERS,
     V2Request,
     encode_v2_response,
+    model_parameters,
     parse_v2_request,
     tensor_to_bytes,
 )
@@ -422,7 +422,7 @@ class Gateway:
         info = await self.triton.model_info(model, version)
         deadline = self.deadline(request)
         rid = request.state[REQUEST_ID_HEADER]
-        params = {k: v for k, v in req.parameters.items() if k not in HTTP_ONLY_PARAMETERS}
+        params = model_parameters(req.parameters)
         tensors = await self.pipeline.prepare_tensors(info, req.inputs, params, rid, deadline)
         wanted = [o["name"] for o in req.outputs] if req.outputs else None
         result = await self.pipeline.infer(info, version, tensors, params, params, wanted, "v2", rid, deadline)

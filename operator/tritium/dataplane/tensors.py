@@ -225,6 +225,11 @@ class V2Request:
 HTTP_ONLY_PARAMETERS = ("binary_data_output",)
 
 
+def model_parameters(parameters: dict[str, Any]) -> dict[str, Any]:
+    """A v2 request's parameters for the scripts and Triton: those of the HTTP exchange left out."""
+    return {k: v for k, v in parameters.items() if k not in HTTP_ONLY_PARAMETERS}
+
+
 def split_binary(body: bytes, header_length: int | None) -> tuple[Any, memoryview]:
     """Split a v2 body into its JSON header (parsed) and the binary section that follows it."""
     view = memoryview(body)
@@ -296,16 +301,12 @@ def parse_v2_request(body: bytes, header_length: int | None) -> V2Request:
                 raise bad_request("binary_data_size runs past the end of the body", f"inputs[{i}].parameters")
             inputs[name] = tensor_from_bytes(binary[offset:offset + size], datatype, shape, f"inputs[{i}].data")
             offset += size
-            if len(params) > 1:
-                input_params[name] = {k: v for k, v in params.items() if k != "binary_data_size"}
         elif "data" in item:
             inputs[name] = tensor_from_json(item["data"], datatype, shape, f"inputs[{i}].data")
-            if params:
-                rest = {k: v for k, v in params.items() if k != "binary_data_size"}
-                if rest:
-                    input_params[name] = rest
         else:
             raise bad_request("data (or binary_data_size) is required", f"inputs[{i}].data")
+        if len(params) > ("binary_data_size" in params):  # any parameter but the binary size
+            input_params[name] = {k: v for k, v in params.items() if k != "binary_data_size"}
     if offset != available:
         raise bad_request(f"{available - offset} bytes of binary data are not claimed by any input", "body")
     params = header.get("parameters") or {}

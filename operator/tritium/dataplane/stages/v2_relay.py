@@ -3,10 +3,11 @@
 On the usual path the gateway parses the client's v2 body into tensors, packs them for the pre
 stage, unpacks the stage's answer, encodes Triton's request, decodes Triton's answer, packs it
 for the post stage, unpacks that answer and encodes the client's: twelve passes over the tensors
-per request, in a process whose cost is mostly wake-ups and cold caches (docs/benchmarks.md,
-"Quick stage messages handled inside the read"). Relayed, the pre stage reads the client's body
-and writes Triton's request, the post stage reads Triton's answer and writes the client's, and
-the gateway only moves bytes between them: four passes, none in the gateway.
+per request, in a process whose CPU goes mostly to the Python interpreter, on cold caches
+(docs/benchmarks.md, "Where the called-stage path's CPU goes, on the CPU"). Relayed, the pre
+stage reads the client's body and writes Triton's request, the post stage reads Triton's answer
+and writes the client's, and the gateway only moves bytes between them: four passes, none in the
+gateway.
 
 The two modes here (`v2-request` for pre, `v2-answer` for post) run the same conversions and
 scripts as the tensor modes, so a script sees the same values either way (docs/stages.md).
@@ -21,10 +22,10 @@ import numpy as np
 from tritium.dataplane.convert import values_to_tensors
 from tritium.dataplane.errors import bad_request
 from tritium.dataplane.tensors import (
-    HTTP_ONLY_PARAMETERS,
     V2Request,
     encode_v2_request,
     encode_v2_response,
+    model_parameters,
     parse_v2_request,
     parse_v2_response,
 )
@@ -52,7 +53,7 @@ async def relay_request(processor: StageProcessor, header: dict[str, Any], raw: 
     if processor.stage != "pre":
         raise bad_request(f"the {processor.stage} stage does not take {REQUEST_MODE} messages", "mode")
     request = parse_v2_request(raw or b"", _header_length(header))
-    params = {k: v for k, v in request.parameters.items() if k not in HTTP_ONLY_PARAMETERS}
+    params = model_parameters(request.parameters)
     tensors = await processor.pre({"mode": "tensors", "model": header.get("model") or {}},
                                   request.inputs, None, params)
     # Parameters nested deeper than orjson writes fail here: StageService answers that as the 400.
