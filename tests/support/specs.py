@@ -185,6 +185,23 @@ RULE_CASES: list[RuleCase] = [
         good=[_node_affinity({"key": "gpu-memory", "operator": "Gt", "values": ["40000"]})],
     ),
     RuleCase(
+        "AlertRule",
+        "errorRatio and availability are ratios: threshold must be within 0 and 1",
+        "spec.monitoring.alerts[0].threshold",
+        bad=[{"monitoring": {"serviceMonitor": True, "alerts": [{"metric": "errorRatio", "threshold": 5}]}},
+             {"monitoring": {"serviceMonitor": True, "alerts": [{"metric": "availability", "threshold": 1.5}]}}],
+        good=[{"monitoring": {"serviceMonitor": True, "alerts": [{"metric": "errorRatio", "threshold": 1}]}},
+              {"monitoring": {"serviceMonitor": True, "alerts": [{"metric": "availability", "threshold": 0.99}]}},
+              {"monitoring": {"serviceMonitor": True, "alerts": [{"metric": "p99LatencyMs", "threshold": 1500}]}}],
+    ),
+    RuleCase(
+        "AlertRule",
+        "threshold must not be negative",
+        "spec.monitoring.alerts[0].threshold",
+        bad=[{"monitoring": {"serviceMonitor": True, "alerts": [{"metric": "queueTimeMs", "threshold": -1}]}}],
+        good=[{"monitoring": {"serviceMonitor": True, "alerts": [{"metric": "queueTimeMs", "threshold": 0}]}}],
+    ),
+    RuleCase(
         "RuntimeSpec",
         "tensorParallelSize needs at least as many GPUs (resources.gpu)",
         "spec.runtime.tensorParallelSize",

@@ -9,11 +9,12 @@ import pytest
 from tests.support.specs import manifest
 from tritium.api.checks import check_spec
 from tritium.api.resource import SpecError, parse_inference_service
-from tritium.api.support import NOT_SUPPORTED
+from tritium.api.support import NOT_SUPPORTED, ONLY_WITH
 
 SET_FIELDS: dict[str, dict[str, Any]] = {
     "spec.autoscaling.scaleUpSeconds": {"autoscaling": {"scaleUpSeconds": 10}},
     "spec.autoscaling.minReplicas": {"autoscaling": {"minReplicas": 0}},
+    "spec.runtime.tensorParallelSize": {"runtime": {"tensorParallelSize": 2, "resources": {"gpu": 2}}},
 }
 
 
@@ -46,7 +47,13 @@ def test_every_entry_is_exercised() -> None:
     {"autoscaling": {"autoscaler": "keda"}},
     {"autoscaling": {"autoscaler": "keda", "metric": "queueTime", "prometheusUrl": "http://prometheus:9090"},
      "monitoring": {"serviceMonitor": True}},
-    {"autoscaling": {"enabled": False, "metric": "gpu"}, "replicas": 2},  # no HPA, nothing to feed
+    {"autoscaling": {"enabled": False}, "replicas": 2},
+    {"autoscaling": {"enabled": False, "metric": "cpu", "maxReplicas": 10}},  # the defaults, written out
+    {"gateway": {"cache": {"enabled": True, "ttlSeconds": 5, "maxEntries": 10,
+                           "redis": {"urlSecretRef": {"name": "r", "key": "url"}}}}},
+    {"model": {"responseCache": {"enabled": True, "sizeBytes": 2048}}},
+    {"rollout": {"analysis": {"provider": "prometheus", "prometheusUrl": "http://127.0.0.1:9090"}}},
+    {"preprocess": {"builtin": {"format": "json"}, "inputSchema": {"type": "object", "required": ["inputs"]}}},
     {"security": {"audit": {"enabled": False}}, "monitoring": {"serviceMonitor": False}},
     {"autoscaling": {"enabled": False, "minReplicas": 0}, "replicas": 3},  # scaled by hand
     {"autoscaling": {"targetUtilization": 0.5, "scaleDownCooldownSeconds": 60}},
@@ -126,7 +133,8 @@ def test_replicas_by_hand_and_autoscaling_exclude_each_other() -> None:
 
 @pytest.mark.parametrize(("patch", "why"), [
     ({"rollout": {"surge": False}}, "autoscaling.enabled: false"),
-    ({"rollout": {"surge": False}, "autoscaling": {"enabled": False}, "replicas": 1}, "replicas >= 2"),
+    ({"rollout": {"surge": False}, "autoscaling": {"enabled": False}, "replicas": 1}, "2 or more pods"),
+    ({"rollout": {"surge": False}, "autoscaling": {"enabled": False, "minReplicas": 1}}, "2 or more pods"),
 ])
 def test_surge_false_needs_fixed_replicas_to_take_from(patch: dict[str, Any], why: str) -> None:
     with pytest.raises(SpecError) as caught:
@@ -136,6 +144,71 @@ def test_surge_false_needs_fixed_replicas_to_take_from(patch: dict[str, Any], wh
 
 def test_surge_false_with_fixed_replicas_is_accepted() -> None:
     _check({"rollout": {"surge": False}, "autoscaling": {"enabled": False}, "replicas": 2})
+
+
+def test_surge_false_counts_min_replicas_when_replicas_is_unset() -> None:
+    """Without autoscaling and replicas, minReplicas is the pod count (render.deployment.replicas_of)."""
+    _check({"rollout": {"surge": False}, "autoscaling": {"enabled": False, "minReplicas": 3}})
+
+
+# Each ONLY_WITH field away from its default, with its setting off (and the patch that turns it on).
+ONLY_WITH_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "spec.gateway.cache.ttlSeconds": ({"gateway": {"cache": {"ttlSeconds": 5}}},
+                                      {"gateway": {"cache": {"enabled": True}}}),
+    "spec.gateway.cache.maxEntries": ({"gateway": {"cache": {"maxEntries": 5}}},
+                                      {"gateway": {"cache": {"enabled": True}}}),
+    "spec.gateway.cache.redis": ({"gateway": {"cache": {"redis": {"urlSecretRef": {"name": "r", "key": "u"}}}}},
+                                 {"gateway": {"cache": {"enabled": True}}}),
+    "spec.model.responseCache.sizeBytes": ({"model": {"responseCache": {"sizeBytes": 4096}}},
+                                           {"model": {"responseCache": {"enabled": True}}}),
+    "spec.traffic.parentRefs": ({"traffic": {"parentRefs": [{"name": "public"}]}},
+                                {"traffic": {"router": "gatewayAPI"}}),
+    "spec.traffic.hostnames": ({"traffic": {"hostnames": ["m.example.com"]}},
+                               {"traffic": {"router": "gatewayAPI", "parentRefs": [{"name": "public"}]}}),
+    "spec.rollout.analysis.prometheusUrl": ({"rollout": {"analysis": {"prometheusUrl": "http://127.0.0.1:9090"}}},
+                                            {"rollout": {"analysis": {"provider": "prometheus"}}}),
+    "spec.rollout.scaleDownDelaySeconds": (
+        {"rollout": {"surge": False, "scaleDownDelaySeconds": 5}, "autoscaling": {"enabled": False}, "replicas": 2},
+        {"rollout": {"surge": True}}),
+    "spec.autoscaling.maxReplicas": ({"autoscaling": {"enabled": False, "maxReplicas": 4}},
+                                     {"autoscaling": {"enabled": True}}),
+    "spec.autoscaling.targetUtilization": ({"autoscaling": {"enabled": False, "targetUtilization": 0.5}},
+                                           {"autoscaling": {"enabled": True}}),
+    "spec.autoscaling.metric": ({"autoscaling": {"enabled": False, "metric": "pending"},
+                                 "monitoring": {"serviceMonitor": True}}, {"autoscaling": {"enabled": True}}),
+    "spec.autoscaling.scaleDownCooldownSeconds": ({"autoscaling": {"enabled": False, "scaleDownCooldownSeconds": 60}},
+                                                  {"autoscaling": {"enabled": True}}),
+    "spec.autoscaling.autoscaler": ({"autoscaling": {"enabled": False, "autoscaler": "keda"}},
+                                    {"autoscaling": {"enabled": True}}),
+}
+
+
+def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.mark.parametrize(("field", "case"), ONLY_WITH_CASES.items(), ids=ONLY_WITH_CASES.keys())
+def test_a_field_read_only_under_a_setting_that_is_off_is_refused(
+    field: str, case: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    """Set while its setting is off, the field would do nothing: refused naming it and the setting;
+    with the setting on, the same spec is accepted."""
+    patch, turn_on = case
+    with pytest.raises(SpecError) as caught:
+        _check(patch)
+    assert caught.value.field == field, caught.value
+    assert f"used only with {ONLY_WITH[field][1].split(' (')[0]}" in caught.value.message
+    _check(_merged(patch, turn_on))
+
+
+def test_every_only_with_entry_has_a_case() -> None:
+    # The metrics' own targets need their metric (a CEL rule), which is refused first.
+    assert set(ONLY_WITH) - set(ONLY_WITH_CASES) <= {
+        "spec.autoscaling.targetRequestsPerSecond", "spec.autoscaling.targetQueueTimeMs",
+        "spec.autoscaling.targetPendingRequests", "spec.autoscaling.prometheusUrl"}
 
 
 def test_an_audit_file_without_the_audit_is_refused() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 from tritium.api.resource import InferenceService, SpecError
@@ -99,10 +100,15 @@ def check_values(isvc: InferenceService) -> None:
         if spec.autoscaling.enabled:
             raise SpecError("spec.rollout.surge", "surge false needs autoscaling.enabled: false (an autoscaler "
                             "would give the stable revision back the pods its canary takes)")
-        if (spec.replicas or 0) < 2:
-            raise SpecError("spec.rollout.surge", "surge false needs replicas >= 2 (the canary takes a pod from "
-                            "the stable revision, which must keep one to serve)")
+        # Without autoscaling the pods are spec.replicas, else minReplicas (render.deployment.replicas_of).
+        pods = spec.replicas if spec.replicas is not None else spec.autoscaling.min_replicas
+        if pods < 2:
+            raise SpecError("spec.rollout.surge", "surge false needs 2 or more pods (replicas, or "
+                            "autoscaling.minReplicas when replicas is unset): the canary takes a pod from the "
+                            "stable revision, which must keep one to serve")
     check_storage_uri(spec.model.storage_uri)
+    if spec.preprocess is not None and spec.preprocess.input_schema:
+        _check_json_schema(spec.preprocess.input_schema)
     _check_scaling_target(spec.autoscaling)
     if spec.monitoring.alerts and not spec.monitoring.service_monitor:
         raise SpecError("spec.monitoring.alerts", "needs monitoring.serviceMonitor: true (the rules read the series "
@@ -137,6 +143,18 @@ def check_values(isvc: InferenceService) -> None:
                 "spec.postprocess.builtin.topK.output",
                 f"{post.builtin.top_k.output!r} is not one of the model outputs {sorted(names)}",
             )
+
+
+def _check_json_schema(schema: dict[str, Any]) -> None:
+    """The pre stage validates inputs against this schema (Draft 2020-12, as the stage does); one it
+    cannot use would stop the stage at start, so its pods would never be Ready."""
+    import jsonschema  # imported only for a spec with an inputSchema (about 3 MB of the operator's memory)
+
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)
+        raise SpecError(f"spec.preprocess.inputSchema{where}", f"not a valid JSON Schema: {exc.message}") from None
 
 
 def references(isvc: InferenceService) -> list[Reference]:

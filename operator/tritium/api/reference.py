@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 from tritium.api.crd import build_crd
-from tritium.api.support import NOT_SUPPORTED
+from tritium.api.support import NOT_SUPPORTED, ONLY_WITH
 
 
 def _type(node: dict[str, Any]) -> str:
@@ -74,6 +74,11 @@ def reference_markdown() -> str:
               "`tritium render` and `tritium up`), rather than silently ignored.", "",
               "| fields | why |", "|---|---|",
               *(f"| `{prefix}` | {why} |" for prefix, why in NOT_SUPPORTED.items()), ""]
+    lines += ["## Fields used only with another setting", "",
+              "Each of these is read only while the setting beside it is on. Set to anything but its default while "
+              "that setting is off, it would do nothing, so the spec is refused the same way, naming the field.", "",
+              "| field | used only with |", "|---|---|",
+              *(f"| `{path}` | `{needs.split(' (')[0]}` |" for path, (_, needs) in ONLY_WITH.items()), ""]
     return "\n".join(lines)
 
 

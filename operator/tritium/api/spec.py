@@ -348,7 +348,9 @@ class PostTopK(ApiModel):
 class PostBuiltin(ApiModel):
     """Built-in postprocessing: reduce and format Triton's outputs."""
 
-    format: Literal["json", "xml", "binary"] = described("Response format.", default="json")
+    format: Literal["json", "xml", "binary"] = described(
+        "Format of the invoke API's answers (json, xml or binary); v2 and stream answers keep their own "
+        "encoding (KServe v2 tensors, JSON events).", default="json")
     top_k: PostTopK | None = described("Return only the top-k values of one output.", default=None)
 
 
@@ -762,6 +764,15 @@ class AlertRule(ApiModel):
     for_seconds: int = described("How long the condition must hold.", default=300, ge=0)
     severity: Literal["info", "warning", "critical"] = described("Alert severity.", default="warning")
 
+    cel_rules = (
+        CelRule(
+            "!(self.metric in ['errorRatio', 'availability']) || (self.threshold >= 0.0 && self.threshold <= 1.0)",
+            "errorRatio and availability are ratios: threshold must be within 0 and 1",
+            ".threshold",
+        ),
+        CelRule("self.threshold >= 0.0", "threshold must not be negative", ".threshold"),
+    )
+
 
 class WebhookSpec(ApiModel):
     """Where notifications are sent: the operator's rollout events (docs/notifications.md gives the
@@ -770,8 +781,9 @@ class WebhookSpec(ApiModel):
     url: str | None = described("Webhook URL.", default=None, pattern=r"^https?://")
     secret_ref: SecretKeyRef | None = described("Secret key holding the webhook URL.", default=None)
     signing_secret_ref: SecretKeyRef | None = described(
-        "Secret key whose value signs each notification: header X-Tritium-Signature, HMAC-SHA256 over "
-        "\"{X-Tritium-Timestamp}.{body}\".", default=None,
+        "Secret key whose value signs each of the operator's rollout notifications: header X-Tritium-Signature, "
+        "HMAC-SHA256 over \"{X-Tritium-Timestamp}.{body}\". Alerts routed by Alertmanager are not signed "
+        "(Alertmanager sends them itself).", default=None,
     )
 
     cel_rules = (
@@ -792,7 +804,7 @@ class MonitoringSpec(ApiModel):
     alerts: list[AlertRule] | None = described(
         "Alert rules for this service, rendered as a PrometheusRule; they replace the default alerts "
         "([] for none). Need serviceMonitor: true: the rules read the series its PodMonitor scrapes.",
-        default=None,
+        default=None, max_length=64,  # bounded: kube-apiserver prices each item's CEL rules by the list's size
     )
     webhook: WebhookSpec | None = described(
         "Notification webhook: rollout events from the operator, and (with serviceMonitor) this service's "
@@ -805,7 +817,7 @@ class CacheSpec(ApiModel):
 
     enabled: bool = described("Cache whole responses in the gateway.", default=False)
     ttl_seconds: int = described("How long a cached response is served.", default=300, ge=1)
-    max_entries: int = described("Most responses kept (in-memory cache).", default=10_000, ge=1)
+    max_entries: int = described("Most responses kept, in memory or in Redis.", default=10_000, ge=1)
     redis: RedisSpec | None = described("Share the cache between pods in Redis; in memory when unset.", default=None)
 
 

@@ -12,6 +12,7 @@ removed in the change that makes its field work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from tritium.api.resource import InferenceService, SpecError, spec_to_wire
@@ -21,7 +22,35 @@ from tritium.api.spec import InferenceServiceSpec, ModelSpec
 NOT_SUPPORTED: dict[str, str] = {
     "spec.autoscaling.scaleUpSeconds": "the HPA answers a rise in about 30 s (15 s metric resolution + 15 s "
     "sync) plus pod start-up; that figure cannot be tuned yet",
+    "spec.runtime.tensorParallelSize": "Triton itself has no such setting: the model's backend takes it from "
+    "its own configuration (a TensorRT-LLM engine is built for it, vLLM reads it from model.json); set it there "
+    "and give the pods runtime.resources.gpu",
     # every spec.security field works (docs/security.md).
+}
+
+
+def _autoscaled(spec: InferenceServiceSpec) -> bool:
+    return spec.autoscaling.enabled
+
+
+# Fields read only under another setting: path -> (whether the setting is on, what to set). One that
+# differs from its default while the setting is off would do nothing, so the spec is refused, as for
+# the fields NOT_SUPPORTED lists. (A toggle such as cache.enabled: false turns its block off; the
+# other fields of the block then go back to their defaults or are removed.)
+ONLY_WITH: dict[str, tuple[Callable[[InferenceServiceSpec], bool], str]] = {
+    **{f"spec.gateway.cache.{f}": (lambda s: s.gateway.cache.enabled, "gateway.cache.enabled: true")
+       for f in ("ttlSeconds", "maxEntries", "redis")},
+    "spec.model.responseCache.sizeBytes": (lambda s: s.model.response_cache.enabled,
+                                           "model.responseCache.enabled: true"),
+    **{f"spec.traffic.{f}": (lambda s: s.traffic.router == "gatewayAPI", "traffic.router: gatewayAPI")
+       for f in ("parentRefs", "hostnames")},
+    "spec.rollout.analysis.prometheusUrl": (lambda s: s.rollout.analysis.provider == "prometheus",
+                                            "rollout.analysis.provider: prometheus"),
+    "spec.rollout.scaleDownDelaySeconds": (lambda s: s.rollout.surge, "rollout.surge: true (surge false removes "
+                                           "the old revision as its last pod moves)"),
+    **{f"spec.autoscaling.{f}": (_autoscaled, "autoscaling.enabled: true")
+       for f in ("maxReplicas", "targetUtilization", "metric", "targetRequestsPerSecond", "targetQueueTimeMs",
+                 "targetPendingRequests", "scaleDownCooldownSeconds", "autoscaler", "prometheusUrl")},
 }
 
 
@@ -53,8 +82,17 @@ def _first_set(value: Any, default: Any, path: str) -> str | None:
     return None if value == default else path
 
 
+def _check_only_with(wire: dict[str, Any], spec: InferenceServiceSpec) -> None:
+    for path, (on, needs) in ONLY_WITH.items():
+        present, value = _lookup(wire, path)
+        if present and not on(spec) and value != _lookup(_DEFAULTS, path)[1]:
+            raise SpecError(path, f"used only with {needs}; without it this field does nothing (remove it, "
+                            "or set it back to its default)")
+
+
 def check_supported(isvc: InferenceService) -> None:
-    """Raise SpecError "not supported yet" for the first field set that does nothing yet."""
+    """Raise SpecError for the first field set that does nothing: "not supported yet", or read only
+    under another setting that is off (ONLY_WITH)."""
     scaling = isvc.spec.autoscaling
     if scaling.enabled and scaling.min_replicas == 0:
         raise SpecError("spec.autoscaling.minReplicas", "0 is not supported yet (scale to zero, even with "
@@ -73,6 +111,7 @@ def check_supported(isvc: InferenceService) -> None:
         raise SpecError("spec.autoscaling.metric", f"{scaling.metric} needs monitoring.serviceMonitor: true (the "
                         f"PodMonitor whose series {reader})")
     wire = spec_to_wire(isvc.spec)
+    _check_only_with(wire, isvc.spec)
     for prefix, why in NOT_SUPPORTED.items():
         present, value = _lookup(wire, prefix)
         if not present:
