@@ -7,11 +7,16 @@ an error. This check names the missing fields before that bites.
 
 The comparison is a pure function of two CRD dicts (tested without a cluster); only
 `fetch_installed_crd` talks to the API server.
+
+Exit codes: 0 up to date (or newer), 1 older or different, 2 not installed, 3 the cluster could
+not be asked: no usable credentials (a kubeconfig that does not exist or is not valid YAML),
+an API server that cannot be reached, or one that refuses the read.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -140,22 +145,36 @@ def fetch_installed_crd(name: str) -> dict[str, Any] | None:
     except ImportError:
         raise CheckError("the check needs the kubernetes client: pip install kubernetes") from None
 
+    from tritium.rollout_cli import connection_failure, kubeconfig_path, kubeconfig_problem
+
+    configuration = client.Configuration()
     try:
+        config.load_incluster_config(client_configuration=configuration)
+    except ConfigException:
+        path = kubeconfig_path(None)
+        problem = kubeconfig_problem(path)
+        if problem and not os.environ.get("KUBECONFIG") and not os.path.exists(path):
+            raise CheckError(f"no cluster configured: not running in a cluster, and {problem}") from None
+        if problem:
+            raise CheckError(problem) from None
         try:
-            config.load_incluster_config()
-        except ConfigException:
-            config.load_kube_config()
-    except (ConfigException, OSError) as exc:
-        raise CheckError(f"no cluster configured (in-cluster or KUBECONFIG): {exc}") from None
-    api = client.ApiextensionsV1Api()
+            config.load_kube_config(config_file=path, client_configuration=configuration, persist_config=False)
+        except Exception as exc:  # a ConfigException, or a KeyError/TypeError from a malformed file
+            detail = f"no {exc} entry" if isinstance(exc, KeyError) else " ".join(str(exc).split())
+            raise CheckError(f"cannot use the Kubernetes credentials in {path}: {detail}") from None
+    api_client = client.ApiClient(configuration)
     try:
-        response = api.read_custom_resource_definition(name, _preload_content=False, _request_timeout=15)
+        response = client.ApiextensionsV1Api(api_client).read_custom_resource_definition(
+            name, _preload_content=False, _request_timeout=15)
     except ApiException as exc:
         if exc.status == 404:
             return None
         raise CheckError(f"reading customresourcedefinition {name}: HTTP {exc.status} {exc.reason}") from None
     except Exception as exc:  # urllib3 connection errors and timeouts have no common base worth importing
-        raise CheckError(f"cannot reach the cluster: {exc}") from None
+        reason = connection_failure(exc, timeout=15)
+        raise CheckError(f"cannot reach the Kubernetes API at {configuration.host}: {reason}") from None
+    finally:
+        api_client.close()
     data: dict[str, Any] = json.loads(response.data)
     return data
 
@@ -182,8 +201,9 @@ def check_cluster(
     result = compare_crd(installed, expected)
     print(f"customresourcedefinition {name}: {result.summary}", file=out)
     if result.exit_code != EXIT_UP_TO_DATE:
+        verb = "install" if result.exit_code == EXIT_NOT_INSTALLED else "upgrade"
         print(
-            "  upgrade it with: kubectl apply --server-side -f crds/  (or `tritium crd | kubectl apply "
+            f"  {verb} it with: kubectl apply --server-side -f crds/  (or `tritium crd | kubectl apply "
             "--server-side -f -`)",
             file=out,
         )

@@ -6,9 +6,10 @@ annotate`, these commands and a commit in Git all mean the same thing. ``promote
 read the canary revision from status and name it, so a command typed for one rollout never acts
 on a later one.
 
-Exit codes: 0 done; 1 the service is missing, has no canary in flight, or the API server refused
-or could not be reached; 2 bad input (unusable kubeconfig, unknown context). The kubernetes
-client is imported only when one of these commands runs, so `tritium --help` stays fast.
+Exit codes: 0 done; 1 the service is missing, has no canary in flight (promote, abort), is not
+paused (resume), or the API server refused or could not be reached; 2 bad input (unusable
+kubeconfig, unknown context, a namespace that is not a DNS label). The kubernetes client is
+imported only when one of these commands runs, so `tritium --help` stays fast.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +32,7 @@ from tritium.cli import UsageError
 EXIT_FAILED = 1
 _SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 _REQUEST_TIMEOUT = 15.0  # seconds per API call: a terminal command must not hang on a dead server
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # RFC 1123 label: what a namespace name must be
 
 
 class CommandFailed(Exception):
@@ -37,7 +40,7 @@ class CommandFailed(Exception):
 
 
 class Cluster(Protocol):
-    """The three calls the commands make; tests put a fake in its place."""
+    """The calls the commands make; tests put a fake in its place."""
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The InferenceService as stored, or None when it does not exist."""
@@ -51,11 +54,15 @@ class Cluster(Protocol):
         """The per-revision Deployments of the service (selected by its label)."""
         ...
 
+    def namespace_exists(self, namespace: str) -> bool | None:
+        """Whether the namespace exists; None when that cannot be told (reading namespaces forbidden)."""
+        ...
+
 
 # -- credentials ------------------------------------------------------------------------------
 
 
-def _kubeconfig_path(explicit: str | None) -> str:
+def kubeconfig_path(explicit: str | None) -> str:
     """As kubectl: --kubeconfig, else $KUBECONFIG (a path list, merged), else ~/.kube/config."""
     return explicit or os.environ.get("KUBECONFIG") or str(Path("~/.kube/config").expanduser())
 
@@ -67,20 +74,104 @@ def _in_cluster(args: argparse.Namespace) -> bool:
     return not Path("~/.kube/config").expanduser().exists() and (_SERVICE_ACCOUNT_DIR / "token").exists()
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """PyYAML's several-line error as one line: what is wrong, and where."""
+    context = getattr(exc, "context", None)
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    what = ", ".join(str(part) for part in (context, problem) if part) or " ".join(str(exc).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML{where}: {what}"
+
+
+def kubeconfig_problem(path: str) -> str | None:
+    """What makes the kubeconfig ``path`` (a path list, as $KUBECONFIG) unusable, in one line; None if nothing.
+
+    The kubernetes client says "No configuration found" for a file that does not exist and lets
+    PyYAML's errors through as tracebacks; this names the file and the problem instead.
+    """
+    files = [os.path.expanduser(p) for p in path.split(os.pathsep) if p]
+    existing = [f for f in files if os.path.exists(f)]
+    if not existing:
+        return f"kubeconfig {path} does not exist" if len(files) <= 1 else f"none of the kubeconfig files {path} exists"
+    import yaml
+
+    for file in existing:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except OSError as exc:
+            return f"cannot read the kubeconfig {file}: {exc.strerror or exc}"
+        except UnicodeDecodeError:
+            return f"kubeconfig {file} is not UTF-8 text"
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            return f"kubeconfig {file} is {_yaml_problem(exc)}"
+        if data is None:
+            return f"kubeconfig {file} is empty"
+        if not isinstance(data, dict):
+            return f"kubeconfig {file} is not a kubeconfig: a YAML {type(data).__name__}, not a mapping"
+    return None
+
+
+def _credentials_error(path: str, exc: Exception) -> UsageError:
+    """The kubernetes client's complaint about a kubeconfig (a ConfigException, a KeyError...) as one line."""
+    detail = f"no {exc} entry" if isinstance(exc, KeyError) else " ".join(str(exc).split()) or type(exc).__name__
+    return UsageError(f"cannot use the Kubernetes credentials in {path}: {detail}")
+
+
 def kubeconfig_namespace(path: str, context: str | None) -> str:
     """The namespace of the chosen context (kubectl's default for -n), else "default"."""
     from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
 
+    problem = kubeconfig_problem(path)
+    if problem:
+        raise UsageError(problem)
     try:
         contexts, current = config.list_kube_config_contexts(config_file=path)
-    except (ConfigException, OSError) as exc:
-        raise UsageError(f"cannot use the Kubernetes credentials in {path}: {exc}") from None
+    except Exception as exc:  # a ConfigException, or a KeyError/TypeError from a malformed file
+        raise _credentials_error(path, exc) from None
     wanted = context or (current or {}).get("name")
     found = next((c for c in contexts or [] if c.get("name") == wanted), None)
     if found is None:
         raise UsageError(f"context {wanted!r} not found in {path}" if wanted else f"{path} sets no current-context")
     return str((found.get("context") or {}).get("namespace") or "default")
+
+
+def check_namespace(namespace: str) -> str:
+    """A namespace name must be an RFC 1123 label: refuse another before asking the API server."""
+    if len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace):
+        raise UsageError(f"invalid namespace {namespace!r}: a namespace is at most 63 lowercase letters, digits "
+                         "and '-', starting and ending with a letter or digit")
+    return namespace
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what caused it: urllib3's ``reason``, then ``__cause__``/``__context__``."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend(e for e in (getattr(current, "reason", None), current.__cause__, current.__context__)
+                    if isinstance(e, BaseException))
+
+
+def connection_failure(exc: BaseException, timeout: float = _REQUEST_TIMEOUT) -> str:
+    """Why a request did not reach the API server, without urllib3's wrapper text: "connection refused"."""
+    chain = list(_chain(exc))
+    if any(isinstance(e, TimeoutError) or "Timeout" in type(e).__name__ for e in chain):
+        return f"no answer within {timeout:g} s"
+    for e in reversed(chain):  # the root cause last
+        if isinstance(e, OSError) and e.strerror:
+            reason = str(getattr(e, "verify_message", None) or e.strerror)
+            return reason[:1].lower() + reason[1:]
+    root = chain[-1]
+    text = " ".join(str(root).split()) or type(root).__name__
+    return text.rsplit(": ", 1)[-1] if "object at 0x" in text else text
 
 
 class KubeCluster:
@@ -108,7 +199,7 @@ class KubeCluster:
             raise CommandFailed(f"{what}: {_api_error(exc)}") from None
         except Exception as exc:  # urllib3 connection errors and timeouts have no common base worth importing
             host = self._api_client.configuration.host
-            raise CommandFailed(f"cannot reach the Kubernetes API server {host}: {exc}") from None
+            raise CommandFailed(f"cannot reach the Kubernetes API at {host}: {connection_failure(exc)}") from None
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         from kubernetes.client.rest import ApiException
@@ -148,6 +239,19 @@ class KubeCluster:
             items: list[dict[str, Any]] = _json(response).get("items") or []
             return items
 
+    def namespace_exists(self, namespace: str) -> bool | None:
+        from kubernetes import client
+        from kubernetes.client.rest import ApiException
+
+        try:
+            client.CoreV1Api(self._api_client).read_namespace(
+                namespace, _preload_content=False, _request_timeout=_REQUEST_TIMEOUT)
+        except ApiException as exc:
+            return False if exc.status == 404 else None  # 403: this user may not read namespaces
+        except Exception:  # the server went away since the first call: the plain "not found" stands
+            return None
+        return True
+
 
 def _json(response: Any) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(response.data)
@@ -176,6 +280,8 @@ def connect(args: argparse.Namespace) -> tuple[Cluster, str]:
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
+    if args.namespace is not None:
+        check_namespace(args.namespace)
     if _in_cluster(args):
         configuration = client.Configuration()
         try:
@@ -184,12 +290,15 @@ def connect(args: argparse.Namespace) -> tuple[Cluster, str]:
             raise UsageError(f"cannot use the in-cluster service account: {exc}") from None
         namespace = args.namespace or _service_account_namespace()
         return KubeCluster(client.ApiClient(configuration)), namespace
-    path = _kubeconfig_path(args.kubeconfig)
+    path = kubeconfig_path(args.kubeconfig)
+    problem = kubeconfig_problem(path)
+    if problem:
+        raise UsageError(problem)
     namespace = args.namespace or kubeconfig_namespace(path, args.context)
     try:
         api_client = config.new_client_from_config(config_file=path, context=args.context, persist_config=False)
-    except (ConfigException, OSError, ValueError) as exc:
-        raise UsageError(f"cannot use the Kubernetes credentials in {path}: {exc}") from None
+    except Exception as exc:  # a ConfigException, or a KeyError/TypeError from a malformed file
+        raise _credentials_error(path, exc) from None
     return KubeCluster(api_client), namespace
 
 
@@ -213,6 +322,8 @@ def _service(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 
     found = cluster.get(namespace, name)
     if found is None:
+        if cluster.namespace_exists(namespace) is False:
+            raise CommandFailed(f"{SINGULAR} {namespace}/{name} not found: namespace {namespace} does not exist")
         raise CommandFailed(f"{SINGULAR} {namespace}/{name} not found")
     return found
 
@@ -266,13 +377,23 @@ def cmd_abort(args: argparse.Namespace) -> int:
     return _command_for_canary(args, ABORT, "abort")
 
 
+def _is_paused(obj: Mapping[str, Any]) -> bool:
+    from tritium.rollout.commands import commands_from
+
+    return commands_from((obj.get("metadata") or {}).get("annotations")).paused
+
+
 def cmd_pause(args: argparse.Namespace) -> int:
     from tritium.rollout.commands import PAUSED
 
-    # Without a canary in flight the pause still holds: the next rollout waits at its first step.
+    # The annotation holds until resume: without a canary in flight the operator starts the next
+    # rollout's canary and stops it at its first step (rollout/machine.py, Canary -> Paused).
     def pause(cluster: Cluster, namespace: str) -> str:
-        _service(cluster, namespace, args.name)
+        obj = _service(cluster, namespace, args.name)
         cluster.patch(namespace, args.name, annotation_patch({PAUSED: "true"}))
+        if not (obj.get("status") or {}).get("canaryRevision"):
+            return (f"paused {namespace}/{args.name}: no canary in flight, so the next rollout waits at its first "
+                    "step until resume")
         return f"pause requested: {namespace}/{args.name}"
 
     return _run(args, pause)
@@ -282,7 +403,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from tritium.rollout.commands import PAUSED
 
     def resume(cluster: Cluster, namespace: str) -> str:
-        _service(cluster, namespace, args.name)
+        obj = _service(cluster, namespace, args.name)
+        if not _is_paused(obj):
+            rollout = (obj.get("status") or {}).get("rollout") or {}
+            waiting = ""
+            if rollout.get("phase") == "Paused" and rollout.get("reason"):
+                waiting = f" (its rollout waits for promote or abort: {rollout['reason']})"
+            raise CommandFailed(f"{namespace}/{args.name} is not paused, nothing to resume{waiting}")
         cluster.patch(namespace, args.name, annotation_patch({PAUSED: None}))
         return f"resume requested: {namespace}/{args.name}"
 
@@ -372,6 +499,17 @@ def analysis_rows(obj: Mapping[str, Any]) -> list[tuple[str, ...]] | None:
     return rows
 
 
+def why_not_ready(obj: Mapping[str, Any]) -> str | None:
+    """The Ready condition's reason and message, on one line, when it is not True; else None."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    ready = next((c for c in conditions if isinstance(c, Mapping) and c.get("type") == "Ready"), None)
+    if ready is None or str(ready.get("status")) == "True":
+        return None
+    reason = str(ready.get("reason") or f"Ready={ready.get('status') or 'Unknown'}")
+    message = " ".join(str(ready.get("message") or "").split())
+    return f"{reason}: {message}" if message else reason
+
+
 def format_status(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any]]) -> str:
     """A heading line, then the revisions, the rollout and the analysis tables, blank lines between."""
     from tritium.api.resource import SINGULAR
@@ -385,6 +523,9 @@ def format_status(obj: Mapping[str, Any], deployments: Sequence[Mapping[str, Any
     paused = (meta.get("annotations") or {}).get(PAUSED, "").strip().lower() == "true"
     if paused:
         heading += " (paused by a person: tritium resume)"
+    why = why_not_ready(obj)
+    if why:
+        heading += f"\nwhy: {why}"
     rollout = rollout_rows(obj)
     analysis = analysis_rows(obj)
     return "\n\n".join([
@@ -409,8 +550,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         p = subparsers.add_parser(
             name, help=help_text,
             epilog="Writes or reads only the InferenceService (annotations serving.tritium.dev/promote, "
-                   "/abort, /paused); the operator acts on them. Exit codes: 0 ok, 1 not found, no canary "
-                   "or refused by the API server, 2 bad input.",
+                   "/abort, /paused); the operator acts on them. Exit codes: 0 ok, 1 not found, no canary, "
+                   "not paused, or refused or not reached by the API server, 2 bad input.",
         )
         p.add_argument("name", metavar="NAME", help="the InferenceService")
         p.add_argument("-n", "--namespace", default=None,

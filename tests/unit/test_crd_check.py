@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import copy
 import io
+import json
+import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,6 +147,22 @@ def test_check_cluster_prints_the_verdict(installed: Any, code: int, line: str) 
     assert err.getvalue() == ""
 
 
+@pytest.mark.parametrize(("installed", "verb"), [(None, "install"), ("older", "upgrade"), ("different", "upgrade")])
+def test_the_hint_says_install_when_absent_and_upgrade_when_outdated(installed: str | None, verb: str) -> None:
+    crd = None
+    if installed is not None:
+        crd = build_crd()
+        if installed == "older":
+            del _schema(crd)["properties"]["status"]
+        else:
+            _schema(crd)["properties"]["spec"]["properties"]["model"]["properties"]["name"]["maxLength"] = 30
+    out = io.StringIO()
+    check_cluster(fetch=lambda name: crd, out=out, err=io.StringIO())
+    assert out.getvalue().splitlines()[1] == (
+        f"  {verb} it with: kubectl apply --server-side -f crds/  "
+        "(or `tritium crd | kubectl apply --server-side -f -`)")
+
+
 def test_check_cluster_reports_an_unreachable_cluster() -> None:
     def fail(name: str) -> None:
         raise CheckError("cannot reach the cluster: connection refused")
@@ -163,6 +182,65 @@ def test_cli_flag_runs_the_check(monkeypatch: pytest.MonkeyPatch, capsys: pytest
     monkeypatch.setattr(crd_check, "fetch_installed_crd", fetch)
     assert cli.main(["crd", "--check"]) == EXIT_OUTDATED
     assert "older than the operator (missing fields: status)" in capsys.readouterr().out
+
+
+@pytest.fixture
+def no_service_account(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not in a pod: the check falls back to KUBECONFIG."""
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_PORT", raising=False)
+
+
+def _kubeconfig(tmp_path: Path, server: str) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": server}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }))
+    return path
+
+
+def _run_check(capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli.main(["crd", "--check"])
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Traceback" not in captured.err and captured.err.count("\n") == 1
+    return code, captured.err
+
+
+@pytest.mark.usefixtures("no_service_account")
+def test_kubeconfig_that_is_not_yaml_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "kc"
+    path.write_text("garbage: [\n")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    assert _run_check(capsys) == (EXIT_CANNOT_CHECK, (
+        f"tritium crd --check: kubeconfig {path} is not valid YAML at line 2, column 1: while parsing a flow node, "
+        "expected the node content, but found '<stream end>'\n"))
+
+
+@pytest.mark.usefixtures("no_service_account")
+def test_missing_kubeconfig_says_it_does_not_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    assert _run_check(capsys) == (
+        EXIT_CANNOT_CHECK, f"tritium crd --check: kubeconfig {tmp_path / 'absent'} does not exist\n")
+
+
+@pytest.mark.usefixtures("no_service_account")
+def test_unreachable_api_server_is_one_short_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path, f"https://127.0.0.1:{port}")))
+    assert _run_check(capsys) == (EXIT_CANNOT_CHECK, (
+        f"tritium crd --check: cannot reach the Kubernetes API at https://127.0.0.1:{port}: connection refused\n"))
 
 
 def test_cli_without_flag_still_prints_the_crd(capsys: pytest.CaptureFixture[str]) -> None:

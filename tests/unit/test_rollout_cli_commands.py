@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ class FakeCluster:
         self.items = deployments or []
         self.patches: list[tuple[str, str, dict[str, Any]]] = []
         self.closed = False
+        self.namespace_found: bool | None = True  # None: reading namespaces is forbidden
 
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.obj
@@ -36,10 +38,19 @@ class FakeCluster:
     def patch(self, namespace: str, name: str, body: dict[str, Any]) -> dict[str, Any]:
         self.patches.append((namespace, name, body))
         assert self.obj is not None
+        annotations = self.obj.setdefault("metadata", {}).setdefault("annotations", {})
+        for key, value in body["metadata"]["annotations"].items():
+            if value is None:
+                annotations.pop(key, None)
+            else:
+                annotations[key] = value
         return self.obj
 
     def deployments(self, namespace: str, name: str) -> list[dict[str, Any]]:
         return self.items
+
+    def namespace_exists(self, namespace: str) -> bool | None:
+        return self.namespace_found
 
     def close(self) -> None:
         self.closed = True
@@ -135,10 +146,87 @@ def test_unknown_context_is_one_line_exit_2(tmp_path: Path, capsys: pytest.Captu
     assert err == f"tritium status: context 'nope' not found in {path}\n"
 
 
-def test_missing_kubeconfig_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["pause", "demo", "--kubeconfig", str(tmp_path / "absent")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("tritium pause: cannot use the Kubernetes credentials in ") and err.count("\n") == 1
+@pytest.mark.parametrize("command", COMMANDS)
+def test_missing_kubeconfig_says_it_does_not_exist(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([command, "demo", "--kubeconfig", str(tmp_path / "absent")]) == 2
+    assert capsys.readouterr().err == f"tritium {command}: kubeconfig {tmp_path / 'absent'} does not exist\n"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_kubeconfig_that_is_not_yaml_is_one_line_exit_2(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "kc"
+    path.write_text("garbage: [\n")
+    for namespace in ([], ["-n", "ml"]):  # read for the context's namespace, or only for the client
+        assert main([command, "demo", *namespace, "--kubeconfig", str(path)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (f"tritium {command}: kubeconfig {path} is not valid YAML at line 2, column 1: while "
+                                "parsing a flow node, expected the node content, but found '<stream end>'\n")
+        assert captured.out == ""
+
+
+def test_kubeconfig_from_env_that_is_not_a_mapping_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "kc"
+    path.write_text("- a\n")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    assert main(["status", "demo"]) == 2
+    assert capsys.readouterr().err == (
+        f"tritium status: kubeconfig {path} is not a kubeconfig: a YAML list, not a mapping\n")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port  # closed again: a connection to it is refused
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unreachable_api_server_is_one_short_line_exit_1(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = _closed_port()
+    path = _kubeconfig(tmp_path, None)
+    path.write_text(path.read_text().replace("https://127.0.0.1:1", f"https://127.0.0.1:{port}"))
+    assert main([command, "demo", "--kubeconfig", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"tritium {command}: cannot reach the Kubernetes API at https://127.0.0.1:{port}: connection refused\n")
+    assert captured.out == ""
+
+
+def test_connection_failure_keeps_the_root_cause() -> None:
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except OSError as root:
+            raise RuntimeError("<urllib3.connection.HTTPSConnection object at 0x7f>: Failed to establish") from root
+    except RuntimeError as wrapped:
+        assert rollout_cli.connection_failure(wrapped) == "connection refused"
+    assert rollout_cli.connection_failure(TimeoutError("timed out")) == "no answer within 15 s"
+
+
+@pytest.mark.parametrize("namespace", ["Bad_NS!", "ML", "-ml", "ml-", "a" * 64, "m.l", ""])
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_namespace_that_is_not_a_dns_label_is_refused_exit_2(
+    command: str, namespace: str, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.undo()  # the real connect, which checks -n before it reads any kubeconfig
+    assert main([command, "iris", f"--namespace={namespace}", "--kubeconfig", "/nonexistent"]) == 2
+    assert capsys.readouterr().err == (
+        f"tritium {command}: invalid namespace {namespace!r}: a namespace is at most 63 lowercase letters, digits "
+        "and '-', starting and ending with a letter or digit\n")
+
+
+@pytest.mark.parametrize("namespace", ["a", "ml", "team-2", "0", "a" * 63])
+def test_dns_label_namespaces_pass(namespace: str) -> None:
+    assert rollout_cli.check_namespace(namespace) == namespace
 
 
 def test_kubeconfig_env_is_used_when_no_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -176,6 +264,25 @@ def test_pause_sets_true_and_resume_removes_it(cluster: FakeCluster, capsys: pyt
     assert capsys.readouterr().out == "pause requested: default/demo\nresume requested: default/demo\n"
 
 
+def test_resume_when_not_paused_is_one_line_exit_1(cluster: FakeCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["resume", "demo"]) == 1
+    assert cluster.patches == []
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "tritium resume: default/demo is not paused, nothing to resume\n"
+
+
+def test_resume_of_a_rollout_waiting_for_a_person_says_what_it_waits_for(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.obj = isvc({**CANARY_STATUS, "rollout": {"phase": "Paused", "reason": "Inconclusive"}})
+    cluster.obj["metadata"]["annotations"] = {PAUSED: "false"}
+    assert main(["resume", "demo"]) == 1
+    assert cluster.patches == []
+    assert capsys.readouterr().err == ("tritium resume: default/demo is not paused, nothing to resume "
+                                       "(its rollout waits for promote or abort: Inconclusive)\n")
+
+
 def test_resume_patch_serialises_to_null() -> None:
     assert json.dumps(rollout_cli.annotation_patch({PAUSED: None})) == (
         '{"metadata": {"annotations": {"serving.tritium.dev/paused": null}}}')
@@ -204,12 +311,51 @@ def test_missing_service_is_one_line_exit_1(
     assert capsys.readouterr().err == f"tritium {command}: inferenceservice default/x not found\n"
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_missing_namespace_is_named_exit_1(
+    command: str, cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.obj, cluster.namespace_found = None, False
+    assert main([command, "iris", "-n", "nope"]) == 1
+    assert capsys.readouterr().err == (
+        f"tritium {command}: inferenceservice nope/iris not found: namespace nope does not exist\n")
+
+
+def test_forbidden_namespace_read_keeps_the_plain_not_found(
+    cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cluster.obj, cluster.namespace_found = None, None
+    assert main(["status", "iris", "-n", "ml"]) == 1
+    assert capsys.readouterr().err == "tritium status: inferenceservice ml/iris not found\n"
+
+
+@pytest.mark.parametrize(("status", "found"), [(404, False), (403, None), (200, True)])
+def test_kube_cluster_namespace_exists(status: int, found: bool | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    class CoreV1Api:
+        def __init__(self, api_client: Any) -> None:
+            pass
+
+        def read_namespace(self, name: str, **kwargs: Any) -> None:
+            if status != 200:
+                raise ApiException(status=status, reason="x")
+
+    monkeypatch.setattr(client, "CoreV1Api", CoreV1Api)
+    cluster = rollout_cli.KubeCluster.__new__(rollout_cli.KubeCluster)
+    cluster._api_client = None
+    assert cluster.namespace_exists("ml") is found
+
+
 def test_pause_without_a_canary_still_holds_the_next_rollout(
     cluster: FakeCluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cluster.obj = isvc({"stableRevision": "aaaa111111"})
     assert main(["pause", "demo"]) == 0
     assert cluster.patches[0][2] == {"metadata": {"annotations": {PAUSED: "true"}}}
+    assert capsys.readouterr().out == ("paused default/demo: no canary in flight, so the next rollout waits at its "
+                                       "first step until resume\n")
 
 
 class _ApiError(Exception):
@@ -284,6 +430,26 @@ def test_status_of_a_service_without_status_yet() -> None:
                     "REVISION  ROLE  WEIGHT  REPLICAS\n\n"
                     "rollout: none yet\n\n"
                     "analysis: no measurements yet")
+
+
+def test_status_of_a_failed_service_says_why() -> None:
+    message = "spec.autoscaling.scaleUpSeconds: not supported yet\n(remove it)"
+    obj = isvc({"phase": "Failed", "replicas": 0, "readyReplicas": 0, "conditions": [
+        {"type": "Progressing", "status": "False", "reason": "Other", "message": "x"},
+        {"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": message}]})
+    assert rollout_cli.format_status(obj, []).split("\n\n")[0] == (
+        "inferenceservice default/demo: Failed, 0/0 replicas ready\n"
+        "why: InvalidSpec: spec.autoscaling.scaleUpSeconds: not supported yet (remove it)")
+
+
+@pytest.mark.parametrize(("condition", "why"), [
+    ({"type": "Ready", "status": "True", "reason": "Ready", "message": "all replicas ready"}, None),
+    ({"type": "Ready", "status": "Unknown"}, "Ready=Unknown"),
+    ({"type": "Ready", "status": "False", "reason": "Starting"}, "Starting"),
+])
+def test_why_is_the_ready_condition_when_it_is_not_true(condition: dict[str, Any], why: str | None) -> None:
+    assert rollout_cli.why_not_ready(isvc({"conditions": [condition]})) == why
+    assert rollout_cli.why_not_ready(isvc({})) is None
 
 
 def test_status_reads_what_the_rollout_state_writes() -> None:
