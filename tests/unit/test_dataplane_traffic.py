@@ -223,15 +223,12 @@ def test_a_symlink_swap_is_picked_up(tmp_path: Path) -> None:
     assert split.weight == 0 and split.target is None
 
 
-def test_missing_or_invalid_files_warn_once_per_problem_and_stop_forwarding(
+def test_invalid_files_warn_once_per_problem_and_stop_forwarding(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "traffic.json"
     split = TrafficSplit("0123456789")
     traffic = TrafficFile(path, split)
     with caplog.at_level(logging.WARNING, logger="tritium.traffic"):
-        for _ in range(3):
-            traffic.poll()
-        assert len(caplog.records) == 1 and "cannot be read" in caplog.text
         path.write_bytes(_raw())
         traffic.poll()
         assert split.weight == 5
@@ -239,16 +236,48 @@ def test_missing_or_invalid_files_warn_once_per_problem_and_stop_forwarding(
         for _ in range(3):
             traffic.poll()
         assert split.weight == 0
-        assert len(caplog.records) == 2 and "is invalid: not valid JSON" in caplog.records[1].getMessage()
+        assert len(caplog.records) == 1 and "is invalid: not valid JSON" in caplog.records[0].getMessage()
+        assert caplog.records[0].levelno == logging.WARNING
         path.write_bytes(_raw(canaryWeight=200))
         traffic.poll()
-        assert len(caplog.records) == 3 and "within 0 and 100" in caplog.records[2].getMessage()
+        assert len(caplog.records) == 2 and "within 0 and 100" in caplog.records[1].getMessage()
         path.write_bytes(_raw())
         traffic.poll()
         assert split.weight == 5
-        path.unlink()
+        path.write_bytes(b"{not json")
         traffic.poll()
-        assert split.weight == 0 and len(caplog.records) == 4  # missing again after being fine: told again
+        assert split.weight == 0 and len(caplog.records) == 3  # invalid again after being fine: told again
+
+
+def test_a_missing_file_is_the_normal_state_and_logs_no_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """No rollout in flight: the file is absent (an optional ConfigMap; `tritium up` writes none)."""
+    path = tmp_path / "traffic.json"
+    split = TrafficSplit("0123456789")
+    traffic = TrafficFile(path, split)
+    with caplog.at_level(logging.DEBUG, logger="tritium.traffic"):
+        for _ in range(3):
+            traffic.poll()
+        assert split.weight == 0 and split.target is None
+        assert [r.levelno for r in caplog.records] == [logging.DEBUG]
+        path.write_bytes(_raw())
+        traffic.poll()
+        assert split.weight == 5
+        caplog.clear()
+        path.unlink()  # the rollout is over: forwarding stops, said at info (the split changed), no warning
+        traffic.poll()
+        assert split.weight == 0 and split.target is None
+        assert all(r.levelno < logging.WARNING for r in caplog.records), caplog.records
+        assert any("serves every request itself" in r.getMessage() for r in caplog.records)
+
+
+def test_a_file_that_exists_but_cannot_be_read_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "traffic.json"
+    path.mkdir()  # there, but not readable as a file
+    traffic = TrafficFile(path, TrafficSplit("0123456789"))
+    with caplog.at_level(logging.WARNING, logger="tritium.traffic"):
+        traffic.poll()
+    assert len(caplog.records) == 1 and "cannot be read" in caplog.text and "no canary forwarding" in caplog.text
 
 
 def test_the_gauge_is_set_from_the_traffic_file(tmp_path: Path) -> None:

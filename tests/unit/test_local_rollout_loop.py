@@ -213,3 +213,46 @@ def test_load_watched_refuses_tls_the_front_cannot_serve(tmp_path: Path) -> None
     spec.write_text(yaml.safe_dump(doc))
     with pytest.raises(UsageError, match=r"spec\.security\.tls is not supported with --watch"):
         load_watched(str(spec))
+
+
+def test_load_watched_refuses_the_prometheus_provider_it_cannot_use(tmp_path: Path) -> None:
+    """No Prometheus scrapes the local processes: refused in one line naming the field, not replaced."""
+    import yaml
+
+    doc = yaml.safe_load(EXAMPLE.read_text().replace("file://./", f"file://{EXAMPLE.parent}/"))
+    doc["spec"]["rollout"]["analysis"].update(provider="prometheus", prometheusUrl="http://127.0.0.1:9090")
+    spec = tmp_path / "isvc.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    with pytest.raises(UsageError) as err:
+        load_watched(str(spec))
+    message = str(err.value)
+    assert message.startswith("spec.rollout.analysis.provider prometheus is not supported with --watch")
+    assert "builtin" in message and "\n" not in message
+    lines: list[str] = []
+    assert Watcher(str(spec), None, lines.append).changed() is None  # a change to it: one ignored line
+    assert len(lines) == 1 and "spec.rollout.analysis.provider" in lines[0]
+
+
+def test_a_deleted_file_is_one_line_and_picked_up_again_when_back(tmp_path: Path) -> None:
+    spec = tmp_path / "isvc.yaml"
+    good = EXAMPLE.read_text().replace("file://./", f"file://{EXAMPLE.parent}/")
+    spec.write_text(good)
+    lines: list[str] = []
+    watcher = Watcher(str(spec), None, lines.append)
+    assert watcher.changed() is not None
+    spec.unlink()
+    for _ in range(Watcher.GONE_TICKS - 1):  # an editor's unlink-and-write: no line
+        assert watcher.changed() is None
+    assert lines == []
+    for _ in range(10):
+        assert watcher.changed() is None
+    assert len(lines) == 1 and "is gone" in lines[0] and "keep serving" in lines[0], lines
+    spec.write_text(good)  # back as it was: nothing to roll out
+    assert watcher.changed() is None and lines[1:] == [f"{spec} is back"]
+    spec.unlink()
+    for _ in range(Watcher.GONE_TICKS):
+        watcher.changed()
+    spec.write_text(good.replace("canaryPercent: 20", "canaryPercent: 30"))  # back changed: taken
+    new = watcher.changed()
+    assert new is not None and new.spec.rollout.canary_percent == 30
+    assert [line for line in lines if "is gone" in line] == [lines[0], lines[2]]

@@ -104,3 +104,16 @@ def test_the_signing_key_is_read_in_place(tmp_path: Path) -> None:
     assert env == {"TRITIUM_SIGNING_KEY_FILE": str(tmp_path.resolve() / "sig" / "hmac")}
     with pytest.raises(UsageError, match="signingKeySecretRef"):
         secret_environment(_isvc(spec), None)
+
+
+CACHE_REDIS = {"gateway": {"cache": {"enabled": True, "redis": {"urlSecretRef": {"name": "cache", "key": "url"}}}}}
+
+
+@pytest.mark.parametrize("make", [False, True])
+def test_a_cache_redis_that_cannot_be_found_is_a_usage_error(tmp_path: Path, make: bool) -> None:
+    """Not a quiet in-memory cache instead of the spec's Redis: the same error as the limiter's Redis."""
+    with pytest.raises(UsageError) as err:
+        secret_environment(_isvc(CACHE_REDIS), str(tmp_path) if make else None)
+    message = str(err.value)
+    assert message.startswith("spec.gateway.cache.redis.urlSecretRef") and "\n" not in message
+    assert ("cache/url is missing" if make else "pass --secrets DIR with the file DIR/cache/url") in message

@@ -152,6 +152,13 @@ def write_config(isvc: InferenceService, wiring: Wiring) -> str:
     return revision
 
 
+def triton_process_environment(isvc: InferenceService, env: dict[str, str]) -> dict[str, str]:
+    """Triton's environment: ``env`` plus spec.runtime.env, which the pod sets on the Triton container
+    only (render/deployment.py), so here on the Triton process only; its values win, as a container's
+    own env does over the image's."""
+    return {**env, **{var.name: var.value for var in isvc.spec.runtime.env or ()}}
+
+
 def gateway_scheme(isvc: InferenceService) -> str:
     """https when the spec asks for TLS: the local gateway serves the certificate from --secrets DIR."""
     return "https" if isvc.spec.security.tls else "http"
@@ -196,6 +203,7 @@ class LocalRun:
         env["PYTHONUNBUFFERED"] = "1"
         env.update(secret_environment(isvc, secrets_dir))  # before any file is written: a usage error
         self.env = env
+        self.triton_env = triton_process_environment(isvc, env)
 
     # -- helpers ---------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -256,7 +264,7 @@ class LocalRun:
         self.triton = TritonServer(
             argv=triton_command(isvc, wiring), host=HOST, http_port=wiring.triton_http_port,
             grpc_port=wiring.triton_grpc_port, metrics_port=wiring.triton_metrics_port, log=write_fd,
-            env=self.env,
+            env=self.triton_env,
         )
         failure: str | None = None
         try:

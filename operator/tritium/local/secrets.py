@@ -36,8 +36,8 @@ def secret_environment(isvc: InferenceService, secrets_dir: str | None) -> dict[
     """The variables the pod's containers get from the Secrets the spec names, from ``secrets_dir``.
 
     A Secret the gateway needs and cannot find is a usage error: starting without it would serve
-    an unprotected gateway (API keys) or a process that refuses to start (the limiter's Redis,
-    the TLS certificate).
+    an unprotected gateway (API keys), a process that refuses to start (the limiter's Redis, the
+    TLS certificate) or a cache other than the spec's (the response cache's Redis: in memory).
     """
     base = Path(secrets_dir).resolve() if secrets_dir else None
     if base is not None and not base.is_dir():
@@ -59,7 +59,7 @@ def secret_environment(isvc: InferenceService, secrets_dir: str | None) -> dict[
     if sec.rate_limit and sec.rate_limit.redis:
         env[RATELIMIT_REDIS_URL_ENV] = _value(sec.rate_limit.redis.url_secret_ref, base,
                                               "spec.security.rateLimit.redis.urlSecretRef")
-    if spec.gateway.cache.redis and base is not None:
+    if spec.gateway.cache.redis:  # without it the gateway would quietly cache in memory instead
         env[REDIS_URL_ENV] = _value(spec.gateway.cache.redis.url_secret_ref, base,
                                     "spec.gateway.cache.redis.urlSecretRef")
     storage = spec.model.storage_secret_name

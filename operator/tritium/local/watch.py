@@ -45,11 +45,20 @@ def load_watched(path: str, name: str | None = None) -> InferenceService:
 
     spec.security.tls is refused here: the front that holds the user's port across revisions
     speaks plain HTTP, so a TLS revision behind it would be served without TLS.
+
+    spec.rollout.analysis.provider prometheus is refused too: its queries select series by the
+    labels a PodMonitor's scrape attaches (namespace, service, revision), and no Prometheus scrapes
+    the local processes, so there is no Prometheus URL it could use here; the built-in provider
+    (the canary gateway's own metrics) is what watch mode measures with.
     """
     isvc = load_manifest(path, name)
     if isvc.spec.security.tls:
         raise UsageError("spec.security.tls is not supported with --watch yet (the front holding the port "
                          "across revisions speaks plain HTTP); run `tritium up` without --watch for TLS")
+    if isvc.spec.rollout.analysis.provider != "builtin":
+        raise UsageError(f"spec.rollout.analysis.provider {isvc.spec.rollout.analysis.provider} is not supported "
+                         "with --watch (no Prometheus scrapes the local processes); use provider builtin, "
+                         "which reads the canary gateway's own metrics")
     return isvc
 
 
@@ -241,17 +250,34 @@ class LocalEffects:
 class Watcher:
     """Re-reads the file when it changes; a bad file is one line, and the old spec stays."""
 
+    #: Ticks a file may be missing before it counts as deleted: an editor's save can unlink it and
+    #: write it anew (at TICK_SECONDS, about a second), which is no deletion to report.
+    GONE_TICKS = 4
+
     def __init__(self, path: str, name: str | None, say: Callable[[str], None]) -> None:
         self.path = path
         self.name = name
         self.say = say
         self.seen: bytes | None = None
+        self.missing = 0  # consecutive ticks the file was missing
+        self.gone = False  # its deletion was reported and it has not come back since
 
     def changed(self) -> InferenceService | None:
         try:
             raw = Path(self.path).read_bytes()
+        except FileNotFoundError:
+            self.missing += 1
+            if self.missing >= self.GONE_TICKS and not self.gone:
+                self.gone = True
+                self.say(f"{self.path} is gone; the running revisions keep serving as they are, "
+                         "and the file is picked up again when it comes back")
+            return None
         except OSError:
             return None  # mid-replace by an editor: look again at the next tick
+        self.missing = 0
+        if self.gone:
+            self.gone = False
+            self.say(f"{self.path} is back")
         if raw == self.seen:
             return None
         self.seen = raw

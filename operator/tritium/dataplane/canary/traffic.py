@@ -175,8 +175,10 @@ class TrafficFile(MountedFile[bytes]):
     """Keeps a TrafficSplit in step with the file, read at most once per POLL_SECONDS.
 
     Read whole and compared with the last bytes seen (see dataplane/mounted.py: kubelet swaps a
-    `..data` symlink). A missing or invalid file stops the forwarding and is logged once per
-    distinct problem, never raised.
+    `..data` symlink). A missing, unreadable or invalid file stops the forwarding, never raised.
+    An unreadable or invalid one is a warning, once per distinct problem; a missing one only a
+    debug line: it is the normal state while no rollout is in flight (the ConfigMap is mounted
+    optional, and `tritium up` writes the file only for a rollout).
     """
 
     _log = log
@@ -184,6 +186,10 @@ class TrafficFile(MountedFile[bytes]):
     def __init__(self, path: str | Path, split: TrafficSplit) -> None:
         super().__init__(path, "traffic file")
         self.split = split
+        self._missing = f"{self.name} does not exist"
+
+    def _unreadable(self, exc: OSError) -> str:
+        return self._missing if isinstance(exc, FileNotFoundError) else super()._unreadable(exc)
 
     def _load(self, raw: bytes) -> str | None:
         try:
@@ -194,7 +200,7 @@ class TrafficFile(MountedFile[bytes]):
         return None
 
     def _warn(self, problem: str) -> None:
-        log.warning("%s: no canary forwarding", problem)
+        log.log(logging.DEBUG if problem == self._missing else logging.WARNING, "%s: no canary forwarding", problem)
         self._apply(None)
 
     def _apply(self, traffic: Traffic | None) -> None:
