@@ -8,6 +8,8 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 .PHONY: help venv system-deps control-plane cluster-up cluster-down test unit e2e lint crds manifests demo demo-rollout render-examples bench-operator bench-operator-real bench-operator-rollouts bench-rollout bench-dataplane bench-dataplane-paired bench-gateway-path bench-server-compare bench-ensemble bench-sdk bench-router bench-failover bench-memory bench-hops-ab bench-dataplane-cpu soak clean
 
 help:
+	@echo "make help                   this list"
+	@echo "make venv                   .venv with the project and its Python dependencies (the other targets run it)"
 	@echo "make demo                   the MiniLM example locally with a real Triton server"
 	@echo "make demo-rollout           tritium up --watch: a good version promoted, a broken one rolled back, under load"
 	@echo "make test                   lint + every test: unit, integration (real Triton, Redis, helm), e2e (real API server)"
@@ -19,7 +21,8 @@ help:
 	@echo "make render-examples        print what every example InferenceService becomes"
 	@echo "make system-deps            (root) the Debian packages the tests start: redis-server, prometheus, etcd-server"
 	@echo "make control-plane          build kube-apiserver, kube-controller-manager and kubectl into .cache/kube"
-	@echo "make cluster-up             a real Kubernetes control plane on loopback (cluster-down stops it)"
+	@echo "make cluster-up             a real Kubernetes control plane on loopback"
+	@echo "make cluster-down           stop the control plane cluster-up started"
 	@echo "make bench-operator         operator benchmark, 200 InferenceServices against the API emulator"
 	@echo "make bench-operator-real    the same against a real API server"
 	@echo "make bench-operator-rollouts the same, then a canary in each at once (writes while analysed)"

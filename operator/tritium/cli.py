@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -135,7 +136,30 @@ def without_kubernetes_client() -> None:
         sys.modules.setdefault("kubernetes", None)  # type: ignore[arg-type]
 
 
+_NAMESPACE_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # RFC 1123, at most 63 characters
+_NAMESPACE_PATTERN = re.compile(r"[-a-z0-9*?\[\]]+")  # kopf's globs (web-*, ns-?) over those characters
+
+
+def check_watched_namespace(value: str) -> str:
+    """A namespace to watch: a name, a glob of names, or either after "!" (excluded), as kopf takes them.
+
+    Anything else could never match a namespace, and the operator would sit idle without a word.
+    """
+    name = value[1:] if value.startswith("!") else value
+    if set("*?[") & set(name):
+        ok = bool(_NAMESPACE_PATTERN.fullmatch(name))
+    else:
+        ok = len(name) <= 63 and bool(_NAMESPACE_LABEL.fullmatch(name))
+    if not ok:
+        raise UsageError(f"--namespace {value!r} can match no namespace: a namespace is at most 63 lowercase "
+                         "letters, digits and '-', starting and ending with a letter or digit (globs with * ? [] "
+                         "and a leading ! to exclude are allowed)")
+    return value
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
+    for namespace in args.namespace:
+        check_watched_namespace(namespace)
     without_kubernetes_client()
     check_cluster_access()
     from tritium.controller.handlers import PROMETHEUS_URL_ENV

@@ -225,6 +225,14 @@ def test_415_unsupported_content_type(gw: Deployment) -> None:
     assert r.status_code == 415
 
 
+def test_400_an_invoke_body_with_a_misspelled_field_suggests_the_right_one(gw: Deployment) -> None:
+    r = httpx.post(f"{gw.url}/v1/models/add/invoke", json={"input": {"INPUT0": [1.0]}})
+    assert r.status_code == 400 and _error(r)["field"] == "input"
+    assert "did you mean 'inputs'?" in _error(r)["message"], r.text
+    r = httpx.post(f"{gw.url}/v1/models/add/invoke", json={"inputs": {"INPUT0": [1.0]}, "colour": "blue"})
+    assert r.status_code == 400 and "inputs and parameters" in _error(r)["message"], r.text
+
+
 def test_404_unknown_model_and_path(gw: Deployment) -> None:
     r = httpx.post(f"{gw.url}/v1/models/nope/invoke", json={"inputs": {"x": [1]}})
     assert r.status_code == 404 and _error(r)["code"] == "model_not_found"

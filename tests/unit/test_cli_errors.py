@@ -115,3 +115,21 @@ def test_a_missing_field_without_a_look_alike_has_no_hint() -> None:
     with pytest.raises(SpecError) as info:
         load_inference_services(MISSPELLED.replace("storageURI", "weights"))
     assert str(info.value) == "spec.model.storageUri: Field required"
+
+
+@pytest.mark.parametrize("namespace", ["Bad_NS!", "UPPER", "-lead", "x" * 64, "web/*"])
+def test_operator_refuses_a_namespace_that_can_match_none(
+    namespace: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked before any cluster is asked: a bad -n is bad input (exit 2), not an idle operator."""
+    monkeypatch.setenv("KUBECONFIG", "/nonexistent/kubeconfig")
+    assert main(["operator", f"--namespace={namespace}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--namespace {namespace!r} can match no namespace" in err, err
+
+
+@pytest.mark.parametrize("namespace", ["ml", "team-a", "web-*", "!kube-system", "ns-?", "x" * 63])
+def test_operator_namespaces_and_kopf_patterns_pass_the_check(namespace: str) -> None:
+    from tritium.cli import check_watched_namespace
+
+    assert check_watched_namespace(namespace) == namespace

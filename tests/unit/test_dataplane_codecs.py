@@ -189,6 +189,12 @@ def test_bad_timeouts(value: str) -> None:
         parse_timeout(value)
 
 
+def test_a_timeout_that_is_not_positive_is_named_with_its_value() -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_timeout("0.000")
+    assert "'0.000'" in str(caught.value.message)
+
+
 def test_generated_request_ids_are_unique_uuid_sized_hex() -> None:
     ids = [new_request_id() for _ in range(10_000)]
     assert len(set(ids)) == len(ids)

@@ -194,3 +194,18 @@ def test_the_cli_loads_no_data_plane_or_sdk_libraries() -> None:
             "loaded = [m for m in ('httpx', 'numpy', 'tritonclient', 'fsspec', 'grpc') if m in sys.modules]; "
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("budget", [0.0004, 0.25, 2.5])
+def test_the_deadline_header_carries_any_positive_budget(budget: float) -> None:
+    """A budget under half a millisecond once went out as "0.000", which the gateway refuses as not positive."""
+    import time
+
+    from tritium.client._core import TIMEOUT_HEADER, Call, Core
+    from tritium.dataplane.gateway import parse_timeout
+
+    core = Core("http://127.0.0.1:1", None, budget, 0, None)
+    call = Call("POST", "/v1/models/m/invoke", None, b"{}", {}, budget, False, time.monotonic())
+    headers, timeout = core.attempt_headers(call)
+    seconds = parse_timeout(headers[TIMEOUT_HEADER])
+    assert 0 < seconds <= budget and timeout is not None

@@ -213,7 +213,8 @@ class Core:
             return call.headers, None
         if remaining <= 0:
             raise self.deadline_error(call)
-        headers = {**call.headers, TIMEOUT_HEADER: f"{remaining:.3f}"}
+        # Microseconds: at three decimals a budget under 0.5 ms went out as "0.000", which the gateway refuses.
+        headers = {**call.headers, TIMEOUT_HEADER: f"{max(remaining, 1e-6):.6f}"}
         read = remaining + DEADLINE_GRACE
         t = self.timeout
         timeout = httpx.Timeout(connect=min(t.connect or read, read), read=min(t.read or read, read),

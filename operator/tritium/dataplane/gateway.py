@@ -10,6 +10,7 @@ inference request goes to the canary revision instead (canary/forward.py).
 from __future__ import annotations
 
 import asyncio
+import difflib
 import functools
 import itertools
 import json
@@ -92,7 +93,7 @@ def parse_timeout(value: str) -> float:
         raise bad_request(f"{TIMEOUT_HEADER} must be seconds or a grpc-timeout value, got {value!r}",
                           TIMEOUT_HEADER) from None
     if not seconds > 0:
-        raise bad_request(f"{TIMEOUT_HEADER} must be positive", TIMEOUT_HEADER)
+        raise bad_request(f"{TIMEOUT_HEADER} must be positive, got {value!r}", TIMEOUT_HEADER)
     if not seconds <= MAX_TIMEOUT_SECONDS:  # also inf and 1e309 (float() accepts both)
         raise bad_request(f"{TIMEOUT_HEADER} must be at most {MAX_TIMEOUT_SECONDS:.0f} s", TIMEOUT_HEADER)
     return seconds
@@ -465,7 +466,9 @@ class Gateway:
             raise bad_request("body must be a JSON object", "body")
         unknown = sorted(set(doc) - {"inputs", "parameters"})
         if unknown:
-            raise bad_request(f"unknown field {unknown[0]!r}", unknown[0])
+            close = difflib.get_close_matches(unknown[0], ("inputs", "parameters"), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else " (an invoke body has inputs and parameters)"
+            raise bad_request(f"unknown field {unknown[0]!r}{hint}", unknown[0])
         params = doc.get("parameters") or {}
         if not isinstance(params, dict):
             raise bad_request("parameters must be an object", "parameters")
