@@ -107,6 +107,9 @@ def check_values(isvc: InferenceService) -> None:
                             "autoscaling.minReplicas when replicas is unset): the canary takes a pod from the "
                             "stable revision, which must keep one to serve")
     check_storage_uri(spec.model.storage_uri)
+    if spec.model.sha256 and spec.model.storage_uri.endswith("/"):
+        raise SpecError("spec.model.sha256", "checks a single-file model archive, but storageUri ends with '/' (a "
+                        "directory or prefix): remove sha256, or point storageUri at the archive")
     if spec.preprocess is not None and spec.preprocess.input_schema:
         _check_json_schema(spec.preprocess.input_schema)
     _check_scaling_target(spec.autoscaling)

@@ -184,7 +184,8 @@ def _fetch_local(source: Source, staged: Path, work: Path, sha256: str | None) -
     src = Path(source.path)
     if src.is_dir():
         if sha256:
-            raise UsageError(f"--sha256 checks a single-file model, but {source.uri} is a directory")
+            raise UsageError(f"--sha256 (spec.model.sha256) checks a single-file model, but {source.uri} is a "
+                             "directory")
         shutil.copytree(src, staged, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
     elif src.is_file():
         _check_sha256(src, sha256, source.uri)
@@ -198,7 +199,8 @@ def _fetch_remote(source: Source, staged: Path, work: Path, sha256: str | None) 
     is_dir = source.protocol in ("s3", "gs") and fs.isdir(source.path)
     if is_dir:
         if sha256:
-            raise UsageError(f"--sha256 checks a single-file model, but {source.uri} is a prefix (directory)")
+            raise UsageError(f"--sha256 (spec.model.sha256) checks a single-file model, but {source.uri} is a "
+                             "prefix (directory)")
         # Compare in the filesystem's own path form (some add a root marker).
         prefix = fs._strip_protocol(source.path).rstrip("/") + "/"
         files = [f for f in fs.find(source.path) if f.startswith(prefix)]
