@@ -345,7 +345,7 @@ def test_references_lists_every_secret_and_configmap() -> None:
             {
                 "model": {"storageSecretName": "creds"},
                 "security": {"apiKeysSecretRef": {"name": "keys", "key": "k.txt"}, "tls": {"secretName": "tls"}},
-                "gateway": {"cache": {"redis": {"urlSecretRef": {"name": "redis", "key": "url"}}}},
+                "gateway": {"cache": {"enabled": True, "redis": {"urlSecretRef": {"name": "redis", "key": "url"}}}},
                 "monitoring": {"webhook": {"secretRef": {"name": "hook", "key": "url"}}},
             },
         )

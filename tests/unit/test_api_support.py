@@ -151,16 +151,8 @@ def test_surge_false_counts_min_replicas_when_replicas_is_unset() -> None:
     _check({"rollout": {"surge": False}, "autoscaling": {"enabled": False, "minReplicas": 3}})
 
 
-# Each ONLY_WITH field away from its default, with its setting off (and the patch that turns it on).
+# Each ONLY_WITH field away from its default, under another mode (and the patch that chooses its mode).
 ONLY_WITH_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "spec.gateway.cache.ttlSeconds": ({"gateway": {"cache": {"ttlSeconds": 5}}},
-                                      {"gateway": {"cache": {"enabled": True}}}),
-    "spec.gateway.cache.maxEntries": ({"gateway": {"cache": {"maxEntries": 5}}},
-                                      {"gateway": {"cache": {"enabled": True}}}),
-    "spec.gateway.cache.redis": ({"gateway": {"cache": {"redis": {"urlSecretRef": {"name": "r", "key": "u"}}}}},
-                                 {"gateway": {"cache": {"enabled": True}}}),
-    "spec.model.responseCache.sizeBytes": ({"model": {"responseCache": {"sizeBytes": 4096}}},
-                                           {"model": {"responseCache": {"enabled": True}}}),
     "spec.traffic.parentRefs": ({"traffic": {"parentRefs": [{"name": "public"}]}},
                                 {"traffic": {"router": "gatewayAPI"}}),
     "spec.traffic.hostnames": ({"traffic": {"hostnames": ["m.example.com"]}},
@@ -170,17 +162,32 @@ ONLY_WITH_CASES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "spec.rollout.scaleDownDelaySeconds": (
         {"rollout": {"surge": False, "scaleDownDelaySeconds": 5}, "autoscaling": {"enabled": False}, "replicas": 2},
         {"rollout": {"surge": True}}),
-    "spec.autoscaling.maxReplicas": ({"autoscaling": {"enabled": False, "maxReplicas": 4}},
-                                     {"autoscaling": {"enabled": True}}),
-    "spec.autoscaling.targetUtilization": ({"autoscaling": {"enabled": False, "targetUtilization": 0.5}},
-                                           {"autoscaling": {"enabled": True}}),
-    "spec.autoscaling.metric": ({"autoscaling": {"enabled": False, "metric": "pending"},
-                                 "monitoring": {"serviceMonitor": True}}, {"autoscaling": {"enabled": True}}),
-    "spec.autoscaling.scaleDownCooldownSeconds": ({"autoscaling": {"enabled": False, "scaleDownCooldownSeconds": 60}},
-                                                  {"autoscaling": {"enabled": True}}),
-    "spec.autoscaling.autoscaler": ({"autoscaling": {"enabled": False, "autoscaler": "keda"}},
-                                    {"autoscaling": {"enabled": True}}),
 }
+
+
+@pytest.mark.parametrize("patch", [
+    {"autoscaling": {"enabled": False, "minReplicas": 1, "maxReplicas": 1}, "replicas": 2},
+    {"autoscaling": {"enabled": False, "maxReplicas": 4, "targetUtilization": 0.5, "autoscaler": "keda",
+                     "scaleDownCooldownSeconds": 60}},
+    {"autoscaling": {"enabled": False, "metric": "pending", "targetPendingRequests": 8},
+     "monitoring": {"serviceMonitor": True}},
+    {"gateway": {"cache": {"enabled": False, "ttlSeconds": 5, "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}}},
+    {"model": {"responseCache": {"enabled": False, "sizeBytes": 4096}}},
+])
+def test_a_block_switched_off_keeps_its_other_fields_unused(patch: dict[str, Any]) -> None:
+    """enabled: false turns its block off: the rest is kept (to switch back), as the descriptions say."""
+    _check(patch)
+
+
+def test_a_cache_switched_off_needs_no_redis_secret() -> None:
+    from tritium.api.checks import references
+
+    isvc = parse_inference_service(manifest(
+        {"gateway": {"cache": {"enabled": False, "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}}}))
+    assert [r for r in references(isvc) if r.name == "r"] == []
+    on = parse_inference_service(manifest(
+        {"gateway": {"cache": {"enabled": True, "redis": {"urlSecretRef": {"name": "r", "key": "u"}}}}}))
+    assert [r.field for r in references(on) if r.name == "r"] == ["spec.gateway.cache.redis.urlSecretRef"]
 
 
 def _merged(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -205,30 +212,4 @@ def test_a_field_read_only_under_a_setting_that_is_off_is_refused(
 
 
 def test_every_only_with_entry_has_a_case() -> None:
-    # The metrics' own targets need their metric (a CEL rule), which is refused first.
-    assert set(ONLY_WITH) - set(ONLY_WITH_CASES) <= {
-        "spec.autoscaling.targetRequestsPerSecond", "spec.autoscaling.targetQueueTimeMs",
-        "spec.autoscaling.targetPendingRequests", "spec.autoscaling.prometheusUrl"}
-
-
-def test_an_audit_file_without_the_audit_is_refused() -> None:
-    with pytest.raises(SpecError) as caught:
-        _check({"security": {"audit": {"file": "/tmp/audit.log"}}})
-    assert caught.value.field == "spec.security.audit.file"
-
-
-@pytest.mark.parametrize("security", [{"signResponses": True}, {"signingKeySecretRef": {"name": "s", "key": "k"}}])
-def test_signing_needs_both_the_switch_and_the_key(security: dict[str, Any]) -> None:
-    with pytest.raises(SpecError) as caught:
-        _check({"security": security})
-    assert caught.value.field == "spec.security.signingKeySecretRef"
-
-
-@pytest.mark.parametrize(("security", "field"), [
-    ({"redactPatterns": ["x"]}, "spec.security.redactPatterns"),
-    ({"redactPII": True, "redactPatterns": ["ok", "(unclosed"]}, "spec.security.redactPatterns[1]"),
-])
-def test_redact_patterns_need_redaction_and_must_compile(security: dict[str, Any], field: str) -> None:
-    with pytest.raises(SpecError) as caught:
-        _check({"security": security})
-    assert caught.value.field == field
+    assert set(ONLY_WITH) == set(ONLY_WITH_CASES)

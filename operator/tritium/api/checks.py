@@ -182,7 +182,7 @@ def references(isvc: InferenceService) -> list[Reference]:
     if sec.signing_key_secret_ref:
         refs.append(Reference("Secret", sec.signing_key_secret_ref.name, sec.signing_key_secret_ref.key,
                               "spec.security.signingKeySecretRef"))
-    if spec.gateway.cache.redis:
+    if spec.gateway.cache.enabled and spec.gateway.cache.redis:
         ref = spec.gateway.cache.redis.url_secret_ref
         refs.append(Reference("Secret", ref.name, ref.key, "spec.gateway.cache.redis.urlSecretRef"))
     if spec.monitoring.webhook and spec.monitoring.webhook.secret_ref:

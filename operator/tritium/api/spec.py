@@ -72,7 +72,8 @@ class InstanceGroup(ApiModel):
 class ResponseCache(ApiModel):
     """Triton's own response cache (in the Triton process, per pod)."""
 
-    enabled: bool = described("Cache responses of this model inside Triton.", default=False)
+    enabled: bool = described(
+        "Cache responses of this model inside Triton; false keeps sizeBytes unused.", default=False)
     size_bytes: int = described(
         "Size of Triton's local cache in bytes (server-wide).", default=64 * 1024 * 1024, ge=1024
     )
@@ -415,7 +416,8 @@ class AutoscalingSpec(ApiModel):
 
     enabled: bool = described(
         "Scale automatically between minReplicas and maxReplicas: one HorizontalPodAutoscaler (or, with autoscaler "
-        "keda, one KEDA ScaledObject) per revision.",
+        "keda, one KEDA ScaledObject) per revision. false: the pods are spec.replicas (minReplicas when unset), "
+        "and the other fields here are kept but unused.",
         default=True,
     )
     min_replicas: int = described("Fewest serving pods.", default=2, ge=0, le=1000)
@@ -815,7 +817,9 @@ class MonitoringSpec(ApiModel):
 class CacheSpec(ApiModel):
     """End-to-end response cache in the gateway (keyed by model, version, inputs and parameters)."""
 
-    enabled: bool = described("Cache whole responses in the gateway.", default=False)
+    enabled: bool = described(
+        "Cache whole responses in the gateway; false keeps the other fields here unused (and needs no Redis "
+        "Secret).", default=False)
     ttl_seconds: int = described("How long a cached response is served.", default=300, ge=1)
     max_entries: int = described("Most responses kept, in memory or in Redis.", default=10_000, ge=1)
     redis: RedisSpec | None = described("Share the cache between pods in Redis; in memory when unset.", default=None)

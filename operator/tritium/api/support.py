@@ -29,28 +29,18 @@ NOT_SUPPORTED: dict[str, str] = {
 }
 
 
-def _autoscaled(spec: InferenceServiceSpec) -> bool:
-    return spec.autoscaling.enabled
-
-
-# Fields read only under another setting: path -> (whether the setting is on, what to set). One that
-# differs from its default while the setting is off would do nothing, so the spec is refused, as for
-# the fields NOT_SUPPORTED lists. (A toggle such as cache.enabled: false turns its block off; the
-# other fields of the block then go back to their defaults or are removed.)
+# Fields of one mode, read only while that mode is chosen: path -> (whether it is, what to set).
+# One that differs from its default under another mode would do nothing, so the spec is refused,
+# as for the fields NOT_SUPPORTED lists. (An on/off switch is another matter: autoscaling.enabled,
+# cache.enabled and responseCache.enabled false turn their block off and its other fields are kept
+# unused, as their descriptions say, so that a service can be switched back without rewriting them.)
 ONLY_WITH: dict[str, tuple[Callable[[InferenceServiceSpec], bool], str]] = {
-    **{f"spec.gateway.cache.{f}": (lambda s: s.gateway.cache.enabled, "gateway.cache.enabled: true")
-       for f in ("ttlSeconds", "maxEntries", "redis")},
-    "spec.model.responseCache.sizeBytes": (lambda s: s.model.response_cache.enabled,
-                                           "model.responseCache.enabled: true"),
     **{f"spec.traffic.{f}": (lambda s: s.traffic.router == "gatewayAPI", "traffic.router: gatewayAPI")
        for f in ("parentRefs", "hostnames")},
     "spec.rollout.analysis.prometheusUrl": (lambda s: s.rollout.analysis.provider == "prometheus",
                                             "rollout.analysis.provider: prometheus"),
     "spec.rollout.scaleDownDelaySeconds": (lambda s: s.rollout.surge, "rollout.surge: true (surge false removes "
                                            "the old revision as its last pod moves)"),
-    **{f"spec.autoscaling.{f}": (_autoscaled, "autoscaling.enabled: true")
-       for f in ("maxReplicas", "targetUtilization", "metric", "targetRequestsPerSecond", "targetQueueTimeMs",
-                 "targetPendingRequests", "scaleDownCooldownSeconds", "autoscaler", "prometheusUrl")},
 }
 
 

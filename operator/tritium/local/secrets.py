@@ -59,7 +59,7 @@ def secret_environment(isvc: InferenceService, secrets_dir: str | None) -> dict[
     if sec.rate_limit and sec.rate_limit.redis:
         env[RATELIMIT_REDIS_URL_ENV] = _value(sec.rate_limit.redis.url_secret_ref, base,
                                               "spec.security.rateLimit.redis.urlSecretRef")
-    if spec.gateway.cache.redis:  # without it the gateway would quietly cache in memory instead
+    if spec.gateway.cache.enabled and spec.gateway.cache.redis:  # else the gateway would cache in memory instead
         env[REDIS_URL_ENV] = _value(spec.gateway.cache.redis.url_secret_ref, base,
                                     "spec.gateway.cache.redis.urlSecretRef")
     storage = spec.model.storage_secret_name

@@ -173,7 +173,7 @@ def _gateway_env(isvc: InferenceService) -> list[dict[str, Any]]:
         env.append({"name": "TRITIUM_RATELIMIT_REDIS_URL",
                     "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     redis = isvc.spec.gateway.cache.redis
-    if redis:
+    if redis and isvc.spec.gateway.cache.enabled:  # a cache switched off reads no Secret
         ref = redis.url_secret_ref
         env.append({"name": "TRITIUM_REDIS_URL",
                     "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
