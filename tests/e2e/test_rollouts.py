@@ -308,7 +308,10 @@ async def test_without_surge_the_canary_takes_pods_from_stable_and_never_exceeds
 ) -> None:
     """surge false: the pods of both revisions never exceed the stable revision's 3."""
     name = "nosurge"
-    rollout = {**ROLLOUT, "surge": False, "analysis": {**ROLLOUT["analysis"], "durationSeconds": 0}}
+    # scaleDownDelaySeconds is a surge-mode setting (surge false removes the old revision as its last
+    # pod moves), so this spec leaves it out rather than set a field that would do nothing.
+    rollout = {key: value for key, value in ROLLOUT.items() if key != "scaleDownDelaySeconds"}
+    rollout = {**rollout, "surge": False, "analysis": {**ROLLOUT["analysis"], "durationSeconds": 0}}
     spec = {"autoscaling": {"enabled": False, "minReplicas": 1, "maxReplicas": 1}, "replicas": 3, "rollout": rollout}
     await create(api, make_isvc(name, namespace, **spec))
     old, _ = await stable_ready(api, namespace, name, replicas=3)
