@@ -9,7 +9,8 @@ Runs `tritium operator` as a process of its own (so its RSS is its own) against 
 - with --real and KUBECONFIG set: that cluster (CRD installed), as the e2e tests do.
 
 It creates N services concurrently and reports: seconds until every one has all its children and
-a status (observedGeneration 1 and a phase), and on its own control plane also until every one is
+a status (observedGeneration 1 and a phase; followed by one watch per kind, or with --progress poll
+by lists every half second), and on its own control plane also until every one is
 Ready (status phase Ready, condition Ready=True: the simulated pods come up); the operator's peak
 RSS; write calls per service; and, over a steady-state window, write calls and the objects whose
 resourceVersion changed (the services and all their children, listed before and after).
@@ -77,7 +78,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.operator_scenarios import CHILD_KINDS, make_isvc  # noqa: E402
-from tritium.controller.kube import ApiError, KubeClient  # noqa: E402
+from tritium.controller.kube import ApiError, KubeClient, object_path  # noqa: E402
 
 CHILDREN = tuple(CHILD_KINDS)  # every kind the operator makes for one service (the e2e tests' list)
 MANAGED = "app.kubernetes.io/managed-by=tritium-operator"
@@ -324,13 +325,20 @@ class Progress:
     """Polls the API: how many services are done (children + status) and how many are Ready.
 
     From the API server's watch cache, so the benchmark's own lists, several every half second,
-    weigh as little as they can on the control plane whose time is measured.
+    weigh as little as they can on the control plane whose time is measured. ``--progress poll``;
+    WatchedProgress (the default) costs the API server less still.
     """
 
     def __init__(self, client: KubeClient, namespace: str) -> None:
         self.client, self.namespace = client, namespace
         self.complete: set[str] = set()  # services with every child kind seen
         self.expected: set[str] = set()
+
+    async def start(self) -> None:
+        """Nothing to start: each poll lists."""
+
+    async def stop(self) -> None:
+        """Nothing to stop."""
 
     async def poll(self) -> tuple[int, int]:
         isvcs = await self.client.list("InferenceService", self.namespace, "", from_cache=True)
@@ -342,17 +350,121 @@ class Progress:
                     if owner:
                         have.setdefault(owner, set()).add(kind)
             self.complete = {name for name, kinds in have.items() if kinds >= set(CHILDREN)}
-        done = ready = 0
-        for item in isvcs:
-            if item["metadata"]["name"] not in self.complete:
-                continue
-            status = item.get("status") or {}
-            if status.get("observedGeneration") == 1 and status.get("phase"):
-                done += 1
-            if status.get("phase") == "Ready" and any(
-                    c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
-                ready += 1
-        return done, ready
+        return count_done_and_ready(isvcs, self.complete)
+
+
+def count_done_and_ready(isvcs: list[dict[str, Any]], complete: set[str]) -> tuple[int, int]:
+    """Services with every child and a status of generation 1 (done), and those also Ready."""
+    done = ready = 0
+    for item in isvcs:
+        if item["metadata"]["name"] not in complete:
+            continue
+        status = item.get("status") or {}
+        if status.get("observedGeneration") == 1 and status.get("phase"):
+            done += 1
+        if status.get("phase") == "Ready" and any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []):
+            ready += 1
+    return done, ready
+
+
+class WatchedProgress(Progress):
+    """The same counts as Progress, kept from one watch per kind instead of lists every half second.
+
+    The lists (8 every half second, each up to 200 whole objects with their managedFields) made the
+    API server encode every object again twice a second while the operator's work was measured; a
+    watch sends each change once. Each stream starts from the watch cache (resourceVersion 0: the
+    objects that exist come as ADDED) and runs on a session of its own, outside the client's pool
+    of CONNECTIONS, which the creates and the steady-state reads still use. Each starts with one list
+    from the watch cache; a stream the API server ends (its timeout) is opened again from the last
+    resourceVersion seen, and an ERROR event (410 Gone) starts again with a list.
+    """
+
+    def __init__(self, client: KubeClient, namespace: str) -> None:
+        super().__init__(client, namespace)
+        self.services: dict[str, dict[str, Any]] = {}
+        self.owners: dict[str, dict[str, str]] = {kind: {} for kind in CHILDREN}  # kind -> child name -> owner
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._synced: dict[str, asyncio.Event] = {}
+
+    async def start(self) -> None:
+        auth = self.client._auth
+        assert auth is not None
+        self._session = aiohttp.ClientSession(
+            headers=auth.headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            connector=aiohttp.TCPConnector(limit=0, ssl=auth.ssl))
+        for kind in ("InferenceService", *CHILDREN):
+            self._synced[kind] = asyncio.Event()
+            self._tasks.append(asyncio.create_task(self._watch(kind)))
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in self._synced.values())), 60)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    async def _watch(self, kind: str) -> None:
+        """List from the watch cache, then watch from that list's resourceVersion (as kopf does: a
+        watch from resourceVersion 0 needs a storage feature this API server may have off)."""
+        assert self._session is not None and self.client._auth is not None
+        url = self.client._auth.server + object_path(kind, self.namespace)
+        selector = {"labelSelector": MANAGED} if kind != "InferenceService" else {}
+        version = ""
+        while True:
+            try:
+                if not version:
+                    async with self._session.get(url, params={"resourceVersion": "0", **selector}) as resp:
+                        if resp.status == 404:  # the emulator declares a kind on its first write
+                            self._synced[kind].set()
+                            await asyncio.sleep(0.5)
+                            continue
+                        resp.raise_for_status()
+                        listed = await resp.json()
+                    for obj in listed.get("items") or []:
+                        self._note(kind, "ADDED", obj)
+                    version = str(listed["metadata"]["resourceVersion"])
+                    self._synced[kind].set()
+                params = {"watch": "1", "resourceVersion": version, "allowWatchBookmarks": "true",
+                          "timeoutSeconds": "300", **selector}
+                async with self._session.get(url, params=params) as resp:
+                    resp.raise_for_status()
+                    async for line in resp.content:
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":  # e.g. 410 Gone: list again
+                            version = ""
+                            await asyncio.sleep(0.5)
+                            break
+                        version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                        if event.get("type") != "BOOKMARK":
+                            self._note(kind, str(event.get("type")), obj)
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.5)
+
+    def _note(self, kind: str, type_: str, obj: dict[str, Any]) -> None:
+        name = obj["metadata"]["name"]
+        if kind == "InferenceService":
+            if type_ == "DELETED":
+                self.services.pop(name, None)
+            else:
+                self.services[name] = {"metadata": {"name": name}, "status": obj.get("status") or {}}
+            return
+        owner = (obj["metadata"].get("labels") or {}).get(OWNER_LABEL)
+        if type_ == "DELETED" or not owner:
+            self.owners[kind].pop(name, None)
+        else:
+            self.owners[kind][name] = owner
+
+    async def poll(self) -> tuple[int, int]:
+        have: dict[str, set[str]] = {}
+        for kind, owners in self.owners.items():
+            for owner in owners.values():
+                have.setdefault(owner, set()).add(kind)
+        self.complete = {name for name, kinds in have.items() if kinds >= set(CHILDREN)}
+        return count_done_and_ready(list(self.services.values()), self.complete)
 
 
 # Writers of the cluster's own controllers (managedFields' manager): a change they make in a steady
@@ -461,7 +573,8 @@ def analysis_results(items: list[dict[str, Any]]) -> Counter[str]:
 
 
 async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
-              rollouts: bool = False, controller_manager_qps: int | None = None) -> dict[str, Any]:
+              rollouts: bool = False, controller_manager_qps: int | None = None,
+              progress_mode: str = "watch") -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="tritium-opbench-"))
     target = Target(mode, workdir, n, ns, canaries=rollouts, controller_manager_qps=controller_manager_qps)
     metrics_port = free_port()
@@ -515,6 +628,10 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
             cpu_before = cpu_seconds(pids)
             requests_before = target.apiserver_requests()
             results["operator_rss_before_mb"] = round(rss_mb(operator.pid), 1)
+            progress = (WatchedProgress if progress_mode == "watch" else Progress)(client, ns)
+            progress.expected = set(names)
+            results["progress"] = progress_mode
+            await progress.start()  # before the creates: the streams see each service from its ADDED on
             started = time.perf_counter()
             await asyncio.gather(*(
                 client._request("POST", ISVCS.format(ns=ns),
@@ -525,8 +642,6 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
             results["seconds_to_all_created"] = round(time.perf_counter() - started, 2)
             if "emulator" in base:
                 base["emulator"] += n  # the benchmark's own creates
-            progress = Progress(client, ns)
-            progress.expected = set(names)
             done = ready = 0
             wait_ready = mode == "plane"  # only simulated pods are sure to come up
             quartiles: dict[str, float] = {}  # when a quarter, half, ... of the services were done
@@ -541,6 +656,7 @@ async def run(n: int, steady_seconds: float, timeout: float, mode: str, ns: str,
                     results["seconds_to_all_done"] = round(time.perf_counter() - started, 2)
                 if done == n and (not wait_ready or ready == n):
                     break
+            await progress.stop()
             cpu_after = cpu_seconds(pids)
             results["cpu_seconds_until_then"] = {k: round(v - cpu_before.get(k, 0.0), 1) for k, v in cpu_after.items()}
             results.update(top_requests(requests_before, target.apiserver_requests()))
@@ -828,6 +944,9 @@ def main() -> int:
     parser.add_argument("--controller-manager-qps", type=int, default=None, metavar="N",
                         help="on a control plane of its own: kube-controller-manager's --kube-api-qps N and "
                         "--kube-api-burst 2N (default: Kubernetes' 20 and 30)")
+    parser.add_argument("--progress", choices=("watch", "poll"), default="watch",
+                        help="how the benchmark follows the services: one watch per kind (default), or lists of "
+                        "every kind every half second, as before 2026-12-08 (to compare)")
     args = parser.parse_args()
     if args.rollouts and not args.real:
         parser.error("--rollouts needs --real (on the emulator no pod, so no canary, gets Ready)")
@@ -839,7 +958,7 @@ def main() -> int:
         results = asyncio.run(floor(args.n, timeout, args.namespace, args.controller_manager_qps))
     else:
         results = asyncio.run(run(args.n, args.steady, timeout, mode, args.namespace, args.rollouts,
-                                  args.controller_manager_qps))
+                                  args.controller_manager_qps, args.progress))
     width = max(len(k) for k in results)
     print(f"{'metric'.ljust(width)}  value")
     for key, value in results.items():
