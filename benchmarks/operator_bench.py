@@ -325,8 +325,8 @@ class Progress:
     """Polls the API: how many services are done (children + status) and how many are Ready.
 
     From the API server's watch cache, so the benchmark's own lists, several every half second,
-    weigh as little as they can on the control plane whose time is measured. ``--progress poll``;
-    WatchedProgress (the default) costs the API server less still.
+    weigh as little as they can on the control plane whose time is measured. Used with
+    ``--progress poll``; WatchedProgress (the default) costs the API server less still.
     """
 
     def __init__(self, client: KubeClient, namespace: str) -> None:
@@ -343,14 +343,22 @@ class Progress:
     async def poll(self) -> tuple[int, int]:
         isvcs = await self.client.list("InferenceService", self.namespace, "", from_cache=True)
         if self.complete < self.expected or not self.expected:
-            have: dict[str, set[str]] = {}
+            owned = []
             for kind in CHILDREN:  # children are only listed until every service has all of them
                 for item in await children(self.client, kind, self.namespace):
                     owner = (item["metadata"].get("labels") or {}).get(OWNER_LABEL)
                     if owner:
-                        have.setdefault(owner, set()).add(kind)
-            self.complete = {name for name, kinds in have.items() if kinds >= set(CHILDREN)}
+                        owned.append((owner, kind))
+            self.complete = with_every_child(owned)
         return count_done_and_ready(isvcs, self.complete)
+
+
+def with_every_child(owned: list[tuple[str, str]]) -> set[str]:
+    """The services that own a child of every kind in CHILDREN, from (owner, child kind) pairs."""
+    have: dict[str, set[str]] = {}
+    for owner, kind in owned:
+        have.setdefault(owner, set()).add(kind)
+    return {name for name, kinds in have.items() if kinds >= set(CHILDREN)}
 
 
 def count_done_and_ready(isvcs: list[dict[str, Any]], complete: set[str]) -> tuple[int, int]:
@@ -373,11 +381,10 @@ class WatchedProgress(Progress):
 
     The lists (8 every half second, each up to 200 whole objects with their managedFields) made the
     API server encode every object again twice a second while the operator's work was measured; a
-    watch sends each change once. Each stream starts from the watch cache (resourceVersion 0: the
-    objects that exist come as ADDED) and runs on a session of its own, outside the client's pool
-    of CONNECTIONS, which the creates and the steady-state reads still use. Each starts with one list
-    from the watch cache; a stream the API server ends (its timeout) is opened again from the last
-    resourceVersion seen, and an ERROR event (410 Gone) starts again with a list.
+    watch sends each change once. The streams run on a session of their own, outside the client's
+    pool of CONNECTIONS, which the creates and the steady-state reads still use. Each starts with
+    one list from the watch cache; a stream the API server ends (its timeout) is opened again from
+    the last resourceVersion seen, and an ERROR event (410 Gone) starts again with a list.
     """
 
     def __init__(self, client: KubeClient, namespace: str) -> None:
@@ -459,11 +466,8 @@ class WatchedProgress(Progress):
             self.owners[kind][name] = owner
 
     async def poll(self) -> tuple[int, int]:
-        have: dict[str, set[str]] = {}
-        for kind, owners in self.owners.items():
-            for owner in owners.values():
-                have.setdefault(owner, set()).add(kind)
-        self.complete = {name for name, kinds in have.items() if kinds >= set(CHILDREN)}
+        self.complete = with_every_child([(owner, kind) for kind, owners in self.owners.items()
+                                          for owner in owners.values()])
         return count_done_and_ready(list(self.services.values()), self.complete)
 
 
